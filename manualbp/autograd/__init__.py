@@ -1,0 +1,10 @@
+"""The hand-derived ``torch.autograd.Function`` subclasses: every backward pass of manualbp lives here.
+
+Each Function trusts its inputs; ``manualbp.functional`` is the checked, ``torch.nn.functional``-shaped way in.
+"""
+
+from manualbp.autograd.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from manualbp.autograd.linear import Linear
+from manualbp.autograd.losses import CrossEntropyLoss, MSELoss
+
+__all__ = ["GELU", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sigmoid", "Tanh"]

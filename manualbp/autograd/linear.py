@@ -1,0 +1,56 @@
+"""The fully connected layer, z = x Wᵀ + b, with its backward pass derived by hand."""
+
+import torch
+
+
+class Linear(torch.autograd.Function):
+    r"""z = x Wᵀ + b, one neuron per row of W.
+
+    In the chain-rule notation, with a⁽ᴸ⁻¹⁾ = x the previous layer's activations, one output neuron j computes
+    z_j = Σ_k W_jk a_k + b_j, so
+
+        ∂z_j/∂W_jk = a_k,   ∂z_j/∂b_j = 1,   ∂z_j/∂a_k = W_jk.
+
+    With g = ∂C/∂z (``grad_output``) the chain rule gives, per example,
+
+        ∂C/∂W_jk = g_j a_k          ∂C/∂b_j = g_j          ∂C/∂a_k = Σ_j g_j W_jk
+
+    The last one sums over every neuron j that a_k feeds. In matrix form, stacking the examples of a batch as
+    rows, the weights and bias are shared by every example, so their gradients sum over the batch:
+
+        ∂C/∂x = g W        ∂C/∂W = gᵀ x        ∂C/∂b = Σ_rows g
+
+    Any leading dimensions of ``x`` are flattened into rows first, so "rows" means every leading index.
+
+    Shapes:
+        x: ``(*, in_features)``; weight: ``(out_features, in_features)``; bias: ``(out_features,)`` or None;
+        z and grad_output: ``(*, out_features)``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias):
+        x_rows = x.reshape(-1, x.shape[-1])
+        # addmm is what torch.nn.functional.linear runs, so the forward matches it bit for bit
+        z = x_rows.mm(weight.t()) if bias is None else torch.addmm(bias, x_rows, weight.t())
+        return z.reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight = ctx.saved_tensors
+        grad_input = grad_weight = grad_bias = None
+        g = grad_output.reshape(-1, grad_output.shape[-1])
+        if ctx.needs_input_grad[0]:
+            grad_input = g.mm(weight).reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_weight = g.t().mm(x.reshape(-1, x.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = g.sum(0)
+        return grad_input, grad_weight, grad_bias

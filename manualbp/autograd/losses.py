@@ -1,0 +1,151 @@
+"""Losses C(a, y) with ∂C/∂a derived by hand."""
+
+import torch
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+class MSELoss(torch.autograd.Function):
+    r"""The quadratic cost, C = Σᵢ (aᵢ − yᵢ)², and its derivative ∂C/∂aᵢ = 2(aᵢ − yᵢ).
+
+    ``reduction`` is PyTorch's: ``"sum"`` is C itself; ``"mean"`` is C / n for n = a.numel(), so
+    ∂C/∂aᵢ = 2(aᵢ − yᵢ) / n; ``"none"`` returns every (aᵢ − yᵢ)² and takes an upstream gradient for each.
+    Since C depends on y through (a − y) alone, ∂C/∂y = −∂C/∂a.
+
+    With an element-wise ``weight`` w (PyTorch's ``mse_loss(..., weight=w)``), C = Σᵢ wᵢ(aᵢ − yᵢ)² and
+    ∂C/∂aᵢ = 2wᵢ(aᵢ − yᵢ), ∂C/∂wᵢ = (aᵢ − yᵢ)²; ``"mean"`` then divides by W = Σᵢ wᵢ rather than n, and by the
+    quotient rule ∂(C/W)/∂wᵢ = ((aᵢ − yᵢ)² − C/W) / W.
+
+    Shapes: a, y and weight: ``(*)``, all the same shape (``manualbp.functional.mse_loss`` broadcasts a and y
+    first); the output: ``()`` for ``"mean"`` and ``"sum"``, ``(*)`` for ``"none"``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a, y, weight, reduction):
+        squared_error = (a - y).square()
+        if weight is None:
+            return _reduce(squared_error, reduction)
+        weighted = squared_error * weight
+        return weighted.sum() / weight.sum() if reduction == "mean" else _reduce(weighted, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, y, weight, reduction = inputs
+        ctx.save_for_backward(a, y, weight)
+        ctx.reduction = reduction
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        a, y, weight = ctx.saved_tensors
+        mean = ctx.reduction == "mean"
+        diff = a - y
+        grad_a = grad_weight = None
+        if weight is None:
+            # the scale first, as PyTorch's kernel does, so the rounding (and so every bit) is the same
+            scale = 2 / a.numel() if mean else 2.0
+            grad_a = scale * diff * grad_output
+        else:
+            total = weight.sum() if mean else 1
+            grad_a = 2 * weight * diff * grad_output / total
+            if ctx.needs_input_grad[2]:
+                squared_error = diff.square()
+                if mean:
+                    squared_error = squared_error - (squared_error * weight).sum() / total
+                grad_weight = squared_error * grad_output / total
+        return (
+            grad_a if ctx.needs_input_grad[0] else None,
+            -grad_a if ctx.needs_input_grad[1] else None,
+            grad_weight,
+            None,
+        )
+
+
+class CrossEntropyLoss(torch.autograd.Function):
+    r"""Softmax and the negative log-likelihood in one Function, C = −Σ_c q_c log p_c with p = softmax(z).
+
+    ``z`` holds the logits of M rows over K classes. For a row with class-index target t, the target
+    distribution q is one-hot at t, scaled by the class weight w_t; with label smoothing ε it becomes
+    q_c = (1 − ε) w_t [c = t] + ε w_c / K. Rows whose target is ``ignore_index`` have q = 0.
+
+    Write ℓ = log p = z − log Σ_k e^{z_k} (log-softmax, computed stably by subtracting max z first).
+    Then ∂ℓ_c/∂z_k = [c = k] − p_k, and with u = ∂C/∂ℓ = −q·g (g the upstream gradient of the row) the
+    chain rule, summing over every ℓ_c that z_k feeds, gives
+
+        ∂C/∂z_k = Σ_c u_c ([c = k] − p_k) = u_k − p_k Σ_c u_c
+
+    For the plain case (one-hot q, no weights) this is the familiar ∂C/∂z = (softmax(z) − onehot(t))·g.
+    ``reduction="mean"`` divides by Σ_rows w_t over the rows not ignored (by their count when unweighted);
+    ``"sum"`` by 1; ``"none"`` gives each row its own upstream g.
+
+    The log-probabilities ℓ are a second output, so the backward can rebuild p = e^ℓ without a second
+    softmax, and so a double backward can differentiate through p; the backward therefore also takes an
+    upstream gradient for ℓ itself (None in ordinary use) and sends it through the same formula.
+
+    Shapes: z: ``(M, K)``; target: ``(M,)`` of class indices; weight: ``(K,)`` or None; loss: ``()`` for
+    ``"mean"`` and ``"sum"``, ``(M,)`` for ``"none"``; log-probabilities: ``(M, K)``.
+    ``manualbp.functional.cross_entropy`` folds every other layout PyTorch accepts into this one.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z, target, weight, ignore_index, label_smoothing, reduction):
+        log_probs = torch.log_softmax(z, dim=1)
+        keep = target != ignore_index
+        safe_target = target.masked_fill(~keep, 0).unsqueeze(1)
+        target_weight = keep.to(z.dtype) if weight is None else weight[safe_target.squeeze(1)] * keep
+        # where(), not a product with the mask: an ignored row may hold −inf, and −inf · 0 is nan
+        loss = torch.where(keep, -log_probs.gather(1, safe_target).squeeze(1), 0) * target_weight
+        if label_smoothing > 0:
+            smooth = -(log_probs if weight is None else log_probs * weight).sum(1)
+            loss = (1 - label_smoothing) * loss + label_smoothing / z.shape[1] * torch.where(keep, smooth, 0)
+        if reduction == "mean":
+            loss = loss.sum() / target_weight.sum()
+        elif reduction == "sum":
+            loss = loss.sum()
+        return loss, log_probs
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, target, weight, ignore_index, label_smoothing, reduction = inputs
+        _, log_probs = output
+        ctx.save_for_backward(target, weight, log_probs)
+        ctx.ignore_index = ignore_index
+        ctx.label_smoothing = label_smoothing
+        ctx.reduction = reduction
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_log_probs):
+        target, weight, log_probs = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        u = torch.zeros_like(log_probs) if grad_log_probs is None else grad_log_probs
+        if grad_loss is not None:
+            u = u - _target_distribution(ctx, target, weight, log_probs, grad_loss)
+        grad_z = u - log_probs.exp() * u.sum(1, keepdim=True)
+        return grad_z, None, None, None, None, None
+
+
+def _target_distribution(ctx, target, weight, log_probs, grad_loss):
+    """q·g: each row's target distribution q scaled by that row's upstream gradient g, shape ``(M, K)``."""
+    keep = target != ctx.ignore_index
+    safe_target = target.masked_fill(~keep, 0)
+    target_weight = keep.to(log_probs.dtype) if weight is None else weight[safe_target] * keep
+    if ctx.reduction == "mean":
+        grad_loss = grad_loss / target_weight.sum()
+    row_scale = target_weight * grad_loss  # g_i · w_t for every row i
+    eps = ctx.label_smoothing
+    q_g = torch.zeros_like(log_probs).scatter(1, safe_target.unsqueeze(1), ((1 - eps) * row_scale).unsqueeze(1))
+    if eps > 0:
+        class_weight = 1 if weight is None else weight
+        q_g = q_g + (eps / log_probs.shape[1]) * (keep.to(log_probs.dtype) * grad_loss).unsqueeze(1) * class_weight
+    return q_g

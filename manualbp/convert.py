@@ -1,0 +1,50 @@
+"""Swap the ``torch.nn`` layers of any model for manualbp's, in place, and back."""
+
+import torch
+
+from manualbp import nn
+
+_TORCH_TO_MANUAL = {
+    torch.nn.Linear: nn.Linear,
+    torch.nn.ReLU: nn.ReLU,
+    torch.nn.LeakyReLU: nn.LeakyReLU,
+    torch.nn.Sigmoid: nn.Sigmoid,
+    torch.nn.Tanh: nn.Tanh,
+    torch.nn.GELU: nn.GELU,
+    torch.nn.MSELoss: nn.MSELoss,
+    torch.nn.CrossEntropyLoss: nn.CrossEntropyLoss,
+}
+_MANUAL_TO_TORCH = {manual: torch_class for torch_class, manual in _TORCH_TO_MANUAL.items()}
+
+
+def convert(model, to="manualbp"):
+    """Make every Linear, activation and loss of ``model`` compute its gradients with manualbp, or undo that.
+
+    Every module (``model`` itself included, at any depth) whose type is exactly one of ``torch.nn``'s
+    ``Linear``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``MSELoss`` or ``CrossEntropyLoss``
+    becomes its ``manualbp.nn`` twin. The module objects stay the same: only their class changes, which is
+    sound because each manualbp class is a subclass that adds no state. So parameters, buffers, hooks,
+    devices and any optimiser already holding the parameters are untouched.
+
+    Subclasses of those types (``torch.nn.modules.linear.NonDynamicallyQuantizableLinear`` inside
+    ``MultiheadAttention``, say) are left alone: their owners may not call their ``forward``, and a
+    subclass's own behaviour is not ours to replace. Layers used through ``torch.nn.functional`` calls
+    inside a model's ``forward`` are out of reach of any conversion.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        to: ``"manualbp"`` (default) or ``"torch"`` to convert back.
+
+    Returns:
+        ``model``, converted in place.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
+    if to not in ("manualbp", "torch"):
+        raise ValueError(f"convert: to must be 'manualbp' or 'torch', got {to!r}")
+    mapping = _TORCH_TO_MANUAL if to == "manualbp" else _MANUAL_TO_TORCH
+    for module in model.modules():
+        target_class = mapping.get(type(module))
+        if target_class is not None:
+            module.__class__ = target_class
+    return model

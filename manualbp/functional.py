@@ -1,0 +1,232 @@
+"""``torch.nn.functional``'s signatures over manualbp's hand-derived Functions.
+
+Each function checks its arguments (the public boundary), raising the exception type that
+``torch.nn.functional`` raises with a message naming what was expected and what came, then calls the
+``torch.autograd.Function`` in ``manualbp.autograd`` that holds the math.
+"""
+
+import warnings
+
+import torch
+from torch.nn import _reduction
+
+from manualbp import autograd
+
+__all__ = ["cross_entropy", "gelu", "leaky_relu", "linear", "mse_loss", "relu", "sigmoid", "tanh"]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def linear(input, weight, bias=None):
+    """z = x Wᵀ + b. See ``manualbp.autograd.Linear`` for the derivation.
+
+    Args:
+        input: ``(*, in_features)``.
+        weight: ``(out_features, in_features)``.
+        bias: ``(out_features,)`` or None.
+
+    Returns:
+        ``(*, out_features)``.
+    """
+    if weight.dim() != 2:
+        raise RuntimeError(f"linear: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if input.dim() == 0 or input.shape[-1] != weight.shape[1]:
+        raise RuntimeError(
+            f"linear: input of shape {tuple(input.shape)} must end in in_features={weight.shape[1]} "
+            f"to match weight of shape {tuple(weight.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise RuntimeError(
+            f"linear: bias must have shape ({weight.shape[0]},) to match weight of shape "
+            f"{tuple(weight.shape)}, got {tuple(bias.shape)}"
+        )
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type):
+        # what autocast does for torch's own linear: cast every operand to the autocast dtype, as an
+        # ordinary (differentiable) cast outside the Function, so the backward runs in that dtype too
+        dtype = torch.get_autocast_dtype(device_type)
+        input, weight = input.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    _check_same("linear", "dtype", input=input, weight=weight, bias=bias)
+    _check_same("linear", "device", input=input, weight=weight, bias=bias)
+    return autograd.Linear.apply(input, weight, bias)
+
+
+def relu(input, inplace=False):
+    """a = max(z, 0). See ``manualbp.autograd.ReLU``.
+
+    With ``inplace=True`` the result is also written into ``input`` (as ``torch.nn.functional.relu`` does),
+    and the gradient still flows through manualbp's backward.
+    """
+    return _maybe_inplace(autograd.ReLU.apply(input), input, inplace)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """a = z if z > 0 else negative_slope·z. See ``manualbp.autograd.LeakyReLU``."""
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+        raise TypeError(f"leaky_relu: negative_slope must be a number, got {type(negative_slope).__name__}")
+    return _maybe_inplace(autograd.LeakyReLU.apply(input, float(negative_slope)), input, inplace)
+
+
+def sigmoid(input):
+    """a = 1 / (1 + e⁻ᶻ). See ``manualbp.autograd.Sigmoid``."""
+    return autograd.Sigmoid.apply(input)
+
+
+def tanh(input):
+    """a = tanh(z). See ``manualbp.autograd.Tanh``."""
+    return autograd.Tanh.apply(input)
+
+
+def gelu(input, approximate="none"):
+    """a = z·Φ(z), exact (``approximate="none"``) or its tanh approximation. See ``manualbp.autograd.GELU``."""
+    if approximate not in ("none", "tanh"):
+        raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return autograd.GELU.apply(input, approximate)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean (or summed) squared error. See ``manualbp.autograd.MSELoss`` for C = Σ(a − y)², ∂C/∂a = 2(a − y).
+
+    Args:
+        input: ``(*)``.
+        target: ``(*)``, broadcast against ``input`` with a warning when the shapes differ (as PyTorch does).
+        size_average, reduce: deprecated, as in PyTorch; use ``reduction``.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        weight: optional, the shape of ``input``; weights each squared error (``"mean"`` divides by its sum).
+    """
+    if size_average is not None or reduce is not None:
+        reduction = _reduction.legacy_get_string(size_average, reduce)
+    _check_reduction(reduction)
+    if target.shape != input.shape:
+        warnings.warn(
+            f"mse_loss: target size {tuple(target.shape)} differs from input size {tuple(input.shape)}; they "
+            "will be broadcast, which is likely not what you want. Make them the same size.",
+            stacklevel=2,
+        )
+    input, target = torch.broadcast_tensors(input, target)
+    if weight is not None and weight.shape != input.shape:
+        raise ValueError(f"mse_loss: weight must have the input's shape {tuple(input.shape)}, got {tuple(weight.shape)}")
+    input, target, weight = _autocast_to_float32(input, target, weight)
+    _check_same("mse_loss", "dtype", input=input, target=target, weight=weight)
+    _check_same("mse_loss", "device", input=input, target=target, weight=weight)
+    return autograd.MSELoss.apply(input, target, weight, reduction)
+
+
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    size_average=None,
+    ignore_index=-100,
+    reduce=None,
+    reduction="mean",
+    label_smoothing=0.0,
+):
+    """Softmax cross-entropy from logits and class indices. See ``manualbp.autograd.CrossEntropyLoss``.
+
+    Args:
+        input: logits, ``(C,)``, ``(N, C)`` or ``(N, C, d₁, …, d_k)``.
+        target: class indices in ``[0, C)``, ``()``, ``(N,)`` or ``(N, d₁, …, d_k)``; ``ignore_index`` marks
+            entries that count for nothing.
+        weight: optional per-class weights, ``(C,)``.
+        size_average, reduce: deprecated, as in PyTorch; use ``reduction``.
+        reduction: ``"mean"`` (default; divided by the summed weight of the targets), ``"sum"`` or ``"none"``.
+        label_smoothing: ε in [0, 1]; the target becomes (1 − ε)·onehot + ε/C.
+
+    Returns:
+        ``()`` for ``"mean"`` and ``"sum"``; the target's shape for ``"none"``.
+    """
+    if size_average is not None or reduce is not None:
+        reduction = _reduction.legacy_get_string(size_average, reduce)
+    _check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    if not input.is_floating_point():
+        raise RuntimeError(f"cross_entropy: input must hold floating-point logits, got dtype {input.dtype}")
+    if target.is_floating_point():
+        raise NotImplementedError(
+            "cross_entropy: manualbp takes class-index targets (an integer tensor); got a floating-point "
+            f"target of dtype {target.dtype}. Pass target.argmax(1) for one-hot targets."
+        )
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(f"cross_entropy: target must be int64 (class indices), got {target.dtype}")
+    unbatched = input.dim() == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    if input.dim() < 1 or target.dim() != input.dim() - 1:
+        raise ValueError(
+            f"cross_entropy: for input of shape {tuple(input.shape)}, target must have shape "
+            f"{(input.shape[0], *input.shape[2:])}, got {tuple(target.shape)}"
+        )
+    if input.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target batch_size "
+            f"({target.shape[0]})"
+        )
+    if target.shape[1:] != input.shape[2:]:
+        raise RuntimeError(
+            f"cross_entropy: expected target size {(input.shape[0], *input.shape[2:])}, got {tuple(target.shape)}"
+        )
+    num_classes = input.shape[1]
+    if weight is not None and tuple(weight.shape) != (num_classes,):
+        raise RuntimeError(
+            f"cross_entropy: weight must have shape ({num_classes},), one per class, got {tuple(weight.shape)}"
+        )
+    _check_targets_in_range(target, num_classes, ignore_index)
+    input, weight = _autocast_to_float32(input, weight)
+    _check_same("cross_entropy", "dtype", input=input, weight=weight)
+    _check_same("cross_entropy", "device", input=input, target=target, weight=weight)
+    # fold every layout into (rows, classes): the Function then handles one case only
+    logits = input.movedim(1, -1).reshape(-1, num_classes)
+    loss, _ = autograd.CrossEntropyLoss.apply(
+        logits, target.reshape(-1).long(), weight, ignore_index, float(label_smoothing), reduction
+    )
+    if reduction == "none":
+        loss = loss.reshape(target.shape[1:] if unbatched else target.shape)
+    return loss
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction: expected one of {_REDUCTIONS}")
+
+
+def _check_same(function, attribute, **tensors):
+    """Raise if the given tensors (None skipped) disagree on ``attribute`` ("dtype" or "device")."""
+    given = {name: getattr(t, attribute) for name, t in tensors.items() if t is not None}
+    if len(set(given.values())) > 1:
+        listed = ", ".join(f"{name} {value}" for name, value in given.items())
+        raise RuntimeError(f"{function}: expected every tensor to have the same {attribute}, got {listed}")
+
+
+def _check_targets_in_range(target, num_classes, ignore_index):
+    # Reading the values needs the data on the host: on CUDA that would stall every step, and under
+    # torch.compile or torch.func there are no concrete values to read. There an out-of-range index fails
+    # inside the gather instead, as it does for PyTorch's own kernels on CUDA.
+    if (
+        target.device.type != "cpu"
+        or target.numel() == 0
+        or torch.compiler.is_compiling()
+        or torch._C._functorch.is_functorch_wrapped_tensor(target)
+    ):
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bad.any():
+        raise IndexError(
+            f"cross_entropy: target {target[bad][0].item()} is out of bounds: class indices must lie in "
+            f"[0, {num_classes}) (or equal ignore_index={ignore_index})"
+        )
+
+
+def _autocast_to_float32(*tensors):
+    """Under autocast, losses run in float32, as PyTorch's own losses do."""
+    device_type = next(t for t in tensors if t is not None).device.type
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    return tuple(None if t is None else t.float() if t.is_floating_point() else t for t in tensors)
+
+
+def _maybe_inplace(output, input, inplace):
+    # the copy is recorded by autograd, so a gradient into the modified input still reaches our backward
+    return input.copy_(output) if inplace else output

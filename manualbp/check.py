@@ -1,0 +1,164 @@
+"""Compare every manualbp layer with PyTorch autograd on this machine: ``python -m manualbp.check``.
+
+For each layer, the forward output and every gradient are computed twice from the same random inputs and the
+same random upstream gradient (not ``.sum()``, which would hide a transposed or mis-scaled formula): once by
+manualbp's hand-derived backward, once by PyTorch's built-in autograd. Each row gives the verdict in three
+columns: *exact* (equal to the bit), *approximate* (within ``torch.testing.assert_close``'s tolerance for the
+dtype) and *maxdiff* (the largest absolute difference). The exit status is 1 if any row is not approximate.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from manualbp import functional as F
+
+# torch.testing.assert_close's defaults for these dtypes
+TOLERANCES = {torch.float32: {"rtol": 1.3e-6, "atol": 1e-5}, torch.float64: {"rtol": 1e-7, "atol": 1e-7}}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One layer to compare: its two implementations and how to draw its inputs.
+
+    ``make_inputs(generator, dtype)`` returns a dict of named CPU tensors; the floating-point ones listed in
+    ``differentiable`` get gradients. ``manual`` and ``reference`` take them positionally, in that order.
+    """
+
+    name: str
+    manual: Callable
+    reference: Callable
+    make_inputs: Callable
+    differentiable: tuple
+
+
+@dataclass(frozen=True)
+class Row:
+    layer: str
+    quantity: str
+    exact: bool
+    approximate: bool
+    maxdiff: float
+
+
+def _randn(generator, dtype, *shape):
+    return torch.randn(shape, generator=generator, dtype=dtype)
+
+
+def _away_from_zero(generator, dtype, *shape):
+    # activations have a kink at 0 where the derivative is a convention: keep the inputs clear of it
+    z = _randn(generator, dtype, *shape)
+    return z + 0.1 * torch.sign(z)
+
+
+def _linear_inputs(generator, dtype):
+    return {"x": _randn(generator, dtype, 64, 100), "weight": _randn(generator, dtype, 50, 100) * 0.1,
+            "bias": _randn(generator, dtype, 50)}
+
+
+def _activation_inputs(generator, dtype):
+    return {"z": _away_from_zero(generator, dtype, 64, 100)}
+
+
+def _mse_inputs(generator, dtype):
+    return {"a": _randn(generator, dtype, 64, 10), "y": _randn(generator, dtype, 64, 10)}
+
+
+def _cross_entropy_inputs(generator, dtype):
+    return {"z": _randn(generator, dtype, 64, 10) * 3,
+            "target": torch.randint(0, 10, (64,), generator=generator)}
+
+
+def _weighted_cross_entropy_inputs(generator, dtype):
+    inputs = _cross_entropy_inputs(generator, dtype)
+    inputs["target"][::7] = -100  # some rows ignored
+    inputs["weight"] = torch.rand(10, generator=generator, dtype=dtype) + 0.5
+    return inputs
+
+
+tnf = torch.nn.functional
+
+CASES = (
+    Case("Linear", F.linear, tnf.linear, _linear_inputs, ("x", "weight", "bias")),
+    Case("ReLU", F.relu, tnf.relu, _activation_inputs, ("z",)),
+    Case("LeakyReLU", lambda z: F.leaky_relu(z, 0.1), lambda z: tnf.leaky_relu(z, 0.1), _activation_inputs, ("z",)),
+    Case("Sigmoid", F.sigmoid, torch.sigmoid, _activation_inputs, ("z",)),
+    Case("Tanh", F.tanh, torch.tanh, _activation_inputs, ("z",)),
+    Case("GELU", F.gelu, tnf.gelu, _activation_inputs, ("z",)),
+    Case("GELU(tanh)", lambda z: F.gelu(z, approximate="tanh"), lambda z: tnf.gelu(z, approximate="tanh"),
+         _activation_inputs, ("z",)),
+    Case("MSELoss", F.mse_loss, tnf.mse_loss, _mse_inputs, ("a", "y")),
+    Case("MSELoss(sum)", lambda a, y: F.mse_loss(a, y, reduction="sum"),
+         lambda a, y: tnf.mse_loss(a, y, reduction="sum"), _mse_inputs, ("a",)),
+    Case("CrossEntropyLoss", F.cross_entropy, tnf.cross_entropy, _cross_entropy_inputs, ("z",)),
+    Case("CrossEntropyLoss(weighted,smoothed)",
+         lambda z, target, weight: F.cross_entropy(z, target, weight, label_smoothing=0.1),
+         lambda z, target, weight: tnf.cross_entropy(z, target, weight, label_smoothing=0.1),
+         _weighted_cross_entropy_inputs, ("z",)),
+)
+
+
+def compare(case, device="cpu", dtype=torch.float32, seed=0):
+    """Run ``case`` both ways and return one Row for the forward output and one for each gradient."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = {name: t.to(device) for name, t in case.make_inputs(generator, dtype).items()}
+    results = {}
+    for label, fn in (("manual", case.manual), ("reference", case.reference)):
+        leaves = {name: t.clone().requires_grad_(name in case.differentiable) for name, t in inputs.items()}
+        output = fn(*leaves.values())
+        if label == "manual":
+            upstream = _randn(generator, dtype, *output.shape).to(device)
+        grads = torch.autograd.grad(output, [leaves[name] for name in case.differentiable], upstream)
+        results[label] = [output.detach(), *grads]
+    quantities = ["forward", *(f"grad {name}" for name in case.differentiable)]
+    return [_row(case.name, q, m, r) for q, m, r in zip(quantities, results["manual"], results["reference"])]
+
+
+def _row(layer, quantity, manual, reference):
+    exact = torch.equal(manual, reference)
+    approximate = torch.allclose(manual, reference, equal_nan=True, **TOLERANCES[manual.dtype])
+    maxdiff = (manual.double() - reference.double()).abs().max().item() if manual.numel() else 0.0
+    return Row(layer, quantity, exact, approximate, maxdiff)
+
+
+def format_table(rows):
+    header = ("layer", "quantity", "exact", "approximate", "maxdiff")
+    lines = [(r.layer, r.quantity, str(r.exact), str(r.approximate), f"{r.maxdiff:.3e}") for r in rows]
+    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
+    render = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m manualbp.check",
+        description="Compare every manualbp layer's forward and gradients with PyTorch autograd on random "
+        "inputs and random upstream gradients. Exits 1 if any gradient disagrees beyond tolerance.",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="floating-point type of the inputs (default: float32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default: 0)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+    dtype = getattr(torch, args.dtype)
+    rows = [row for case in CASES for row in compare(case, args.device, dtype, args.seed)]
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"manualbp vs torch {torch.__version__} autograd on {device_name}, {args.dtype}, "
+          f"tolerance {TOLERANCES[dtype]}\n")
+    print(format_table(rows))
+    failed = [r for r in rows if not r.approximate]
+    exact = sum(r.exact for r in rows)
+    print(f"\n{exact} of {len(rows)} exact, {len(rows) - len(failed)} of {len(rows)} within tolerance")
+    if failed:
+        print("FAILED: " + ", ".join(f"{r.layer} {r.quantity}" for r in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,10 +31,13 @@ class Linear(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, bias):
-        x_rows = x.reshape(-1, x.shape[-1])
-        # addmm is what torch.nn.functional.linear runs, so the forward matches it bit for bit
-        z = x_rows.mm(weight.t()) if bias is None else torch.addmm(bias, x_rows, weight.t())
-        return z.reshape(*x.shape[:-1], weight.shape[0])
+        if x.dim() == 2 and bias is not None:
+            # one fused GEMM, z = b + x Wᵀ, as torch.nn.functional.linear runs it: the same bits
+            return torch.addmm(bias, x, weight.t())
+        # matmul folds the leading dims into rows itself, and returns a tensor of its own rather than a
+        # view (autograd forbids modifying a custom Function's view output in place, as inplace ReLU does)
+        z = x.matmul(weight.t())
+        return z if bias is None else z + bias
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -1,0 +1,32 @@
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def noncontiguous(t):
+    """The same values as ``t`` in memory with a stride of 2 in the last dimension."""
+    if t.dim() == 0:
+        return t.clone()
+    wide = torch.zeros(*t.shape, 2, dtype=t.dtype, device=t.device)
+    wide[..., 0] = t
+    out = wide[..., 0]
+    assert not out.is_contiguous() or t.numel() <= 1
+    return out

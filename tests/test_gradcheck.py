@@ -1,0 +1,106 @@
+"""Every Function's backward (and the backward of its backward) against finite differences, in float64."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.autograd import gradcheck, gradgradcheck
+
+import manualbp.functional as F
+from conftest import noncontiguous
+
+DOUBLE = torch.float64
+
+leading_dims = st.lists(st.integers(1, 3), min_size=0, max_size=3)  # (), batch 1.., 3-D+ inputs
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4)
+
+
+def _leaf(t, requires_grad, make_noncontiguous=False):
+    t = noncontiguous(t) if make_noncontiguous else t
+    return t.detach().requires_grad_(requires_grad)
+
+
+def _assert_grad_and_gradgrad(fn, inputs):
+    assert gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+    assert gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+@given(
+    leading=leading_dims,
+    in_features=st.integers(1, 4),
+    out_features=st.integers(1, 4),
+    bias=st.booleans(),
+    wants=st.tuples(st.booleans(), st.booleans(), st.booleans()).filter(any),
+    make_noncontiguous=st.booleans(),
+)
+def test_linear_gradcheck_and_gradgradcheck(leading, in_features, out_features, bias, wants, make_noncontiguous):
+    if not bias and not (wants[0] or wants[1]):
+        return
+    x = _leaf(torch.randn(*leading, in_features, dtype=DOUBLE), wants[0], make_noncontiguous)
+    weight = _leaf(torch.randn(out_features, in_features, dtype=DOUBLE), wants[1], make_noncontiguous)
+    b = _leaf(torch.randn(out_features, dtype=DOUBLE), wants[2]) if bias else None
+    _assert_grad_and_gradgrad(F.linear, (x, weight, b))
+
+
+ACTIVATIONS = {
+    "relu": F.relu,
+    "leaky_relu": lambda z: F.leaky_relu(z, 0.2),
+    "leaky_relu_negative_slope": lambda z: F.leaky_relu(z, -0.5),
+    "sigmoid": F.sigmoid,
+    "tanh": F.tanh,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+}
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@given(shape=shapes, make_noncontiguous=st.booleans())
+def test_activation_gradcheck_and_gradgradcheck(name, shape, make_noncontiguous):
+    z = torch.randn(*shape, dtype=DOUBLE)
+    z = z + 0.1 * torch.sign(z)  # away from the kink at 0, where finite differences straddle two slopes
+    _assert_grad_and_gradgrad(ACTIVATIONS[name], (_leaf(z, True, make_noncontiguous),))
+
+
+@given(
+    shape=shapes,
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    weighted=st.booleans(),
+    wants=st.tuples(st.booleans(), st.booleans(), st.booleans()).filter(any),
+    make_noncontiguous=st.booleans(),
+)
+def test_mse_loss_gradcheck_and_gradgradcheck(shape, reduction, weighted, wants, make_noncontiguous):
+    if not weighted and not (wants[0] or wants[1]):
+        return
+    a = _leaf(torch.randn(*shape, dtype=DOUBLE), wants[0], make_noncontiguous)
+    y = _leaf(torch.randn(*shape, dtype=DOUBLE), wants[1])
+    weight = _leaf(torch.rand(*shape, dtype=DOUBLE) + 0.5, wants[2]) if weighted else None
+    _assert_grad_and_gradgrad(lambda a, y, w: F.mse_loss(a, y, reduction=reduction, weight=w), (a, y, weight))
+
+
+@given(
+    batch=st.sampled_from([None, 1, 3]),  # None: an unbatched (C,) input
+    spatial=st.lists(st.integers(1, 3), min_size=0, max_size=2),
+    num_classes=st.integers(1, 5),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    weighted=st.booleans(),
+    ignore_some=st.booleans(),
+    label_smoothing=st.sampled_from([0.0, 0.2]),
+    make_noncontiguous=st.booleans(),
+)
+def test_cross_entropy_gradcheck_and_gradgradcheck(
+    batch, spatial, num_classes, reduction, weighted, ignore_some, label_smoothing, make_noncontiguous
+):
+    if batch is None:
+        spatial = []
+    logits_shape = (num_classes,) if batch is None else (batch, num_classes, *spatial)
+    target_shape = () if batch is None else (batch, *spatial)
+    z = _leaf(torch.randn(*logits_shape, dtype=DOUBLE) * 3, True, make_noncontiguous)
+    target = torch.randint(0, num_classes, target_shape)
+    if ignore_some and target.numel() > 1:
+        target.view(-1)[0] = -100  # keep at least one row, or "mean" divides by zero
+    weight = torch.rand(num_classes, dtype=DOUBLE) + 0.5 if weighted else None
+
+    def loss(z):
+        return F.cross_entropy(z, target, weight, reduction=reduction, label_smoothing=label_smoothing)
+
+    _assert_grad_and_gradgrad(loss, (z,))

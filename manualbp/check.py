@@ -9,8 +9,8 @@ dtype) and *maxdiff* (the largest absolute difference). The exit status is 1 if 
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -55,8 +55,11 @@ def _away_from_zero(generator, dtype, *shape):
 
 
 def _linear_inputs(generator, dtype):
-    return {"x": _randn(generator, dtype, 64, 100), "weight": _randn(generator, dtype, 50, 100) * 0.1,
-            "bias": _randn(generator, dtype, 50)}
+    return {
+        "x": _randn(generator, dtype, 64, 100),
+        "weight": _randn(generator, dtype, 50, 100) * 0.1,
+        "bias": _randn(generator, dtype, 50),
+    }
 
 
 def _activation_inputs(generator, dtype):
@@ -68,8 +71,7 @@ def _mse_inputs(generator, dtype):
 
 
 def _cross_entropy_inputs(generator, dtype):
-    return {"z": _randn(generator, dtype, 64, 10) * 3,
-            "target": torch.randint(0, 10, (64,), generator=generator)}
+    return {"z": _randn(generator, dtype, 64, 10) * 3, "target": torch.randint(0, 10, (64,), generator=generator)}
 
 
 def _weighted_cross_entropy_inputs(generator, dtype):
@@ -88,16 +90,29 @@ CASES = (
     Case("Sigmoid", F.sigmoid, torch.sigmoid, _activation_inputs, ("z",)),
     Case("Tanh", F.tanh, torch.tanh, _activation_inputs, ("z",)),
     Case("GELU", F.gelu, tnf.gelu, _activation_inputs, ("z",)),
-    Case("GELU(tanh)", lambda z: F.gelu(z, approximate="tanh"), lambda z: tnf.gelu(z, approximate="tanh"),
-         _activation_inputs, ("z",)),
+    Case(
+        "GELU(tanh)",
+        lambda z: F.gelu(z, approximate="tanh"),
+        lambda z: tnf.gelu(z, approximate="tanh"),
+        _activation_inputs,
+        ("z",),
+    ),
     Case("MSELoss", F.mse_loss, tnf.mse_loss, _mse_inputs, ("a", "y")),
-    Case("MSELoss(sum)", lambda a, y: F.mse_loss(a, y, reduction="sum"),
-         lambda a, y: tnf.mse_loss(a, y, reduction="sum"), _mse_inputs, ("a",)),
+    Case(
+        "MSELoss(sum)",
+        lambda a, y: F.mse_loss(a, y, reduction="sum"),
+        lambda a, y: tnf.mse_loss(a, y, reduction="sum"),
+        _mse_inputs,
+        ("a",),
+    ),
     Case("CrossEntropyLoss", F.cross_entropy, tnf.cross_entropy, _cross_entropy_inputs, ("z",)),
-    Case("CrossEntropyLoss(weighted,smoothed)",
-         lambda z, target, weight: F.cross_entropy(z, target, weight, label_smoothing=0.1),
-         lambda z, target, weight: tnf.cross_entropy(z, target, weight, label_smoothing=0.1),
-         _weighted_cross_entropy_inputs, ("z",)),
+    Case(
+        "CrossEntropyLoss(weighted,smoothed)",
+        lambda z, target, weight: F.cross_entropy(z, target, weight, label_smoothing=0.1),
+        lambda z, target, weight: tnf.cross_entropy(z, target, weight, label_smoothing=0.1),
+        _weighted_cross_entropy_inputs,
+        ("z",),
+    ),
 )
 
 
@@ -114,7 +129,9 @@ def compare(case, device="cpu", dtype=torch.float32, seed=0):
         grads = torch.autograd.grad(output, [leaves[name] for name in case.differentiable], upstream)
         results[label] = [output.detach(), *grads]
     quantities = ["forward", *(f"grad {name}" for name in case.differentiable)]
-    return [_row(case.name, q, m, r) for q, m, r in zip(quantities, results["manual"], results["reference"])]
+    return [
+        _row(case.name, q, m, r) for q, m, r in zip(quantities, results["manual"], results["reference"], strict=True)
+    ]
 
 
 def _row(layer, quantity, manual, reference):
@@ -128,7 +145,7 @@ def format_table(rows):
     header = ("layer", "quantity", "exact", "approximate", "maxdiff")
     lines = [(r.layer, r.quantity, str(r.exact), str(r.approximate), f"{r.maxdiff:.3e}") for r in rows]
     widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
-    render = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()  # noqa: E731
+    render = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
 
 
@@ -139,8 +156,12 @@ def main(argv=None):
         "inputs and random upstream gradients. Exits 1 if any gradient disagrees beyond tolerance.",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                        help="floating-point type of the inputs (default: float32)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="floating-point type of the inputs (default: float32)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default: 0)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -148,8 +169,10 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     rows = [row for case in CASES for row in compare(case, args.device, dtype, args.seed)]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"manualbp vs torch {torch.__version__} autograd on {device_name}, {args.dtype}, "
-          f"tolerance {TOLERANCES[dtype]}\n")
+    print(
+        f"manualbp vs torch {torch.__version__} autograd on {device_name}, {args.dtype}, "
+        f"tolerance {TOLERANCES[dtype]}\n"
+    )
     print(format_table(rows))
     failed = [r for r in rows if not r.approximate]
     exact = sum(r.exact for r in rows)

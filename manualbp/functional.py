@@ -106,8 +106,13 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         )
     input, target = torch.broadcast_tensors(input, target)
     if weight is not None and weight.shape != input.shape:
-        raise ValueError(f"mse_loss: weight must have the input's shape {tuple(input.shape)}, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"mse_loss: weight must have the input's shape {tuple(input.shape)}, got {tuple(weight.shape)}"
+        )
     input, target, weight = _autocast_to_float32(input, target, weight)
+    if input.dtype != target.dtype:  # PyTorch promotes here rather than refusing
+        dtype = torch.promote_types(input.dtype, target.dtype)
+        input, target = input.to(dtype), target.to(dtype)
     _check_same("mse_loss", "dtype", input=input, target=target, weight=weight)
     _check_same("mse_loss", "device", input=input, target=target, weight=weight)
     return autograd.MSELoss.apply(input, target, weight, reduction)

@@ -31,7 +31,7 @@ def test_torch_compile_fullgraph_matches_eager_forward_and_gradients(loss_fn):
     loss = compiled(x, target)
     grads = torch.autograd.grad(loss, list(model.parameters()))
     torch.testing.assert_close(loss, eager_loss)
-    for g, e in zip(grads, eager_grads):
+    for g, e in zip(grads, eager_grads, strict=True):
         torch.testing.assert_close(g, e)
 
 
@@ -57,7 +57,7 @@ def test_vmap_of_grad_gives_the_builtin_models_per_sample_gradients():
     # and per-sample gradients average to the batch gradient
     loss = manualbp.functional.cross_entropy(manual(x), target)
     batch_grads = torch.autograd.grad(loss, list(manual.parameters()))
-    for (name, _), batch_grad in zip(manual.named_parameters(), batch_grads):
+    for (name, _), batch_grad in zip(manual.named_parameters(), batch_grads, strict=True):
         torch.testing.assert_close(manual_grads[name].mean(0), batch_grad)
 
 
@@ -76,5 +76,5 @@ def test_autocast_bfloat16_on_cpu_runs_and_gradients_keep_the_parameters_dtypes(
         results.append((loss.detach(), [p.grad for p in model.parameters()]))
     (loss_m, grads_m), (loss_b, grads_b) = results
     torch.testing.assert_close(loss_m, loss_b, rtol=1e-2, atol=1e-2)
-    for g_m, g_b in zip(grads_m, grads_b):
+    for g_m, g_b in zip(grads_m, grads_b, strict=True):
         torch.testing.assert_close(g_m, g_b, rtol=2e-2, atol=2e-3)

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from conftest import noncontiguous
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 
 import manualbp.functional as F
-from conftest import noncontiguous
 
 DOUBLE = torch.float64
 

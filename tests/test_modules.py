@@ -32,7 +32,7 @@ def test_same_seed_gives_the_same_parameters_repr_and_state_dict_keys(manual_cla
     builtin = torch_class(*args, **kwargs)
     assert repr(manual) == repr(builtin)
     assert list(manual.state_dict()) == list(builtin.state_dict())
-    for (name, p), (_, q) in zip(manual.state_dict().items(), builtin.state_dict().items()):
+    for (name, p), (_, q) in zip(manual.state_dict().items(), builtin.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
         assert p.dtype == q.dtype
 
@@ -46,7 +46,9 @@ def test_state_dict_round_trips_both_ways(manual_class, torch_class, args, kwarg
     manual.load_state_dict(builtin.state_dict())
     back = torch_class(*args, **kwargs)
     back.load_state_dict(manual.state_dict())
-    for a, b, c in zip(builtin.state_dict().values(), manual.state_dict().values(), back.state_dict().values()):
+    for a, b, c in zip(
+        builtin.state_dict().values(), manual.state_dict().values(), back.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b) and torch.equal(b, c)
 
 
@@ -61,7 +63,7 @@ def test_linear_module_runs_through_manualbp_and_matches_torch(device):
     assert isinstance(out.grad_fn, manualbp.autograd.Linear._backward_cls)
     out.backward(upstream)
     builtin(x).backward(upstream)
-    for p, q in zip(manual.parameters(), builtin.parameters()):
+    for p, q in zip(manual.parameters(), builtin.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)
 
 
@@ -86,7 +88,7 @@ def _assert_same_outputs_and_grads(original, converted, x):
     out_c, grads_c = _outputs_and_grads(converted, x, upstream)
     torch.testing.assert_close(out_c, out_o)
     assert len(grads_c) == len(grads_o)
-    for g_c, g_o in zip(grads_c, grads_o):
+    for g_c, g_o in zip(grads_c, grads_o, strict=True):
         torch.testing.assert_close(g_c, g_o)
 
 
@@ -125,13 +127,17 @@ def test_convert_keeps_the_very_same_parameters_and_converts_back():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     assert manualbp.convert(model) is model
     assert [type(m) for m in model.modules()][1:] == [mnn.Linear, mnn.Tanh, torch.nn.Sequential, mnn.Linear]
-    assert all(p is q for p, q in zip(model.parameters(), parameters))
+    assert all(p is q for p, q in zip(model.parameters(), parameters, strict=True))
     model(torch.randn(5, 3)).square().sum().backward()
     optimizer.step()  # the optimiser built before the conversion still drives the same parameters
     manualbp.convert(model, to="torch")
-    assert [type(m) for m in model.modules()][1:] == [torch.nn.Linear, torch.nn.Tanh, torch.nn.Sequential,
-                                                      torch.nn.Linear]
-    assert all(p is q for p, q in zip(model.parameters(), parameters))
+    assert [type(m) for m in model.modules()][1:] == [
+        torch.nn.Linear,
+        torch.nn.Tanh,
+        torch.nn.Sequential,
+        torch.nn.Linear,
+    ]
+    assert all(p is q for p, q in zip(model.parameters(), parameters, strict=True))
 
 
 def test_convert_converts_a_bare_layer_and_rejects_bad_arguments():

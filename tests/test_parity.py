@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from conftest import noncontiguous
 from hypothesis import given
 from hypothesis import strategies as st
 
 import manualbp.autograd as A
 import manualbp.functional as F
-from conftest import noncontiguous
 from manualbp.check import CASES, compare
 
 # Where the arithmetic differs, why, and so why these rows are bounded rather than bitwise.
@@ -71,8 +71,9 @@ def _grads(fn, inputs, upstream):
     out_features=st.integers(1, 33),
     make_noncontiguous=st.booleans(),
 )
-def test_linear_matches_autograd_bitwise_over_shapes_and_layouts(leading, in_features, out_features,
-                                                                  make_noncontiguous):
+def test_linear_matches_autograd_bitwise_over_shapes_and_layouts(
+    leading, in_features, out_features, make_noncontiguous
+):
     x = torch.randn(*leading, in_features)
     weight, bias = torch.randn(out_features, in_features), torch.randn(out_features)
     upstream = torch.randn(*leading, out_features)
@@ -81,7 +82,7 @@ def test_linear_matches_autograd_bitwise_over_shapes_and_layouts(leading, in_fea
     out_m, grads_m = _grads(F.linear, (x, weight, bias), upstream)
     out_r, grads_r = _grads(torch.nn.functional.linear, (x, weight, bias), upstream)
     torch.testing.assert_close(out_m, out_r, rtol=0, atol=0)
-    for grad_m, grad_r in zip(grads_m, grads_r):
+    for grad_m, grad_r in zip(grads_m, grads_r, strict=True):
         torch.testing.assert_close(grad_m, grad_r, rtol=0, atol=0)
 
 

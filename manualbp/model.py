@@ -1,0 +1,55 @@
+"""The multilayer perceptron the trainer builds, from manualbp's layers or torch.nn's."""
+
+import torch
+
+import manualbp
+from manualbp import nn as mnn
+
+ACTIVATIONS = {
+    "relu": mnn.ReLU,
+    "leaky-relu": mnn.LeakyReLU,
+    "sigmoid": mnn.Sigmoid,
+    "tanh": mnn.Tanh,
+    "gelu": mnn.GELU,
+}
+
+
+def build_mlp(
+    sizes, activation="relu", output_activation=None, layers="manual", init="default", seed=0, dtype=torch.float32
+):
+    """``Sequential(Linear, f, Linear, f, …, Linear[, output f])`` over ``sizes`` (e.g. ``[784, 256, 10]``).
+
+    Args:
+        activation: one of ``ACTIVATIONS``, after every hidden layer.
+        output_activation: None, or one of ``ACTIVATIONS`` after the last layer (the sigmoid output of
+            "Neural Networks and Deep Learning").
+        layers: ``"manual"`` for manualbp's layers, ``"torch"`` for ``torch.nn``'s. Both draw the same initial
+            weights, so the two train side by side from the same start.
+        init: ``"default"`` for ``torch.nn.Linear``'s initialisation, ``"normal"`` for weights and biases drawn
+            from N(0, 1), as in the book.
+        seed: seeds the initial weights (and nothing else).
+
+    The state_dict keys are those of ``torch.nn.Sequential``: ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, …
+    """
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    modules = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        modules.append(mnn.Linear(fan_in, fan_out, dtype=dtype))
+        last = i == len(sizes) - 2
+        if not last:
+            modules.append(ACTIVATIONS[activation]())
+        elif output_activation is not None:
+            modules.append(ACTIVATIONS[output_activation]())
+    model = torch.nn.Sequential(*modules)
+    if init == "normal":
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.normal_(0.0, 1.0)
+    torch.random.set_rng_state(generator_state)  # leave the caller's random stream as it was
+    return model if layers == "manual" else manualbp.convert(model, to="torch")
+
+
+def linear_layers(model):
+    """``(name, module)`` for every Linear layer, manualbp's or torch.nn's, in order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]

@@ -1,0 +1,80 @@
+"""What the trainer shows in TensorBoard beyond plain scalars: norms, histograms, pictures, gradient agreement."""
+
+import copy
+import math
+
+import torch
+import torchvision
+from PIL import Image, ImageDraw
+
+import manualbp
+from manualbp.model import linear_layers
+
+
+def log_norms(writer, model, step):
+    """Each Linear layer's weight norm and gradient norm, as ``weight_norm/linear0`` and ``grad_norm/linear0``."""
+    for i, (_, layer) in enumerate(linear_layers(model)):
+        writer.add_scalar(f"weight_norm/linear{i}", layer.weight.detach().norm().item(), step)
+        if layer.weight.grad is not None:
+            writer.add_scalar(f"grad_norm/linear{i}", layer.weight.grad.norm().item(), step)
+
+
+def log_histograms(writer, model, step):
+    for i, (_, layer) in enumerate(linear_layers(model)):
+        for name, parameter in layer.named_parameters():
+            writer.add_histogram(f"weights/linear{i}.{name}", parameter.detach().cpu(), step)
+            if parameter.grad is not None:
+                writer.add_histogram(f"grads/linear{i}.{name}", parameter.grad.cpu(), step)
+
+
+def first_layer_tiles(model, side=28):
+    """The first layer's weights, one side×side tile per hidden neuron: what each neuron responds to."""
+    weight = linear_layers(model)[0][1].weight.detach().float().cpu()
+    if weight.shape[1] != side * side:
+        return None
+    tiles = weight.reshape(-1, 1, side, side)
+    return torchvision.utils.make_grid(
+        tiles, nrow=math.ceil(math.sqrt(len(tiles))), normalize=True, scale_each=True, pad_value=1.0
+    )
+
+
+def misclassified_grid(images, labels, predictions, limit=32, side=28):
+    """Up to ``limit`` misclassified test images, each captioned "p<predicted> t<true>"."""
+    wrong = (predictions != labels).nonzero().flatten()[:limit].cpu()
+    if len(wrong) == 0:
+        return None
+    pictures = images[wrong].float().cpu().reshape(-1, side, side)
+    low, high = pictures.amin(dim=(1, 2), keepdim=True), pictures.amax(dim=(1, 2), keepdim=True)
+    pictures = ((pictures - low) / (high - low).clamp_min(1e-12) * 255).to(torch.uint8)
+    tiles = []
+    for picture, predicted, true in zip(pictures, predictions[wrong].tolist(), labels[wrong].tolist(), strict=True):
+        tile = Image.new("L", (2 * side, 2 * side + 12), color=0)
+        tile.paste(Image.fromarray(picture.numpy()).resize((2 * side, 2 * side)), (0, 0))
+        ImageDraw.Draw(tile).text((2, 2 * side), f"p{predicted} t{true}", fill=255)
+        tiles.append(torch.frombuffer(bytearray(tile.tobytes()), dtype=torch.uint8).reshape(1, tile.height, tile.width))
+    return torchvision.utils.make_grid(torch.stack(tiles).float() / 255, nrow=8, pad_value=0.5)
+
+
+def gradient_agreement(model, loss_name, x, target):
+    """Largest absolute and relative difference between manualbp's gradients and autograd's, same weights.
+
+    Two copies of ``model`` are made, one converted to manualbp's layers and one to torch.nn's, so the
+    comparison holds whichever layers the model trains with. The relative difference is taken per parameter
+    against the largest autograd gradient entry of that parameter.
+    """
+    grads = []
+    for to, functional in (("manualbp", manualbp.functional), ("torch", torch.nn.functional)):
+        twin = manualbp.convert(copy.deepcopy(model), to=to)
+        output = twin(x)
+        loss = (
+            functional.cross_entropy(output, target)
+            if loss_name == "cross-entropy"
+            else functional.mse_loss(output, target)
+        )
+        grads.append(torch.autograd.grad(loss, list(twin.parameters())))
+    max_abs = max_rel = 0.0
+    for manual, builtin in zip(*grads, strict=True):
+        difference = (manual - builtin).abs().max().item()
+        max_abs = max(max_abs, difference)
+        max_rel = max(max_rel, difference / max(builtin.abs().max().item(), torch.finfo(builtin.dtype).tiny))
+    return max_abs, max_rel

@@ -1,0 +1,288 @@
+"""Mini-batch SGD over whole-tensor data sets, with TensorBoard logging and resumable checkpoints."""
+
+import dataclasses
+import json
+import math
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from manualbp import checkpoint, data, summaries
+from manualbp import functional as manual_functional
+from manualbp.model import build_mlp
+
+PROBE_SIZE = 256  # examples in the fixed batch on which manualbp's gradients are compared with autograd's
+AGREEMENT_WARNING = {torch.float32: 1e-4, torch.float64: 1e-10}  # relative difference that is not rounding
+
+
+@dataclass
+class Config:
+    """Everything that defines a run. The defaults reach ≥ 98% on MNIST and ≥ 89% on Fashion-MNIST."""
+
+    dataset: str = "mnist"
+    data_root: str = "data"
+    data_dir: str | None = None
+    normalize: bool = True
+    hidden: tuple = (512, 256)
+    activation: str = "relu"
+    output_activation: str | None = None
+    loss: str = "cross-entropy"
+    layers: str = "manual"
+    init: str = "default"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"
+    batch_size: int = 100
+    epochs: int = 15
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "auto"
+    log_every: int = 100
+
+
+@dataclass
+class Result:
+    final_accuracy: float
+    best_accuracy: float
+    best_epoch: int
+    final_loss: float
+    seconds: float
+    run_dir: str
+    interrupted: bool = False
+
+
+class TrainingError(Exception):
+    """The run cannot go on (a loss that is no longer finite); the message says what to do."""
+
+
+class _StopRequest:
+    """Turns the first Ctrl-C into a request to stop at the next step boundary; a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(config, run_dir, resume=None, progress=True):
+    """Train ``config`` into ``run_dir`` (which must exist); ``resume`` is a loaded checkpoint to continue."""
+    device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
+    train_set, test_set = data.load(config.dataset, config.data_root, config.data_dir, device, dtype, config.normalize)
+    model = build_mlp(
+        [train_set.images.shape[1], *config.hidden, data.NUM_CLASSES],
+        config.activation,
+        config.output_activation,
+        config.layers,
+        config.init,
+        config.seed,
+        dtype,
+    ).to(device)
+    functional = manual_functional if config.layers == "manual" else torch.nn.functional
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch)
+    shuffler = torch.Generator().manual_seed(config.seed)  # on the CPU: the same order on every device
+
+    start_epoch, start_step, global_step, best = 0, 0, 0, (0.0, 0)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        shuffler.set_state(resume["epoch_rng"])
+        start_epoch, start_step, global_step = resume["epoch"], resume["step"], resume["global_step"]
+        best = (resume["best_accuracy"], resume["best_epoch"])
+
+    writer = SummaryWriter(run_dir, purge_step=global_step if resume is not None else None)
+    if resume is None:
+        writer.add_text("config", "```\n" + json.dumps(dataclasses.asdict(config), indent=2) + "\n```")
+    probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
+
+    def save(epoch, step, epoch_rng):
+        checkpoint.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": epoch,
+                "step": step,
+                "global_step": global_step,
+                "epoch_rng": epoch_rng,
+                "best_accuracy": best[0],
+                "best_epoch": best[1],
+                "config": dataclasses.asdict(config),
+            },
+            run_dir,
+        )
+
+    started = time.perf_counter()
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=global_step,
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    test_loss = test_accuracy = float("nan")
+    with _StopRequest() as stop:
+        for epoch in range(start_epoch, config.epochs):
+            epoch_rng = shuffler.get_state()  # saved so a resumed run draws this epoch's order again
+            order = torch.randperm(len(train_set), generator=shuffler).to(device)
+            loss_sum = torch.zeros((), device=device, dtype=dtype)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen, window_start, window_examples = 0, time.perf_counter(), 0
+            model.train()
+            for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
+                if stop.requested:
+                    save(epoch, step, epoch_rng)
+                    bar.close()
+                    writer.close()
+                    return Result(test_accuracy, *best, test_loss, time.perf_counter() - started, run_dir, True)
+                index = order[step * config.batch_size : (step + 1) * config.batch_size]
+                x, labels = train_set.images[index], train_set.labels[index]
+                output = model(x)
+                loss = _loss(functional, config.loss, output, _targets(labels, config.loss, dtype))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                # accumulate on the device: reading a value back would stall a GPU on every step
+                loss_sum += loss.detach() * len(index)
+                correct += (output.argmax(1) == labels).sum()
+                seen += len(index)
+                window_examples += len(index)
+                global_step += 1
+                bar.update()
+                if global_step % config.log_every == 0 or step == steps_per_epoch - 1:
+                    train_loss, train_accuracy = loss_sum.item() / seen, correct.item() / seen
+                    if not math.isfinite(train_loss):
+                        bar.close()
+                        writer.close()
+                        raise TrainingError(
+                            f"the training loss became {train_loss} at step {global_step} (epoch {epoch + 1}): "
+                            f"lower --lr (now {config.lr}); the last good checkpoint is kept in {run_dir}"
+                        )
+                    throughput = window_examples / (time.perf_counter() - window_start)
+                    window_start, window_examples = time.perf_counter(), 0
+                    writer.add_scalar("train/loss", train_loss, global_step)
+                    writer.add_scalar("train/accuracy", train_accuracy, global_step)
+                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
+                    writer.add_scalar("train/examples_per_second", throughput, global_step)
+                    summaries.log_norms(writer, model, global_step)
+                    bar.set_postfix(
+                        loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}"
+                    )
+
+            test_loss, test_accuracy, predictions = evaluate(model, functional, config.loss, test_set, dtype)
+            if test_accuracy > best[0]:
+                best = (test_accuracy, epoch + 1)
+            writer.add_scalar("test/loss", test_loss, global_step)
+            writer.add_scalar("test/accuracy", test_accuracy, global_step)
+            _log_epoch(writer, model, config, probe, test_set, predictions, global_step, dtype)
+            save(epoch + 1, 0, shuffler.get_state())
+            bar.write(
+                f"epoch {epoch + 1}/{config.epochs}: train loss {loss_sum.item() / max(seen, 1):.4f} "
+                f"acc {correct.item() / max(seen, 1):.4f} | test loss {test_loss:.4f} acc {test_accuracy:.4f}"
+            )
+    bar.close()
+    seconds = time.perf_counter() - started
+    hparams = {
+        k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(config).items()
+    }
+    writer.add_hparams(
+        hparams,
+        {
+            "hparam/test_accuracy": test_accuracy,
+            "hparam/best_test_accuracy": best[0],
+            "hparam/test_loss": test_loss,
+            "hparam/seconds": seconds,
+        },
+        run_name=".",
+    )
+    writer.close()
+    return Result(test_accuracy, *best, test_loss, seconds, run_dir)
+
+
+@torch.no_grad()
+def evaluate(model, functional, loss_name, split, dtype, chunk=2000):
+    """Mean loss, accuracy and the predicted classes over ``split``."""
+    model.eval()
+    loss_sum, predictions = 0.0, []
+    for start in range(0, len(split), chunk):
+        x, labels = split.images[start : start + chunk], split.labels[start : start + chunk]
+        output = model(x)
+        loss_sum += _loss(functional, loss_name, output, _targets(labels, loss_name, dtype)).item() * len(labels)
+        predictions.append(output.argmax(1))
+    predictions = torch.cat(predictions)
+    model.train()
+    return loss_sum / len(split), (predictions == split.labels).float().mean().item(), predictions
+
+
+def _log_epoch(writer, model, config, probe, test_set, predictions, step, dtype):
+    summaries.log_histograms(writer, model, step)
+    tiles = summaries.first_layer_tiles(model)
+    if tiles is not None:
+        writer.add_image("first_layer_weights", tiles, step)
+    wrong = summaries.misclassified_grid(test_set.images, test_set.labels, predictions)
+    if wrong is not None:
+        writer.add_image("misclassified", wrong, step)
+    max_abs, max_rel = summaries.gradient_agreement(model, config.loss, *probe)
+    writer.add_scalar("gradient_agreement/max_abs_diff", max_abs, step)
+    writer.add_scalar("gradient_agreement/max_rel_diff", max_rel, step)
+    if max_rel > AGREEMENT_WARNING[dtype]:
+        message = (
+            f"WARNING: manualbp's gradients differ from autograd's by up to {max_rel:.2e} (relative) on the "
+            "probe batch: more than rounding explains. Run `python -m manualbp.check` on this machine."
+        )
+        tqdm.write(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def _targets(labels, loss_name, dtype):
+    if loss_name == "mse":  # the quadratic cost compares the output with the one-hot vector of the label
+        return torch.nn.functional.one_hot(labels, data.NUM_CLASSES).to(dtype)
+    return labels
+
+
+def _loss(functional, loss_name, output, target):
+    if loss_name == "mse":
+        return functional.mse_loss(output, target)
+    return functional.cross_entropy(output, target)
+
+
+def _scheduler(optimizer, config, steps_per_epoch):
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    return None

@@ -1,0 +1,150 @@
+"""train.py end to end on small IDX files the tests write themselves."""
+
+import math
+import os
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from idx import write_idx_dir
+from manualbp import cli, training
+
+SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory):
+    return write_idx_dir(str(tmp_path_factory.mktemp("idx")))
+
+
+def run(tmp_path, idx_dir, *flags, name="run"):
+    code = cli.main(["--data-dir", idx_dir, "--logdir", str(tmp_path / "runs"), "--run-name", name, *SMALL, *flags])
+    return code, str(tmp_path / "runs" / name)
+
+
+def events(run_dir):
+    accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0, "histograms": 0, "images": 0,
+                                                           "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalar_values(accumulator, tag):
+    return [event.value for event in accumulator.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, idx_dir):
+    tmp_path = tmp_path_factory.mktemp("trained")
+    code, run_dir = run(tmp_path, idx_dir)
+    assert code == 0
+    return run_dir
+
+
+def test_run_trains_and_reaches_high_test_accuracy(trained):
+    accuracy = scalar_values(events(trained), "test/accuracy")
+    assert len(accuracy) == 2  # evaluated every epoch
+    assert accuracy[-1] >= 0.85
+
+
+def test_event_file_holds_every_scalar_histogram_image_and_text(trained):
+    accumulator = events(trained)
+    tags = accumulator.Tags()
+    for tag in ["train/loss", "train/accuracy", "test/loss", "test/accuracy", "lr", "train/examples_per_second",
+                "weight_norm/linear0", "weight_norm/linear1", "grad_norm/linear0", "grad_norm/linear1",
+                "gradient_agreement/max_abs_diff", "gradient_agreement/max_rel_diff"]:
+        assert tag in tags["scalars"], tag
+    for tag in ["weights/linear0.weight", "weights/linear1.bias", "grads/linear0.weight", "grads/linear1.bias"]:
+        assert tag in tags["histograms"], tag
+    assert {"first_layer_weights", "misclassified"} <= set(tags["images"])
+    tiles = accumulator.Images("first_layer_weights")[-1]
+    assert tiles.width > 28 * 5 and tiles.height > 28 * 5  # 32 hidden neurons as 28×28 tiles, 6 to a row
+    assert "config/text_summary" in tags["tensors"]
+    for accuracy in ("train/accuracy", "test/accuracy"):
+        assert all(0.0 <= v <= 1.0 for v in scalar_values(accumulator, accuracy))
+    assert max(scalar_values(accumulator, "gradient_agreement/max_rel_diff")) < 1e-4
+    for event in accumulator.Scalars("lr"):  # the cosine schedule over 16 steps, as set after each step
+        assert event.value == pytest.approx(0.025 * (1 + math.cos(math.pi * event.step / 16)), rel=1e-6)  # float32 in the file
+    steps = [e.step for e in accumulator.Scalars("train/loss")]
+    assert steps == sorted(steps) and steps[-1] == 2 * 8  # 400 examples / 50 per batch, 2 epochs
+
+
+def test_hparams_are_written_with_the_final_metrics(trained):
+    accumulator = events(trained)
+    assert "hparam/test_accuracy" in accumulator.Tags()["scalars"]
+    final = scalar_values(accumulator, "hparam/test_accuracy")[-1]
+    assert final == pytest.approx(scalar_values(accumulator, "test/accuracy")[-1])
+    assert "_hparams_/session_start_info" in accumulator.summary_metadata
+
+
+def test_manual_and_torch_layers_give_the_same_losses(tmp_path, idx_dir):
+    _, manual_dir = run(tmp_path, idx_dir, "--layers", "manual", name="manual")
+    _, torch_dir = run(tmp_path, idx_dir, "--layers", "torch", name="torch")
+    manual, builtin = events(manual_dir), events(torch_dir)
+    for tag in ("train/loss", "test/loss", "test/accuracy"):
+        torch.testing.assert_close(scalar_values(manual, tag), scalar_values(builtin, tag), rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_loads_into_a_plain_torch_nn_sequential(trained):
+    state = torch.load(os.path.join(trained, "checkpoint.pt"), weights_only=True)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    model.load_state_dict(state["model"])
+    assert state["epoch"] == 2 and state["step"] == 0
+    assert model(torch.zeros(1, 784)).shape == (1, 10)
+
+
+class _StopAt(training._StopRequest):
+    """Ctrl-C pressed before the given step boundary of the run (counted across the whole run)."""
+
+    at = 5
+
+    def __init__(self):
+        super().__init__()
+        self.checks = 0
+
+    @property
+    def requested(self):
+        self.checks += 1
+        return self.checks > self.at
+
+    @requested.setter
+    def requested(self, value):
+        pass
+
+
+@pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "at-epoch-boundary"])
+def test_interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, idx_dir, monkeypatch,
+                                                                               stop_at):
+    flags = ("--momentum", "0.9", "--lr-schedule", "onecycle")
+    assert run(tmp_path, idx_dir, *flags, name="whole")[0] == 0
+    monkeypatch.setattr(_StopAt, "at", stop_at)
+    monkeypatch.setattr(training, "_StopRequest", _StopAt)
+    code, interrupted = run(tmp_path, idx_dir, *flags, name="interrupted")
+    assert code == 130
+    saved = torch.load(os.path.join(interrupted, "checkpoint.pt"), weights_only=True)
+    assert (saved["epoch"], saved["step"]) == divmod(stop_at, 8)
+    monkeypatch.undo()
+    assert cli.main(["--resume", interrupted, "--no-progress"]) == 0
+    whole = torch.load(os.path.join(tmp_path / "runs" / "whole", "checkpoint.pt"), weights_only=True)
+    resumed = torch.load(os.path.join(interrupted, "checkpoint.pt"), weights_only=True)
+    for key in whole["model"]:
+        assert torch.equal(whole["model"][key], resumed["model"][key]), key
+    assert resumed["global_step"] == whole["global_step"] == 16
+
+
+def test_preset_nielsen_sets_the_books_network_and_flags_override_it():
+    args = cli.build_parser().parse_args(["--preset", "nielsen", "--epochs", "3"])
+    config, _ = cli.config_from_args(args)
+    assert config.hidden == (30,) and config.activation == config.output_activation == "sigmoid"
+    assert (config.loss, config.init, config.batch_size, config.lr, config.normalize) == ("mse", "normal", 10, 15.0,
+                                                                                          False)
+    assert config.epochs == 3
+
+
+def test_mse_loss_with_sigmoid_output_trains(tmp_path, idx_dir):
+    code, run_dir = run(tmp_path, idx_dir, "--loss", "mse", "--output-activation", "sigmoid", "--activation",
+                        "sigmoid", "--lr", "15", "--momentum", "0", "--no-nesterov", "--lr-schedule", "constant",
+                        "--epochs", "3")
+    assert code == 0
+    assert scalar_values(events(run_dir), "test/accuracy")[-1] >= 0.8

@@ -70,10 +70,12 @@ def _grads(fn, inputs, upstream):
     in_features=st.integers(1, 33),
     out_features=st.integers(1, 33),
     make_noncontiguous=st.booleans(),
+    seed=st.integers(0, 2**16),
 )
 def test_linear_matches_autograd_bitwise_over_shapes_and_layouts(
-    leading, in_features, out_features, make_noncontiguous
+    leading, in_features, out_features, make_noncontiguous, seed
 ):
+    torch.manual_seed(seed)
     x = torch.randn(*leading, in_features)
     weight, bias = torch.randn(out_features, in_features), torch.randn(out_features)
     upstream = torch.randn(*leading, out_features)
@@ -82,8 +84,15 @@ def test_linear_matches_autograd_bitwise_over_shapes_and_layouts(
     out_m, grads_m = _grads(F.linear, (x, weight, bias), upstream)
     out_r, grads_r = _grads(torch.nn.functional.linear, (x, weight, bias), upstream)
     torch.testing.assert_close(out_m, out_r, rtol=0, atol=0)
-    for grad_m, grad_r in zip(grads_m, grads_r, strict=True):
-        torch.testing.assert_close(grad_m, grad_r, rtol=0, atol=0)
+    for name, grad_m, grad_r in zip(("x", "weight", "bias"), grads_m, grads_r, strict=True):
+        if name == "x" and in_features == 1:
+            # With one input feature the rows of x are also its columns, and PyTorch's mm backward then takes
+            # its column-major branch, W·gᵀ transposed: the same sum over the outputs, handed to the BLAS in
+            # another layout, which may add it up in another order.
+            bound = ULPS * torch.finfo(torch.float32).eps * (upstream.abs() @ weight.abs()).max()
+            assert (grad_m - grad_r).abs().max() <= bound
+        else:
+            torch.testing.assert_close(grad_m, grad_r, rtol=0, atol=0)
 
 
 BITWISE_ACTIVATIONS = [
@@ -95,8 +104,13 @@ BITWISE_ACTIVATIONS = [
 
 
 @pytest.mark.parametrize("fns", BITWISE_ACTIVATIONS, ids=["relu", "leaky_relu", "sigmoid", "tanh"])
-@given(shape=st.lists(st.integers(1, 40), min_size=1, max_size=3), make_noncontiguous=st.booleans())
-def test_activation_matches_autograd_bitwise_over_shapes_and_layouts(fns, shape, make_noncontiguous):
+@given(
+    shape=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    make_noncontiguous=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_activation_matches_autograd_bitwise_over_shapes_and_layouts(fns, shape, make_noncontiguous, seed):
+    torch.manual_seed(seed)
     z, upstream = torch.randn(*shape) * 3, torch.randn(*shape)
     if make_noncontiguous:
         z, upstream = noncontiguous(z), noncontiguous(upstream)

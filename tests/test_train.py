@@ -5,9 +5,9 @@ import os
 
 import pytest
 import torch
+from idx import write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from idx import write_idx_dir
 from manualbp import cli, training
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress"]
@@ -24,8 +24,7 @@ def run(tmp_path, idx_dir, *flags, name="run"):
 
 
 def events(run_dir):
-    accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0, "histograms": 0, "images": 0,
-                                                           "tensors": 0})
+    accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
     accumulator.Reload()
     return accumulator
 
@@ -51,9 +50,20 @@ def test_run_trains_and_reaches_high_test_accuracy(trained):
 def test_event_file_holds_every_scalar_histogram_image_and_text(trained):
     accumulator = events(trained)
     tags = accumulator.Tags()
-    for tag in ["train/loss", "train/accuracy", "test/loss", "test/accuracy", "lr", "train/examples_per_second",
-                "weight_norm/linear0", "weight_norm/linear1", "grad_norm/linear0", "grad_norm/linear1",
-                "gradient_agreement/max_abs_diff", "gradient_agreement/max_rel_diff"]:
+    for tag in [
+        "train/loss",
+        "train/accuracy",
+        "test/loss",
+        "test/accuracy",
+        "lr",
+        "train/examples_per_second",
+        "weight_norm/linear0",
+        "weight_norm/linear1",
+        "grad_norm/linear0",
+        "grad_norm/linear1",
+        "gradient_agreement/max_abs_diff",
+        "gradient_agreement/max_rel_diff",
+    ]:
         assert tag in tags["scalars"], tag
     for tag in ["weights/linear0.weight", "weights/linear1.bias", "grads/linear0.weight", "grads/linear1.bias"]:
         assert tag in tags["histograms"], tag
@@ -65,7 +75,9 @@ def test_event_file_holds_every_scalar_histogram_image_and_text(trained):
         assert all(0.0 <= v <= 1.0 for v in scalar_values(accumulator, accuracy))
     assert max(scalar_values(accumulator, "gradient_agreement/max_rel_diff")) < 1e-4
     for event in accumulator.Scalars("lr"):  # the cosine schedule over 16 steps, as set after each step
-        assert event.value == pytest.approx(0.025 * (1 + math.cos(math.pi * event.step / 16)), rel=1e-6)  # float32 in the file
+        assert event.value == pytest.approx(
+            0.025 * (1 + math.cos(math.pi * event.step / 16)), rel=1e-6
+        )  # float32 in the file
     steps = [e.step for e in accumulator.Scalars("train/loss")]
     assert steps == sorted(steps) and steps[-1] == 2 * 8  # 400 examples / 50 per batch, 2 epochs
 
@@ -114,8 +126,9 @@ class _StopAt(training._StopRequest):
 
 
 @pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "at-epoch-boundary"])
-def test_interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, idx_dir, monkeypatch,
-                                                                               stop_at):
+def test_interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
+    tmp_path, idx_dir, monkeypatch, stop_at
+):
     flags = ("--momentum", "0.9", "--lr-schedule", "onecycle")
     assert run(tmp_path, idx_dir, *flags, name="whole")[0] == 0
     monkeypatch.setattr(_StopAt, "at", stop_at)
@@ -137,14 +150,35 @@ def test_preset_nielsen_sets_the_books_network_and_flags_override_it():
     args = cli.build_parser().parse_args(["--preset", "nielsen", "--epochs", "3"])
     config, _ = cli.config_from_args(args)
     assert config.hidden == (30,) and config.activation == config.output_activation == "sigmoid"
-    assert (config.loss, config.init, config.batch_size, config.lr, config.normalize) == ("mse", "normal", 10, 15.0,
-                                                                                          False)
+    assert (config.loss, config.init, config.batch_size, config.lr, config.normalize) == (
+        "mse",
+        "normal",
+        10,
+        15.0,
+        False,
+    )
     assert config.epochs == 3
 
 
 def test_mse_loss_with_sigmoid_output_trains(tmp_path, idx_dir):
-    code, run_dir = run(tmp_path, idx_dir, "--loss", "mse", "--output-activation", "sigmoid", "--activation",
-                        "sigmoid", "--lr", "15", "--momentum", "0", "--no-nesterov", "--lr-schedule", "constant",
-                        "--epochs", "3")
+    code, run_dir = run(
+        tmp_path,
+        idx_dir,
+        "--loss",
+        "mse",
+        "--output-activation",
+        "sigmoid",
+        "--activation",
+        "sigmoid",
+        "--lr",
+        "15",
+        "--momentum",
+        "0",
+        "--no-nesterov",
+        "--lr-schedule",
+        "constant",
+        "--epochs",
+        "3",
+    )
     assert code == 0
     assert scalar_values(events(run_dir), "test/accuracy")[-1] >= 0.8

@@ -104,3 +104,24 @@ def test_cross_entropy_gradcheck_and_gradgradcheck(
         return F.cross_entropy(z, target, weight, reduction=reduction, label_smoothing=label_smoothing)
 
     _assert_grad_and_gradgrad(loss, (z,))
+
+
+FIXED_CASES = {
+    "linear": (F.linear, [(3, 2, 4), (5, 4), (5,)]),
+    **{name: (fn, [(3, 4)]) for name, fn in ACTIVATIONS.items()},
+    "mse_loss": (F.mse_loss, [(3, 4), (3, 4)]),
+    "cross_entropy": (
+        lambda z: F.cross_entropy(z, torch.tensor([0, 3, 1], device=z.device), label_smoothing=0.1),
+        [(3, 4)],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FIXED_CASES)
+def test_every_function_passes_gradcheck_and_gradgradcheck_on_each_device(name, device):
+    fn, shapes = FIXED_CASES[name]
+    inputs = []
+    for shape in shapes:
+        t = torch.randn(*shape, dtype=DOUBLE, device=device)
+        inputs.append(_leaf(t + 0.1 * torch.sign(t), True))
+    _assert_grad_and_gradgrad(fn, tuple(inputs))

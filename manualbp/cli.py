@@ -10,7 +10,7 @@ import torch
 
 from manualbp import checkpoint, data
 from manualbp.model import ACTIVATIONS
-from manualbp.training import Config, TrainingError, resolve_device, train
+from manualbp.training import Config, TrainingError, train
 
 # "Neural Networks and Deep Learning", chapter 1: 784-30-10, sigmoid everywhere, quadratic cost, mini-batch 10,
 # 30 epochs, weights and biases from N(0, 1), pixels in [0, 1]. The book's cost for one example is
@@ -209,8 +209,6 @@ def main(argv=None):
         run_dir = args.resume if args.resume is not None else _new_run_dir(args, config)
     except (ValueError, checkpoint.CheckpointError, OSError) as error:
         parser.exit(2, f"train.py: error: {error}\n")
-    device = resolve_device(config.device)
-    print(f"training on {device} into {run_dir}", file=sys.stderr)
     try:
         result = train(config, run_dir, resume=resume, progress=not args.no_progress and sys.stderr.isatty())
     except data.DataError as error:

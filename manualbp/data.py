@@ -118,4 +118,6 @@ def _read_idx(path, reader, what):
 
 
 def _first_line(error):
-    return str(error).strip().split("\n")[0]
+    """The line of an error message that says most: torchvision puts the underlying cause last."""
+    lines = [line.strip() for line in str(error).strip().split("\n") if line.strip()]
+    return lines[-1] if lines else ""

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def train(config, run_dir, resume=None, progress=True):
     """Train ``config`` into ``run_dir`` (which must exist); ``resume`` is a loaded checkpoint to continue."""
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
     train_set, test_set = data.load(config.dataset, config.data_root, config.data_dir, device, dtype, config.normalize)
+    print(f"training on {device} into {run_dir}", file=sys.stderr)
     model = build_mlp(
         [train_set.images.shape[1], *config.hidden, data.NUM_CLASSES],
         config.activation,

@@ -99,11 +99,9 @@ class CrossEntropyLoss(torch.autograd.Function):
     @staticmethod
     def forward(z, target, weight, ignore_index, label_smoothing, reduction):
         log_probs = torch.log_softmax(z, dim=1)
-        keep = target != ignore_index
-        safe_target = target.masked_fill(~keep, 0).unsqueeze(1)
-        target_weight = keep.to(z.dtype) if weight is None else weight[safe_target.squeeze(1)] * keep
+        keep, safe_target, target_weight = _rows(target, weight, ignore_index, z.dtype)
         # where(), not a product with the mask: an ignored row may hold −inf, and −inf · 0 is nan
-        loss = torch.where(keep, -log_probs.gather(1, safe_target).squeeze(1), 0) * target_weight
+        loss = torch.where(keep, -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1), 0) * target_weight
         if label_smoothing > 0:
             smooth = -(log_probs if weight is None else log_probs * weight).sum(1)
             loss = (1 - label_smoothing) * loss + label_smoothing / z.shape[1] * torch.where(keep, smooth, 0)
@@ -135,11 +133,18 @@ class CrossEntropyLoss(torch.autograd.Function):
         return grad_z, None, None, None, None, None
 
 
+def _rows(target, weight, ignore_index, dtype):
+    """For each row: whether it counts, its target made a valid index (0 where ignored), and its weight w_t
+    (0 where ignored, 1 where unweighted)."""
+    keep = target != ignore_index
+    safe_target = target.masked_fill(~keep, 0)
+    target_weight = keep.to(dtype) if weight is None else weight[safe_target] * keep
+    return keep, safe_target, target_weight
+
+
 def _target_distribution(ctx, target, weight, log_probs, grad_loss):
     """q·g: each row's target distribution q scaled by that row's upstream gradient g, shape ``(M, K)``."""
-    keep = target != ctx.ignore_index
-    safe_target = target.masked_fill(~keep, 0)
-    target_weight = keep.to(log_probs.dtype) if weight is None else weight[safe_target] * keep
+    keep, safe_target, target_weight = _rows(target, weight, ctx.ignore_index, log_probs.dtype)
     if ctx.reduction == "mean":
         grad_loss = grad_loss / target_weight.sum()
     row_scale = target_weight * grad_loss  # g_i · w_t for every row i

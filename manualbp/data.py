@@ -71,7 +71,7 @@ def _download(dataset, data_root, train):
         data = DATASETS[dataset](data_root, train=train, download=True)
     except Exception as error:  # torchvision raises RuntimeError, URLError or OSError, depending on what failed
         raise DataError(
-            f"could not get {dataset} into {os.path.abspath(data_root)} ({_first_line(error)}): connect to the "
+            f"could not get {dataset} into {os.path.abspath(data_root)} ({_cause(error)}): connect to the "
             "internet, or pass --data-dir DIR with the four IDX files"
         ) from error
     return data.data, data.targets
@@ -112,12 +112,12 @@ def _read_idx(path, reader, what):
             return reader(plain)
     except Exception as error:  # torchvision's reader fails by assert, TypeError, ValueError or RuntimeError
         raise DataError(
-            f"{path} is not a valid IDX file of {what} ({_first_line(error) or type(error).__name__}): it is "
+            f"{path} is not a valid IDX file of {what} ({_cause(error) or type(error).__name__}): it is "
             "empty, truncated, corrupt or of the wrong kind; download it again"
         ) from error
 
 
-def _first_line(error):
+def _cause(error):
     """The line of an error message that says most: torchvision puts the underlying cause last."""
     lines = [line.strip() for line in str(error).strip().split("\n") if line.strip()]
     return lines[-1] if lines else ""

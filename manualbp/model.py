@@ -31,22 +31,20 @@ def build_mlp(
 
     The state_dict keys are those of ``torch.nn.Sequential``: ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, …
     """
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    modules = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        modules.append(mnn.Linear(fan_in, fan_out, dtype=dtype))
-        last = i == len(sizes) - 2
-        if not last:
-            modules.append(ACTIVATIONS[activation]())
-        elif output_activation is not None:
-            modules.append(ACTIVATIONS[output_activation]())
-    model = torch.nn.Sequential(*modules)
-    if init == "normal":
-        with torch.no_grad():
-            for parameter in model.parameters():
-                parameter.normal_(0.0, 1.0)
-    torch.random.set_rng_state(generator_state)  # leave the caller's random stream as it was
+    with torch.random.fork_rng(devices=[]):  # seed the weights, and leave the caller's random stream as it was
+        torch.manual_seed(seed)
+        modules = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            modules.append(mnn.Linear(fan_in, fan_out, dtype=dtype))
+            if i < len(sizes) - 2:
+                modules.append(ACTIVATIONS[activation]())
+            elif output_activation is not None:
+                modules.append(ACTIVATIONS[output_activation]())
+        model = torch.nn.Sequential(*modules)
+        if init == "normal":
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.normal_(0.0, 1.0)
     return model if layers == "manual" else manualbp.convert(model, to="torch")
 
 

@@ -154,84 +154,82 @@ def train(config, run_dir, resume=None, progress=True):
         dynamic_ncols=True,
     )
     test_loss = test_accuracy = float("nan")
-    with _StopRequest() as stop:
-        for epoch in range(start_epoch, config.epochs):
-            epoch_rng = shuffler.get_state()  # saved so a resumed run draws this epoch's order again
-            order = torch.randperm(len(train_set), generator=shuffler).to(device)
-            loss_sum = torch.zeros((), device=device, dtype=dtype)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen, window_start, window_examples = 0, time.perf_counter(), 0
-            model.train()
-            for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
-                if stop.requested:
-                    save(epoch, step, epoch_rng)
-                    bar.close()
-                    writer.close()
-                    return Result(test_accuracy, *best, test_loss, time.perf_counter() - started, run_dir, True)
-                index = order[step * config.batch_size : (step + 1) * config.batch_size]
-                x, labels = train_set.images[index], train_set.labels[index]
-                output = model(x)
-                loss = _loss(functional, config.loss, output, _targets(labels, config.loss, dtype))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                # accumulate on the device: reading a value back would stall a GPU on every step
-                loss_sum += loss.detach() * len(index)
-                correct += (output.argmax(1) == labels).sum()
-                seen += len(index)
-                window_examples += len(index)
-                global_step += 1
-                bar.update()
-                if global_step % config.log_every == 0 or step == steps_per_epoch - 1:
-                    train_loss, train_accuracy = loss_sum.item() / seen, correct.item() / seen
-                    if not math.isfinite(train_loss):
-                        bar.close()
-                        writer.close()
-                        raise TrainingError(
-                            f"the training loss became {train_loss} at step {global_step} (epoch {epoch + 1}): "
-                            f"lower --lr (now {config.lr}); the last good checkpoint is kept in {run_dir}"
+    try:
+        with _StopRequest() as stop:
+            for epoch in range(start_epoch, config.epochs):
+                epoch_rng = shuffler.get_state()  # saved so a resumed run draws this epoch's order again
+                order = torch.randperm(len(train_set), generator=shuffler).to(device)
+                loss_sum = torch.zeros((), device=device, dtype=dtype)
+                correct = torch.zeros((), device=device, dtype=torch.long)
+                seen, window_start, window_examples = 0, time.perf_counter(), 0
+                model.train()
+                for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
+                    if stop.requested:
+                        save(epoch, step, epoch_rng)
+                        return Result(test_accuracy, *best, test_loss, time.perf_counter() - started, run_dir, True)
+                    index = order[step * config.batch_size : (step + 1) * config.batch_size]
+                    x, labels = train_set.images[index], train_set.labels[index]
+                    output = model(x)
+                    loss = _loss(functional, config.loss, output, _targets(labels, config.loss, dtype))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    # accumulate on the device: reading a value back would stall a GPU on every step
+                    loss_sum += loss.detach() * len(index)
+                    correct += (output.argmax(1) == labels).sum()
+                    seen += len(index)
+                    window_examples += len(index)
+                    global_step += 1
+                    bar.update()
+                    if global_step % config.log_every == 0 or step == steps_per_epoch - 1:
+                        train_loss, train_accuracy = loss_sum.item() / seen, correct.item() / seen
+                        if not math.isfinite(train_loss):
+                            raise TrainingError(
+                                f"the training loss became {train_loss} at step {global_step} (epoch {epoch + 1}): "
+                                f"lower --lr (now {config.lr}); the last good checkpoint is kept in {run_dir}"
+                            )
+                        throughput = window_examples / (time.perf_counter() - window_start)
+                        window_start, window_examples = time.perf_counter(), 0
+                        writer.add_scalar("train/loss", train_loss, global_step)
+                        writer.add_scalar("train/accuracy", train_accuracy, global_step)
+                        writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
+                        writer.add_scalar("train/examples_per_second", throughput, global_step)
+                        summaries.log_norms(writer, model, global_step)
+                        bar.set_postfix(
+                            loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}"
                         )
-                    throughput = window_examples / (time.perf_counter() - window_start)
-                    window_start, window_examples = time.perf_counter(), 0
-                    writer.add_scalar("train/loss", train_loss, global_step)
-                    writer.add_scalar("train/accuracy", train_accuracy, global_step)
-                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
-                    writer.add_scalar("train/examples_per_second", throughput, global_step)
-                    summaries.log_norms(writer, model, global_step)
-                    bar.set_postfix(
-                        loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}"
-                    )
 
-            test_loss, test_accuracy, predictions = evaluate(model, functional, config.loss, test_set, dtype)
-            if test_accuracy > best[0]:
-                best = (test_accuracy, epoch + 1)
-            writer.add_scalar("test/loss", test_loss, global_step)
-            writer.add_scalar("test/accuracy", test_accuracy, global_step)
-            _log_epoch(writer, model, config, probe, test_set, predictions, global_step, dtype)
-            save(epoch + 1, 0, shuffler.get_state())
-            bar.write(
-                f"epoch {epoch + 1}/{config.epochs}: train loss {loss_sum.item() / max(seen, 1):.4f} "
-                f"acc {correct.item() / max(seen, 1):.4f} | test loss {test_loss:.4f} acc {test_accuracy:.4f}"
-            )
-    bar.close()
-    seconds = time.perf_counter() - started
-    hparams = {
-        k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(config).items()
-    }
-    writer.add_hparams(
-        hparams,
-        {
-            "hparam/test_accuracy": test_accuracy,
-            "hparam/best_test_accuracy": best[0],
-            "hparam/test_loss": test_loss,
-            "hparam/seconds": seconds,
-        },
-        run_name=".",
-    )
-    writer.close()
-    return Result(test_accuracy, *best, test_loss, seconds, run_dir)
+                test_loss, test_accuracy, predictions = evaluate(model, functional, config.loss, test_set, dtype)
+                if test_accuracy > best[0]:
+                    best = (test_accuracy, epoch + 1)
+                writer.add_scalar("test/loss", test_loss, global_step)
+                writer.add_scalar("test/accuracy", test_accuracy, global_step)
+                _log_epoch(writer, model, config, probe, test_set, predictions, global_step, dtype)
+                save(epoch + 1, 0, shuffler.get_state())
+                bar.write(
+                    f"epoch {epoch + 1}/{config.epochs}: train loss {loss_sum.item() / max(seen, 1):.4f} "
+                    f"acc {correct.item() / max(seen, 1):.4f} | test loss {test_loss:.4f} acc {test_accuracy:.4f}"
+                )
+        seconds = time.perf_counter() - started
+        hparams = {
+            k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(config).items()
+        }
+        writer.add_hparams(
+            hparams,
+            {
+                "hparam/test_accuracy": test_accuracy,
+                "hparam/best_test_accuracy": best[0],
+                "hparam/test_loss": test_loss,
+                "hparam/seconds": seconds,
+            },
+            run_name=".",
+        )
+        return Result(test_accuracy, *best, test_loss, seconds, run_dir)
+    finally:
+        bar.close()
+        writer.close()
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ import torch
 from torch.nn import _reduction
 
 from manualbp import autograd
+from manualbp.autograd.function import apply
 
 __all__ = ["cross_entropy", "gelu", "leaky_relu", "linear", "mse_loss", "relu", "sigmoid", "tanh"]
 
@@ -49,7 +50,7 @@ def linear(input, weight, bias=None):
         bias = None if bias is None else bias.to(dtype)
     _check_same("linear", "dtype", input=input, weight=weight, bias=bias)
     _check_same("linear", "device", input=input, weight=weight, bias=bias)
-    return autograd.Linear.apply(input, weight, bias)
+    return apply(autograd.Linear, input, weight, bias)
 
 
 def relu(input, inplace=False):
@@ -58,31 +59,31 @@ def relu(input, inplace=False):
     With ``inplace=True`` the result is also written into ``input`` (as ``torch.nn.functional.relu`` does),
     and the gradient still flows through manualbp's backward.
     """
-    return _maybe_inplace(autograd.ReLU.apply(input), input, inplace)
+    return _maybe_inplace(apply(autograd.ReLU, input), input, inplace)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """a = z if z > 0 else negative_slope·z. See ``manualbp.autograd.LeakyReLU``."""
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
         raise TypeError(f"leaky_relu: negative_slope must be a number, got {type(negative_slope).__name__}")
-    return _maybe_inplace(autograd.LeakyReLU.apply(input, float(negative_slope)), input, inplace)
+    return _maybe_inplace(apply(autograd.LeakyReLU, input, float(negative_slope)), input, inplace)
 
 
 def sigmoid(input):
     """a = 1 / (1 + e⁻ᶻ). See ``manualbp.autograd.Sigmoid``."""
-    return autograd.Sigmoid.apply(input)
+    return apply(autograd.Sigmoid, input)
 
 
 def tanh(input):
     """a = tanh(z). See ``manualbp.autograd.Tanh``."""
-    return autograd.Tanh.apply(input)
+    return apply(autograd.Tanh, input)
 
 
 def gelu(input, approximate="none"):
     """a = z·Φ(z), exact (``approximate="none"``) or its tanh approximation. See ``manualbp.autograd.GELU``."""
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return autograd.GELU.apply(input, approximate)
+    return apply(autograd.GELU, input, approximate)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
@@ -115,7 +116,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         input, target = input.to(dtype), target.to(dtype)
     _check_same("mse_loss", "dtype", input=input, target=target, weight=weight)
     _check_same("mse_loss", "device", input=input, target=target, weight=weight)
-    return autograd.MSELoss.apply(input, target, weight, reduction)
+    return apply(autograd.MSELoss, input, target, weight, reduction)
 
 
 def cross_entropy(
@@ -178,14 +179,20 @@ def cross_entropy(
         raise RuntimeError(
             f"cross_entropy: weight must have shape ({num_classes},), one per class, got {tuple(weight.shape)}"
         )
-    _check_targets_in_range(target, num_classes, ignore_index)
+    ignore_index = _check_targets(target, num_classes, ignore_index)
     input, weight = _autocast_to_float32(input, weight)
     _check_same("cross_entropy", "dtype", input=input, weight=weight)
     _check_same("cross_entropy", "device", input=input, target=target, weight=weight)
     # fold every layout into (rows, classes): the Function then handles one case only
-    logits = input.movedim(1, -1).reshape(-1, num_classes)
-    loss, _ = autograd.CrossEntropyLoss.apply(
-        logits, target.reshape(-1).long(), weight, ignore_index, float(label_smoothing), reduction
+    logits = input if input.dim() == 2 else input.movedim(1, -1).reshape(-1, num_classes)
+    loss, _ = apply(
+        autograd.CrossEntropyLoss,
+        logits,
+        target.reshape(-1).long() if target.dim() != 1 or target.dtype != torch.int64 else target,
+        weight,
+        ignore_index,
+        float(label_smoothing),
+        reduction,
     )
     if reduction == "none":
         loss = loss.reshape(target.shape[1:] if unbatched else target.shape)
@@ -200,12 +207,17 @@ def _check_reduction(reduction):
 def _check_same(function, attribute, **tensors):
     """Raise if the given tensors (None skipped) disagree on ``attribute`` ("dtype" or "device")."""
     given = {name: getattr(t, attribute) for name, t in tensors.items() if t is not None}
-    if len(set(given.values())) > 1:
+    first = next(iter(given.values()))
+    if any(value != first for value in given.values()):
         listed = ", ".join(f"{name} {value}" for name, value in given.items())
         raise RuntimeError(f"{function}: expected every tensor to have the same {attribute}, got {listed}")
 
 
-def _check_targets_in_range(target, num_classes, ignore_index):
+def _check_targets(target, num_classes, ignore_index):
+    """Raise if a class index is out of range; return ``ignore_index``, or None where no target equals it.
+
+    None tells the Function that every row counts, so it skips masking the ignored ones.
+    """
     # Reading the values needs the data on the host: on CUDA that would stall every step, and under
     # torch.compile or torch.func there are no concrete values to read. There an out-of-range index fails
     # inside the gather instead, as it does for PyTorch's own kernels on CUDA.
@@ -215,13 +227,17 @@ def _check_targets_in_range(target, num_classes, ignore_index):
         or torch.compiler.is_compiling()
         or torch._C._functorch.is_functorch_wrapped_tensor(target)
     ):
-        return
+        return ignore_index
+    low, high = (bound.item() for bound in torch.aminmax(target))
+    if low >= 0 and high < num_classes:  # the common case: one pass over the targets
+        return ignore_index if low <= ignore_index <= high else None
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
     if bad.any():
         raise IndexError(
             f"cross_entropy: target {target[bad][0].item()} is out of bounds: class indices must lie in "
             f"[0, {num_classes}) (or equal ignore_index={ignore_index})"
         )
+    return ignore_index
 
 
 def _autocast_to_float32(*tensors):

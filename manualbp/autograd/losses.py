@@ -89,6 +89,10 @@ class CrossEntropyLoss(torch.autograd.Function):
     softmax, and so a double backward can differentiate through p; the backward therefore also takes an
     upstream gradient for ℓ itself (None in ordinary use) and sends it through the same formula.
 
+    ``ignore_index=None`` promises that no row is ignored (``manualbp.functional.cross_entropy`` passes it when
+    it has read the targets): the forward and backward then skip masking rows, which at small batches costs as
+    much as the arithmetic.
+
     Shapes: z: ``(M, K)``; target: ``(M,)`` of class indices; weight: ``(K,)`` or None; loss: ``()`` for
     ``"mean"`` and ``"sum"``, ``(M,)`` for ``"none"``; log-probabilities: ``(M, K)``.
     ``manualbp.functional.cross_entropy`` folds every other layout PyTorch accepts into this one.
@@ -100,13 +104,19 @@ class CrossEntropyLoss(torch.autograd.Function):
     def forward(z, target, weight, ignore_index, label_smoothing, reduction):
         log_probs = torch.log_softmax(z, dim=1)
         keep, safe_target, target_weight = _rows(target, weight, ignore_index, z.dtype)
-        # where(), not a product with the mask: an ignored row may hold −inf, and −inf · 0 is nan
-        loss = torch.where(keep, -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1), 0) * target_weight
+        loss = -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+        if keep is not None:
+            # where(), not a product with the mask: an ignored row may hold −inf, and −inf · 0 is nan
+            loss = torch.where(keep, loss, 0)
+        if target_weight is not None:
+            loss = loss * target_weight
         if label_smoothing > 0:
             smooth = -(log_probs if weight is None else log_probs * weight).sum(1)
-            loss = (1 - label_smoothing) * loss + label_smoothing / z.shape[1] * torch.where(keep, smooth, 0)
+            if keep is not None:
+                smooth = torch.where(keep, smooth, 0)
+            loss = (1 - label_smoothing) * loss + label_smoothing / z.shape[1] * smooth
         if reduction == "mean":
-            loss = loss.sum() / target_weight.sum()
+            loss = loss.sum() / _total_weight(target_weight, len(target))
         elif reduction == "sum":
             loss = loss.sum()
         return loss, log_probs
@@ -126,31 +136,51 @@ class CrossEntropyLoss(torch.autograd.Function):
         target, weight, log_probs = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
-        u = torch.zeros_like(log_probs) if grad_log_probs is None else grad_log_probs
+        p = log_probs.exp()
+        if grad_log_probs is None:  # the usual case: u = −q·g, so u − p Σ_c u_c = p Σ_c q_c·g − q·g
+            if grad_loss is None:
+                return None, None, None, None, None, None
+            q_g, q_g_row_sum = _target_distribution(ctx, target, weight, log_probs, grad_loss)
+            return p * q_g_row_sum - q_g, None, None, None, None, None
+        u = grad_log_probs
         if grad_loss is not None:
-            u = u - _target_distribution(ctx, target, weight, log_probs, grad_loss)
-        grad_z = u - log_probs.exp() * u.sum(1, keepdim=True)
-        return grad_z, None, None, None, None, None
+            u = u - _target_distribution(ctx, target, weight, log_probs, grad_loss)[0]
+        return u - p * u.sum(1, keepdim=True), None, None, None, None, None
 
 
 def _rows(target, weight, ignore_index, dtype):
-    """For each row: whether it counts, its target made a valid index (0 where ignored), and its weight w_t
-    (0 where ignored, 1 where unweighted)."""
+    """For each row: whether it counts, its target made a valid index, and its class weight w_t.
+
+    ``keep`` is None when every row counts (``ignore_index`` None), ``target_weight`` None when unweighted: the
+    common case then costs no masking at all. An ignored row's index is 0 and its weight 0.
+    """
+    if ignore_index is None:
+        return None, target, None if weight is None else weight[target]
     keep = target != ignore_index
     safe_target = target.masked_fill(~keep, 0)
     target_weight = keep.to(dtype) if weight is None else weight[safe_target] * keep
     return keep, safe_target, target_weight
 
 
+def _total_weight(target_weight, rows):
+    """What ``reduction="mean"`` divides by: Σ w_t over the rows that count, or the number of rows."""
+    return rows if target_weight is None else target_weight.sum()
+
+
 def _target_distribution(ctx, target, weight, log_probs, grad_loss):
-    """q·g: each row's target distribution q scaled by that row's upstream gradient g, shape ``(M, K)``."""
+    """q·g, each row's target distribution q scaled by that row's upstream gradient g, shape ``(M, K)``, and
+    its sum over the classes, shape ``(M, 1)`` or ``()``."""
     keep, safe_target, target_weight = _rows(target, weight, ctx.ignore_index, log_probs.dtype)
+    rows, classes = log_probs.shape
     if ctx.reduction == "mean":
-        grad_loss = grad_loss / target_weight.sum()
-    row_scale = target_weight * grad_loss  # g_i · w_t for every row i
+        grad_loss = grad_loss / _total_weight(target_weight, rows)
+    row_scale = grad_loss if target_weight is None else target_weight * grad_loss  # g_i · w_t for every row i
     eps = ctx.label_smoothing
-    q_g = torch.zeros_like(log_probs).scatter(1, safe_target.unsqueeze(1), ((1 - eps) * row_scale).unsqueeze(1))
-    if eps > 0:
-        class_weight = 1 if weight is None else weight
-        q_g = q_g + (eps / log_probs.shape[1]) * (keep.to(log_probs.dtype) * grad_loss).unsqueeze(1) * class_weight
-    return q_g
+    src = ((1 - eps) * row_scale if eps > 0 else row_scale).expand(rows).unsqueeze(1)
+    q_g = torch.zeros_like(log_probs).scatter(1, safe_target.unsqueeze(1), src)
+    if eps == 0:  # one non-zero entry per row: its sum is row_scale itself, exactly
+        return q_g, row_scale if row_scale.dim() == 0 else row_scale.unsqueeze(1)
+    counted = grad_loss if keep is None else keep.to(log_probs.dtype) * grad_loss
+    class_weight = 1 if weight is None else weight
+    q_g = q_g + (eps / classes) * counted.expand(rows).unsqueeze(1) * class_weight
+    return q_g, q_g.sum(1, keepdim=True)

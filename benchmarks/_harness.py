@@ -1,0 +1,89 @@
+"""What every benchmark shares: side-by-side timing, the machine's description, markdown tables.
+
+Timing is interleaved: each round times every variant once with ``torch.utils.benchmark.Timer``
+(``blocked_autorange``), so slow phases of a shared machine hit all variants alike; the figure quoted is the
+median over rounds of the per-round ratio, with its interquartile range as the spread.
+"""
+
+import argparse
+import platform
+import statistics
+import sys
+
+import torch
+from torch.utils.benchmark import Timer
+
+
+def parser(description):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
+    p.add_argument("--quick", action="store_true", help="a few small cases and short timings: proves the script works")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default: 11, quick: 2)")
+    return p
+
+
+def check_device(args):
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"{sys.argv[0]}: error: --device cuda: no CUDA device is available here; use --device cpu")
+    return torch.device(args.device)
+
+
+def machine(device):
+    """One line naming the hardware and the software that produced a table."""
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{hardware}; torch {torch.__version__}; Python {platform.python_version()}"
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare(variants, device, rounds, min_run_time):
+    """Time each callable of ``variants`` (name → function of no arguments), interleaved over ``rounds``.
+
+    Returns ``{name: [seconds per call, one per round]}``.
+    """
+    times = {name: [] for name in variants}
+    for function in variants.values():  # warm up: first calls allocate, pick kernels, fill caches
+        function()
+    synchronize(device)
+    for _ in range(rounds):
+        for name, function in variants.items():
+            timer = Timer(
+                "function(); synchronize(device)",
+                globals=dict(function=function, synchronize=synchronize, device=device),
+            )
+            times[name].append(timer.blocked_autorange(min_run_time=min_run_time).median)
+    return times
+
+
+def ratio(numerator, denominator):
+    """Median and interquartile range of the per-round ratios ``numerator[i] / denominator[i]``."""
+    ratios = sorted(n / d for n, d in zip(numerator, denominator, strict=True))
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return statistics.median(ratios), q1, q3
+
+
+def format_ratio(numerator, denominator):
+    median, q1, q3 = ratio(numerator, denominator)
+    return f"{median:.3f} ({q1:.3f}–{q3:.3f})"
+
+
+def microseconds(times):
+    return f"{statistics.median(times) * 1e6:,.1f}"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(title, device, command, body):
+    print(f"### {title}\n\nMachine: {machine(device)}. Command: `{command}`\n\n{body}\n", flush=True)

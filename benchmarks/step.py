@@ -1,0 +1,80 @@
+"""Training step: forward, loss, backward and an SGD step of one MLP, manualbp's layers against torch.nn's.
+
+    python benchmarks/step.py [--device cuda] [--quick]
+
+Both models are built by the trainer's ``build_mlp`` from the same seed (the same initial weights) and trained
+on the same random batch; the only difference is whose Functions compute the forward and backward passes.
+"""
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _harness  # noqa: E402
+
+from manualbp import functional as manual_functional  # noqa: E402
+from manualbp.model import build_mlp  # noqa: E402
+
+# (layer sizes, hidden activation, loss, batch size); the MSE networks end in a sigmoid, as in Nielsen's book
+CASES = [
+    ((784, 256, 10), "relu", "cross-entropy", 64),
+    ((784, 256, 10), "relu", "cross-entropy", 100),
+    ((784, 30, 10), "sigmoid", "mse", 10),
+    ((784, 30, 10), "sigmoid", "mse", 100),
+    ((784, 1024, 1024, 10), "tanh", "cross-entropy", 512),
+    ((128, 128, 128, 10), "relu", "cross-entropy", 4096),
+]
+QUICK_CASES = [((784, 30, 10), "sigmoid", "mse", 10), ((64, 32, 10), "relu", "cross-entropy", 16)]
+
+
+def make_step(sizes, activation, loss, batch_size, layers, device):
+    """A function that runs one training step of the given network on a fixed random batch."""
+    model = build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, layers).to(device)
+    functional = manual_functional if layers == "manual" else torch.nn.functional
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, sizes[0], generator=generator).to(device)
+    labels = torch.randint(0, sizes[-1], (batch_size,), generator=generator).to(device)
+    one_hot = torch.nn.functional.one_hot(labels, sizes[-1]).float()
+
+    def step():
+        output = model(x)
+        cost = functional.mse_loss(output, one_hot) if loss == "mse" else functional.cross_entropy(output, labels)
+        optimizer.zero_grad(set_to_none=True)
+        cost.backward()
+        optimizer.step()
+
+    return step
+
+
+def main(argv=None):
+    args = _harness.parser(__doc__.splitlines()[0]).parse_args(argv)
+    device = _harness.check_device(args)
+    rounds = args.rounds or (2 if args.quick else 11)
+    min_run_time = 0.01 if args.quick else 0.2
+    rows = []
+    for sizes, activation, loss, batch_size in QUICK_CASES if args.quick else CASES:
+        steps = {
+            layers: make_step(sizes, activation, loss, batch_size, layers, device) for layers in ("manual", "torch")
+        }
+        times = _harness.compare(steps, device, rounds, min_run_time)
+        rows.append(
+            [
+                "-".join(map(str, sizes)),
+                activation,
+                loss,
+                batch_size,
+                _harness.microseconds(times["manual"]),
+                _harness.microseconds(times["torch"]),
+                _harness.format_ratio(times["manual"], times["torch"]),
+            ]
+        )
+    header = ["network", "activation", "loss", "batch", "manualbp µs", "torch.nn µs", "ratio (IQR)"]
+    command = "python benchmarks/step.py" + (f" --device {args.device}" if args.device != "cpu" else "")
+    _harness.report("Training step (forward, loss, backward, SGD)", device, command, _harness.table(header, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -33,8 +33,19 @@ def machine(device):
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
-        hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        hardware = f"{_cpu_name()}, {torch.get_num_threads()} threads"
     return f"{hardware}; torch {torch.__version__}; Python {platform.python_version()}"
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def synchronize(device):
@@ -56,6 +67,7 @@ def compare(variants, device, rounds, min_run_time):
             timer = Timer(
                 "function(); synchronize(device)",
                 globals=dict(function=function, synchronize=synchronize, device=device),
+                num_threads=torch.get_num_threads(),  # Timer's default is one thread
             )
             times[name].append(timer.blocked_autorange(min_run_time=min_run_time).median)
     return times

@@ -105,7 +105,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
             "will be broadcast, which is likely not what you want. Make them the same size.",
             stacklevel=2,
         )
-    input, target = torch.broadcast_tensors(input, target)
+        input, target = torch.broadcast_tensors(input, target)
     if weight is not None and weight.shape != input.shape:
         raise ValueError(
             f"mse_loss: weight must have the input's shape {tuple(input.shape)}, got {tuple(weight.shape)}"

@@ -42,7 +42,10 @@ class Linear(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, bias = inputs
-        ctx.save_for_backward(x, weight)
+        # ∂C/∂W needs x and ∂C/∂x needs W: keep each only if its product will be taken (the first layer's x
+        # needs no gradient, so its W is not kept alive by the graph)
+        needs_x_grad, needs_weight_grad, _ = ctx.needs_input_grad
+        ctx.save_for_backward(x if needs_weight_grad else None, weight if needs_x_grad else None)
         ctx.has_bias = bias is not None
 
     @staticmethod
@@ -51,7 +54,7 @@ class Linear(torch.autograd.Function):
         grad_input = grad_weight = grad_bias = None
         g = grad_output.reshape(-1, grad_output.shape[-1])
         if ctx.needs_input_grad[0]:
-            grad_input = g.mm(weight).reshape(x.shape)
+            grad_input = g.mm(weight).reshape(*grad_output.shape[:-1], weight.shape[1])
         if ctx.needs_input_grad[1]:
             grad_weight = g.t().mm(x.reshape(-1, x.shape[-1]))
         if ctx.has_bias and ctx.needs_input_grad[2]:

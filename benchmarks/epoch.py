@@ -1,0 +1,180 @@
+"""End-to-end epoch on MNIST-sized data: the trainer with manualbp's layers, with torch.nn's, a
+pytorch/examples-style DataLoader pipeline training the same model, and the machine's compute limit.
+
+    python benchmarks/epoch.py --data-dir DIR [--device cuda] [--quick]
+
+DIR holds the four MNIST-format IDX files (``/usr/share/datasets/fashion-mnist`` from Debian's
+``dataset-fashion-mnist``, or MNIST's). One epoch is one pass over the training set plus the evaluation on the
+test set, as each pipeline does it:
+
+- trainer: ``train.py``'s ``training.train`` for one epoch (whole-tensor data set on the device, shuffled index
+  batches, evaluation, epoch summaries and checkpoint), ``--layers manual`` and ``--layers torch``;
+- DataLoader: ``torchvision.datasets`` + ``DataLoader(shuffle=True)`` with per-sample ``ToTensor`` and
+  ``Normalize``, as pytorch/examples' mnist does, training the same torch.nn model with the same optimiser;
+- compute limit: the time the epoch's matrix multiplies take on their own, each product timed at its own
+  shape on this machine (``gemm_seconds``): what the epoch would cost with no element-wise work, no optimiser,
+  no Python and no logging.
+"""
+
+import gzip
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torchvision
+from torch.utils.benchmark import Timer
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _harness  # noqa: E402
+
+from manualbp import data  # noqa: E402
+from manualbp.model import build_mlp  # noqa: E402
+from manualbp.training import Config, train  # noqa: E402
+
+
+def trainer_epoch(config, layers):
+    """Seconds of one trainer epoch (training, evaluation, summaries, checkpoint), data loading excluded."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        return train(Config(**{**config.__dict__, "layers": layers}), run_dir, progress=False).seconds
+
+
+def dataloader_epoch(config, root, device):
+    """Seconds of one epoch of a pytorch/examples-style pipeline training the same model."""
+    transform = torchvision.transforms.Compose(
+        [torchvision.transforms.ToTensor(), torchvision.transforms.Normalize((0.2860,), (0.3530,))]
+    )
+    train_set = torchvision.datasets.FashionMNIST(root, train=True, transform=transform)
+    test_set = torchvision.datasets.FashionMNIST(root, train=False, transform=transform)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=1000)
+    model = build_mlp([784, *config.hidden, 10], config.activation, layers="torch").to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+    )
+    started = time.perf_counter()
+    model.train()
+    for images, labels in train_loader:
+        images, labels = images.to(device).flatten(1), labels.to(device)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in test_loader:
+            correct += (model(images.to(device).flatten(1)).argmax(1) == labels.to(device)).sum().item()
+    _harness.synchronize(device)
+    return time.perf_counter() - started
+
+
+def gemm_seconds(sizes, batch_size, train_examples, test_examples, device, min_run_time):
+    """The compute limit: seconds an epoch's matrix multiplies take on their own, each timed at its shape.
+
+    Per training step, layer l (fan_in → fan_out) multiplies (B × fan_in)·(fan_in × fan_out) forward,
+    (fan_out × B)·(B × fan_in) for ∂C/∂W and, but for the first layer, (B × fan_out)·(fan_out × fan_in) for ∂C/∂x;
+    evaluation runs the forward products over the test set in chunks of 2000, as the trainer does.
+    Returns ``(seconds, flops)``.
+    """
+    steps, last = divmod(train_examples, batch_size)
+    chunks, last_chunk = divmod(test_examples, 2000)
+    products = []  # (m, k, n, how many per epoch, which operand is a transposed view), as the layers run them
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        for rows, count in ((batch_size, steps), (last, 1)):
+            if rows and count:
+                products.append((rows, fan_in, fan_out, count, "b"))  # x Wᵀ
+                products.append((fan_out, rows, fan_in, count, "a"))  # gᵀ x
+                if layer > 0:
+                    products.append((rows, fan_out, fan_in, count, None))  # g W
+        for rows, count in ((2000, chunks), (last_chunk, 1)):
+            if rows and count:
+                products.append((rows, fan_in, fan_out, count, "b"))
+    seconds = flops = 0.0
+    for m, k, n, count, transposed in products:
+        a = torch.randn(k, m, device=device).t() if transposed == "a" else torch.randn(m, k, device=device)
+        b = torch.randn(n, k, device=device).t() if transposed == "b" else torch.randn(k, n, device=device)
+        timer = Timer(
+            "torch.mm(a, b); synchronize(device)",
+            globals=dict(torch=torch, a=a, b=b, synchronize=_harness.synchronize, device=device),
+            num_threads=torch.get_num_threads(),
+        )
+        seconds += count * timer.blocked_autorange(min_run_time=min_run_time).median
+        flops += count * 2 * m * k * n
+    return seconds, flops
+
+
+def torchvision_layout(data_dir, root):
+    """Decompress the IDX files into torchvision's ``root/FashionMNIST/raw`` layout (no download, no md5)."""
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    os.makedirs(raw)
+    for names in data.IDX_FILES.values():
+        for name in names:
+            source = os.path.join(data_dir, name)
+            if os.path.exists(source + ".gz"):
+                with gzip.open(source + ".gz", "rb") as compressed, open(os.path.join(raw, name), "wb") as plain:
+                    shutil.copyfileobj(compressed, plain)
+            else:
+                shutil.copy(source, os.path.join(raw, name))
+
+
+def main(argv=None):
+    parser = _harness.parser(__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="a folder with the four MNIST-format IDX files")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer sizes (default: 256)")
+    args = parser.parse_args(argv)
+    device = _harness.check_device(args)
+    rounds = args.rounds or (1 if args.quick else 5)
+    config = Config(
+        dataset="fashion-mnist",
+        data_dir=args.data_dir,
+        hidden=tuple(args.hidden),
+        epochs=1,
+        device=args.device,
+        log_every=10**9,
+    )
+    times = {"manual": [], "torch": [], "dataloader": []}
+    with tempfile.TemporaryDirectory() as root:
+        torchvision_layout(args.data_dir, root)
+        for _ in range(rounds):  # interleaved: each round runs every pipeline once
+            times["manual"].append(trainer_epoch(config, "manual"))
+            times["torch"].append(trainer_epoch(config, "torch"))
+            times["dataloader"].append(dataloader_epoch(config, root, device))
+    train_set, test_set = data.load(data_dir=args.data_dir)
+    sizes = [784, *config.hidden, 10]
+    limit, flops = gemm_seconds(
+        sizes, config.batch_size, len(train_set), len(test_set), device, 0.05 if args.quick else 0.5
+    )
+    network = "-".join(map(str, sizes))
+
+    def seconds(values):
+        return f"{statistics.median(values):.3f} s"
+
+    rows = [
+        ["trainer, `--layers manual`", seconds(times["manual"]), "1"],
+        ["trainer, `--layers torch`", seconds(times["torch"]), _harness.format_ratio(times["manual"], times["torch"])],
+        [
+            "DataLoader pipeline (torch.nn)",
+            seconds(times["dataloader"]),
+            _harness.format_ratio(times["manual"], times["dataloader"]),
+        ],
+        [
+            f"compute limit: the epoch's {flops / 1e9:.1f} GFLOP of matrix products alone "
+            f"({flops / limit / 1e9:.0f} GFLOP/s)",
+            seconds([limit]),
+            _harness.format_ratio(times["manual"], [limit] * len(times["manual"])),
+        ],
+    ]
+    header = ["pipeline", "epoch time (median)", "manualbp trainer ÷ this (IQR)"]
+    command = f"python benchmarks/epoch.py --data-dir {args.data_dir}" + (
+        f" --device {args.device}" if args.device != "cpu" else ""
+    )
+    title = f"End-to-end epoch, {network} ReLU, batch {config.batch_size}"
+    _harness.report(title, device, command, _harness.table(header, rows))
+
+
+if __name__ == "__main__":
+    main()

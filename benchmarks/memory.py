@@ -1,0 +1,96 @@
+"""Memory: bytes saved for backward by one training step, and on CUDA its peak allocated memory, manualbp
+against torch.nn.
+
+    python benchmarks/memory.py [--device cuda] [--quick]
+
+Saved bytes are counted with ``torch.autograd.graph.saved_tensors_hooks`` over the forward pass and loss: every
+tensor autograd keeps for the backward, counted once per storage (a tensor saved by two layers, such as one
+layer's output and the next layer's input, is one allocation). Parameters and the input batch are listed apart,
+since they live anyway; "activations" is what the step adds.
+"""
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _harness  # noqa: E402
+import step  # noqa: E402
+
+from manualbp import functional as manual_functional  # noqa: E402
+from manualbp.model import build_mlp  # noqa: E402
+
+
+def saved_bytes(sizes, activation, loss, batch_size, layers, device):
+    """``(activation bytes, parameter and input bytes, peak allocated bytes or None)`` of one training step."""
+    model = build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, layers).to(device)
+    functional = manual_functional if layers == "manual" else torch.nn.functional
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, sizes[0], generator=generator).to(device)
+    labels = torch.randint(0, sizes[-1], (batch_size,), generator=generator).to(device)
+    target = torch.nn.functional.one_hot(labels, sizes[-1]).float() if loss == "mse" else labels
+    living = {t.untyped_storage().data_ptr() for t in [x, target, *model.parameters()]}
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = model(x)
+        cost = functional.mse_loss(output, target) if loss == "mse" else functional.cross_entropy(output, labels)
+    cost.backward()
+    peak = None
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - baseline
+    activations = sum(size for pointer, size in storages.items() if pointer not in living)
+    return activations, sum(size for pointer, size in storages.items() if pointer in living), peak
+
+
+def main(argv=None):
+    args = _harness.parser(__doc__.splitlines()[0]).parse_args(argv)
+    device = _harness.check_device(args)
+    rows = []
+    for sizes, activation, loss, batch_size in step.QUICK_CASES if args.quick else step.CASES:
+        manual = saved_bytes(sizes, activation, loss, batch_size, "manual", device)
+        reference = saved_bytes(sizes, activation, loss, batch_size, "torch", device)
+        rows.append(
+            [
+                "-".join(map(str, sizes)),
+                activation,
+                loss,
+                batch_size,
+                f"{manual[0]:,}",
+                f"{reference[0]:,}",
+                f"{manual[1]:,}",
+                f"{reference[1]:,}",
+                "—" if manual[2] is None else f"{manual[2]:,}",
+                "—" if reference[2] is None else f"{reference[2]:,}",
+            ]
+        )
+    header = [
+        "network",
+        "activation",
+        "loss",
+        "batch",
+        "saved activations, manualbp (bytes)",
+        "torch.nn",
+        "saved parameters + input, manualbp",
+        "torch.nn",
+        "CUDA peak, manualbp",
+        "torch.nn",
+    ]
+    command = "python benchmarks/memory.py" + (f" --device {args.device}" if args.device != "cpu" else "")
+    _harness.report("Memory saved for backward, per training step", device, command, _harness.table(header, rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

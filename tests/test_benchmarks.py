@@ -1,0 +1,75 @@
+"""The benchmark scripts run in their quick mode and print complete tables. No timing is asserted here: speed
+is measured by the scripts themselves (BENCHMARKS.md); bytes saved for backward are counts, and are asserted."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from idx import write_idx_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import memory  # noqa: E402
+import step  # noqa: E402
+
+RATIO = r"\d+\.\d{3} \(\d+\.\d{3}–\d+\.\d{3}\)"
+
+
+def _run(script, *args):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), "--quick", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _table_rows(output):
+    return [line for line in output.splitlines() if line.startswith("| ") and not line.startswith("| ---")][1:]
+
+
+def test_step_benchmark_prints_a_ratio_for_every_quick_case():
+    rows = _table_rows(_run("step.py"))
+    assert len(rows) == len(step.QUICK_CASES)
+    assert all(re.search(RATIO, row) for row in rows)
+
+
+def test_layer_benchmark_prints_a_ratio_for_every_layer_and_width():
+    rows = _table_rows(_run("layers.py"))
+    assert len(rows) == 8 * 2  # eight layers, two quick batch sizes
+    assert all(len(re.findall(RATIO, row)) == 2 for row in rows)  # two quick widths
+
+
+@pytest.mark.parametrize("case", step.CASES, ids=lambda case: "-".join(map(str, case[0])) + f"@{case[3]}")
+def test_manualbp_saves_no_more_for_backward_than_torch_nn(case):
+    sizes, activation, loss, batch_size = case
+    manual = memory.saved_bytes(sizes, activation, loss, batch_size, "manual", torch.device("cpu"))
+    reference = memory.saved_bytes(sizes, activation, loss, batch_size, "torch", torch.device("cpu"))
+    assert manual[0] <= reference[0]
+    assert manual[1] <= reference[1]
+    assert manual[0] >= batch_size * sum(sizes[1:-1]) * 4  # at least every hidden activation, in float32
+
+
+def test_memory_benchmark_prints_every_quick_case():
+    rows = _table_rows(_run("memory.py"))
+    assert len(rows) == len(step.QUICK_CASES)
+
+
+@pytest.mark.slow
+def test_epoch_benchmark_runs_every_pipeline_on_idx_files(tmp_path):
+    write_idx_dir(tmp_path, n_train=1000, n_test=500, gz=True)
+    output = _run("epoch.py", "--data-dir", str(tmp_path), "--hidden", "32")
+    rows = _table_rows(output)
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| trainer, `--layers manual`",
+        "| trainer, `--layers torch`",
+        "| DataLoader pipeline (torch.nn)",
+        rows[3].split(" | ")[0],
+    ]
+    assert rows[3].startswith("| compute limit: the epoch's")
+    assert all(re.search(r"\d+\.\d{3} s", row) for row in rows)

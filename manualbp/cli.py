@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from manualbp import checkpoint, data
+from manualbp import checkpoint, data, distributed
 from manualbp.model import ACTIVATIONS
 from manualbp.training import Config, TrainingError, train
 
@@ -205,17 +205,41 @@ def main(argv=None):
             raise ValueError("--nesterov needs a --momentum above 0: pass --momentum 0.9, say, or --no-nesterov")
         if config.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-        run_dir = args.resume if args.resume is not None else _new_run_dir(args, config)
     except (ValueError, checkpoint.CheckpointError, OSError) as error:
         parser.exit(2, f"train.py: error: {error}\n")
+    if not distributed.launched_by_torchrun():
+        return _run(parser, args, config, resume)
+    rank, _ = distributed.init(config.device)
+    try:
+        return _run(parser, args, config, resume, prefix=f"rank {rank}: ")
+    finally:
+        distributed.shutdown()
+
+
+def _run(parser, args, config, resume, prefix=""):
+    """Pick the run directory (rank 0 does, under torchrun), train, and report; errors end the process."""
+    rank, _ = distributed.rank_and_world_size()
+    run_dir = error = None
+    try:
+        if args.resume is not None:
+            run_dir = args.resume
+        elif rank == 0:
+            run_dir = _new_run_dir(args, config)
+    except (ValueError, OSError) as problem:
+        error = str(problem)
+    run_dir, error = distributed.broadcast_from_rank_0((run_dir, error))
+    if error is not None:
+        parser.exit(2, f"train.py: error: {prefix}{error}\n")
     try:
         result = train(config, run_dir, resume=resume, progress=not args.no_progress and sys.stderr.isatty())
     except data.DataError as error:
-        if args.resume is None and not os.listdir(run_dir):
+        if rank == 0 and args.resume is None and not os.listdir(run_dir):
             os.rmdir(run_dir)  # nothing was written: leave no empty run behind
-        parser.exit(2, f"train.py: error: {error}\n")
+        parser.exit(2, f"train.py: error: {prefix}{error}\n")
     except TrainingError as error:
-        parser.exit(1, f"train.py: error: {error}\n")
+        parser.exit(1, f"train.py: error: {prefix}{error}\n")
+    if rank != 0:
+        return 0
     if result.interrupted:
         print(f"interrupted: saved the run in {run_dir}; continue it with --resume {run_dir}", file=sys.stderr)
         return 130

@@ -13,7 +13,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from manualbp import checkpoint, data, summaries
+from manualbp import checkpoint, data, distributed, summaries
 from manualbp import functional as manual_functional
 from manualbp.model import build_mlp
 
@@ -81,6 +81,19 @@ class _StopRequest:
         signal.signal(signal.SIGINT, self._previous)
 
 
+class _NoStopRequest:
+    """Under torchrun every rank must stop at the same step, so Ctrl-C is left to torchrun, which ends the whole
+    job; ``--resume`` then continues from the last epoch's checkpoint."""
+
+    requested = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
 def resolve_device(name):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,10 +101,17 @@ def resolve_device(name):
 
 
 def train(config, run_dir, resume=None, progress=True):
-    """Train ``config`` into ``run_dir`` (which must exist); ``resume`` is a loaded checkpoint to continue."""
+    """Train ``config`` into ``run_dir`` (which must exist); ``resume`` is a loaded checkpoint to continue.
+
+    Under torchrun (``manualbp.distributed``), every rank calls this: each trains on its share of every global
+    batch of ``config.batch_size`` examples, and rank 0 alone writes TensorBoard events and checkpoints.
+    """
+    rank, world_size = distributed.rank_and_world_size()
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
     train_set, test_set = data.load(config.dataset, config.data_root, config.data_dir, device, dtype, config.normalize)
-    print(f"training on {device} into {run_dir}", file=sys.stderr)
+    if rank == 0:
+        processes = f" ({world_size} processes)" if world_size > 1 else ""
+        print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
     model = build_mlp(
         [train_set.images.shape[1], *config.hidden, data.NUM_CLASSES],
         config.activation,
@@ -101,6 +121,9 @@ def train(config, run_dir, resume=None, progress=True):
         config.seed,
         dtype,
     ).to(device)
+    # DistributedDataParallel averages the gradients over the ranks during the backward pass
+    network = model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(model)
+    test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
     functional = manual_functional if config.layers == "manual" else torch.nn.functional
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -123,12 +146,14 @@ def train(config, run_dir, resume=None, progress=True):
         start_epoch, start_step, global_step = resume["epoch"], resume["step"], resume["global_step"]
         best = (resume["best_accuracy"], resume["best_epoch"])
 
-    writer = SummaryWriter(run_dir, purge_step=global_step if resume is not None else None)
-    if resume is None:
+    writer = SummaryWriter(run_dir, purge_step=global_step if resume is not None else None) if rank == 0 else None
+    if resume is None and writer is not None:
         writer.add_text("config", "```\n" + json.dumps(dataclasses.asdict(config), indent=2) + "\n```")
     probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
 
     def save(epoch, step, epoch_rng):
+        if rank != 0:
+            return
         checkpoint.save(
             {
                 "model": model.state_dict(),
@@ -149,13 +174,13 @@ def train(config, run_dir, resume=None, progress=True):
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=global_step,
-        disable=not progress,
+        disable=not progress or rank != 0,
         unit="step",
         dynamic_ncols=True,
     )
     test_loss = test_accuracy = float("nan")
     try:
-        with _StopRequest() as stop:
+        with _StopRequest() if world_size == 1 else _NoStopRequest() as stop:
             for epoch in range(start_epoch, config.epochs):
                 epoch_rng = shuffler.get_state()  # saved so a resumed run draws this epoch's order again
                 order = torch.randperm(len(train_set), generator=shuffler).to(device)
@@ -168,23 +193,34 @@ def train(config, run_dir, resume=None, progress=True):
                         save(epoch, step, epoch_rng)
                         return Result(test_accuracy, *best, test_loss, time.perf_counter() - started, run_dir, True)
                     index = order[step * config.batch_size : (step + 1) * config.batch_size]
-                    x, labels = train_set.images[index], train_set.labels[index]
-                    output = model(x)
-                    loss = _loss(functional, config.loss, output, _targets(labels, config.loss, dtype))
+                    shard = index[rank::world_size]  # the whole batch on a single process
+                    x, labels = train_set.images[shard], train_set.labels[shard]
+                    output = network(x)
+                    target = _targets(labels, config.loss, dtype)
+                    if world_size == 1:
+                        loss = _loss(functional, config.loss, output, target)
+                        batch_loss_sum = loss.detach() * len(index)
+                    else:
+                        # this rank's summed loss, scaled so that DDP's average of the ranks' gradients is the
+                        # gradient of the mean over the global batch, however unevenly its examples divide
+                        per_example = output.shape[1] if config.loss == "mse" else 1  # "mean" also averages outputs
+                        batch_loss_sum = _loss(functional, config.loss, output, target, "sum") / per_example
+                        loss = batch_loss_sum * (world_size / len(index))
+                        batch_loss_sum = batch_loss_sum.detach()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     if scheduler is not None:
                         scheduler.step()
                     # accumulate on the device: reading a value back would stall a GPU on every step
-                    loss_sum += loss.detach() * len(index)
+                    loss_sum += batch_loss_sum
                     correct += (output.argmax(1) == labels).sum()
-                    seen += len(index)
+                    seen += len(shard)
                     window_examples += len(index)
                     global_step += 1
                     bar.update()
                     if global_step % config.log_every == 0 or step == steps_per_epoch - 1:
-                        train_loss, train_accuracy = loss_sum.item() / seen, correct.item() / seen
+                        train_loss, train_accuracy = _mean_over_ranks(loss_sum, correct, seen)
                         if not math.isfinite(train_loss):
                             raise TrainingError(
                                 f"the training loss became {train_loss} at step {global_step} (epoch {epoch + 1}): "
@@ -192,59 +228,75 @@ def train(config, run_dir, resume=None, progress=True):
                             )
                         throughput = window_examples / (time.perf_counter() - window_start)
                         window_start, window_examples = time.perf_counter(), 0
-                        writer.add_scalar("train/loss", train_loss, global_step)
-                        writer.add_scalar("train/accuracy", train_accuracy, global_step)
-                        writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
-                        writer.add_scalar("train/examples_per_second", throughput, global_step)
-                        summaries.log_norms(writer, model, global_step)
+                        if writer is not None:
+                            writer.add_scalar("train/loss", train_loss, global_step)
+                            writer.add_scalar("train/accuracy", train_accuracy, global_step)
+                            writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
+                            writer.add_scalar("train/examples_per_second", throughput, global_step)
+                            summaries.log_norms(writer, model, global_step)
                         bar.set_postfix(
                             loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}"
                         )
 
-                test_loss, test_accuracy, predictions = evaluate(model, functional, config.loss, test_set, dtype)
+                test_loss, test_accuracy, predictions = evaluate(model, functional, config.loss, test_shard, dtype)
                 if test_accuracy > best[0]:
                     best = (test_accuracy, epoch + 1)
-                writer.add_scalar("test/loss", test_loss, global_step)
-                writer.add_scalar("test/accuracy", test_accuracy, global_step)
-                _log_epoch(writer, model, config, probe, test_set, predictions, global_step, dtype)
+                train_loss, train_accuracy = _mean_over_ranks(loss_sum, correct, seen)
                 save(epoch + 1, 0, shuffler.get_state())
-                bar.write(
-                    f"epoch {epoch + 1}/{config.epochs}: train loss {loss_sum.item() / max(seen, 1):.4f} "
-                    f"acc {correct.item() / max(seen, 1):.4f} | test loss {test_loss:.4f} acc {test_accuracy:.4f}"
-                )
+                if writer is not None:
+                    writer.add_scalar("test/loss", test_loss, global_step)
+                    writer.add_scalar("test/accuracy", test_accuracy, global_step)
+                    # rank 0's share of the test set stands for the whole in the misclassified-images grid
+                    _log_epoch(writer, model, config, probe, test_shard, predictions, global_step, dtype)
+                    bar.write(
+                        f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f} acc {train_accuracy:.4f} "
+                        f"| test loss {test_loss:.4f} acc {test_accuracy:.4f}"
+                    )
         seconds = time.perf_counter() - started
         hparams = {
             k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(config).items()
         }
-        writer.add_hparams(
-            hparams,
-            {
-                "hparam/test_accuracy": test_accuracy,
-                "hparam/best_test_accuracy": best[0],
-                "hparam/test_loss": test_loss,
-                "hparam/seconds": seconds,
-            },
-            run_name=".",
-        )
+        if writer is not None:
+            writer.add_hparams(
+                hparams,
+                {
+                    "hparam/test_accuracy": test_accuracy,
+                    "hparam/best_test_accuracy": best[0],
+                    "hparam/test_loss": test_loss,
+                    "hparam/seconds": seconds,
+                },
+                run_name=".",
+            )
         return Result(test_accuracy, *best, test_loss, seconds, run_dir)
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 @torch.no_grad()
 def evaluate(model, functional, loss_name, split, dtype, chunk=2000):
-    """Mean loss, accuracy and the predicted classes over ``split``."""
+    """Mean loss and accuracy over ``split`` (over every rank's split under torchrun), and this split's
+    predicted classes."""
     model.eval()
-    loss_sum, predictions = 0.0, []
+    loss_sum = torch.zeros((), dtype=dtype, device=split.images.device)
+    predictions = []
     for start in range(0, len(split), chunk):
         x, labels = split.images[start : start + chunk], split.labels[start : start + chunk]
         output = model(x)
-        loss_sum += _loss(functional, loss_name, output, _targets(labels, loss_name, dtype)).item() * len(labels)
+        loss_sum += _loss(functional, loss_name, output, _targets(labels, loss_name, dtype)) * len(labels)
         predictions.append(output.argmax(1))
-    predictions = torch.cat(predictions)
+    predictions = torch.cat(predictions) if predictions else split.labels.new_empty(0)
     model.train()
-    return loss_sum / len(split), (predictions == split.labels).float().mean().item(), predictions
+    loss, accuracy = _mean_over_ranks(loss_sum, (predictions == split.labels).sum(), len(split))
+    return loss, accuracy, predictions
+
+
+def _mean_over_ranks(loss_sum, correct, count):
+    """Mean loss and accuracy from this rank's sums, summed over every rank first under torchrun."""
+    totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=loss_sum.device)])
+    loss_sum, correct, count = distributed.all_reduce_sum(totals).tolist()
+    return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 def _log_epoch(writer, model, config, probe, test_set, predictions, step, dtype):
@@ -273,10 +325,10 @@ def _targets(labels, loss_name, dtype):
     return labels
 
 
-def _loss(functional, loss_name, output, target):
+def _loss(functional, loss_name, output, target, reduction="mean"):
     if loss_name == "mse":
-        return functional.mse_loss(output, target)
-    return functional.cross_entropy(output, target)
+        return functional.mse_loss(output, target, reduction=reduction)
+    return functional.cross_entropy(output, target, reduction=reduction)
 
 
 def _scheduler(optimizer, config, steps_per_epoch):

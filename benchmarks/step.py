@@ -1,6 +1,6 @@
 """Training step: forward, loss, backward and an SGD step of one MLP, manualbp's layers against torch.nn's.
 
-    python benchmarks/step.py [--device cuda] [--quick]
+    python benchmarks/step.py [--device cuda] [--compile] [--quick]
 
 Both models are built by the trainer's ``build_mlp`` from the same seed (the same initial weights) and trained
 on the same random batch; the only difference is whose Functions compute the forward and backward passes.
@@ -29,7 +29,7 @@ CASES = [
 QUICK_CASES = [((784, 30, 10), "sigmoid", "mse", 10), ((64, 32, 10), "relu", "cross-entropy", 16)]
 
 
-def make_step(sizes, activation, loss, batch_size, layers, device):
+def make_step(sizes, activation, loss, batch_size, layers, device, compile=False):
     """A function that runs one training step of the given network on a fixed random batch."""
     model = build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, layers).to(device)
     functional = manual_functional if layers == "manual" else torch.nn.functional
@@ -39,9 +39,15 @@ def make_step(sizes, activation, loss, batch_size, layers, device):
     labels = torch.randint(0, sizes[-1], (batch_size,), generator=generator).to(device)
     one_hot = torch.nn.functional.one_hot(labels, sizes[-1]).float()
 
-    def step():
+    def forward():
         output = model(x)
-        cost = functional.mse_loss(output, one_hot) if loss == "mse" else functional.cross_entropy(output, labels)
+        return functional.mse_loss(output, one_hot) if loss == "mse" else functional.cross_entropy(output, labels)
+
+    if compile:
+        forward = torch.compile(forward, fullgraph=True)
+
+    def step():
+        cost = forward()
         optimizer.zero_grad(set_to_none=True)
         cost.backward()
         optimizer.step()
@@ -50,14 +56,17 @@ def make_step(sizes, activation, loss, batch_size, layers, device):
 
 
 def main(argv=None):
-    args = _harness.parser(__doc__.splitlines()[0]).parse_args(argv)
+    parser = _harness.parser(__doc__.splitlines()[0])
+    parser.add_argument("--compile", action="store_true", help="forward and loss through torch.compile, both variants")
+    args = parser.parse_args(argv)
     device = _harness.check_device(args)
     rounds = args.rounds or (2 if args.quick else 11)
     min_run_time = 0.01 if args.quick else 0.2
     rows = []
     for sizes, activation, loss, batch_size in QUICK_CASES if args.quick else CASES:
         steps = {
-            layers: make_step(sizes, activation, loss, batch_size, layers, device) for layers in ("manual", "torch")
+            layers: make_step(sizes, activation, loss, batch_size, layers, device, args.compile)
+            for layers in ("manual", "torch")
         }
         times = _harness.compare(steps, device, rounds, min_run_time)
         rows.append(
@@ -73,7 +82,10 @@ def main(argv=None):
         )
     header = ["network", "activation", "loss", "batch", "manualbp µs", "torch.nn µs", "ratio (IQR)"]
     command = "python benchmarks/step.py" + (f" --device {args.device}" if args.device != "cpu" else "")
-    _harness.report("Training step (forward, loss, backward, SGD)", device, command, _harness.table(header, rows))
+    command += " --compile" if args.compile else ""
+    mode = "torch.compile" if args.compile else "eager"
+    title = f"Training step (forward, loss, backward, SGD), {mode}"
+    _harness.report(title, device, command, _harness.table(header, rows))
 
 
 if __name__ == "__main__":

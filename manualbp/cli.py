@@ -35,7 +35,7 @@ NIELSEN = {
 }
 PRESETS = {"nielsen": NIELSEN}
 # what may differ when a run is resumed: where it runs and where its data lies, not what it computes
-RESUMABLE = {"device", "data_root", "data_dir", "log_every"}
+RESUMABLE = {"device", "compile", "data_root", "data_dir", "log_every"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,6 +139,12 @@ def build_parser():
     )
     run = p.add_argument_group("run")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present (default: auto)")
+    run.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="run the forward pass, loss and backward through torch.compile: less launch overhead on a GPU "
+        "(compiling takes a while first; default: off)",
+    )
     run.add_argument("--log-every", type=_positive(int), help=f"steps between logged values (default: {d.log_every})")
     run.add_argument("--logdir", default="runs", help="parent folder of the run directories (default: runs)")
     run.add_argument("--run-name", help="the run directory's name (default: from the time and the config)")
@@ -195,7 +201,7 @@ def main(argv=None):
                 flags = ", ".join("--" + name.replace("_", "-") for name in changed) or "--preset"
                 raise ValueError(
                     f"{flags} cannot change when resuming: --resume continues the run as it was "
-                    "configured (only --device, --data-dir, --data-root and --log-every may differ)"
+                    "configured (only --device, --compile, --data-dir, --data-root and --log-every may differ)"
                 )
             saved = resume["config"]
             saved.update({k: v for k, v in explicit.items() if k in RESUMABLE})

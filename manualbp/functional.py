@@ -48,8 +48,10 @@ def linear(input, weight, bias=None):
         dtype = torch.get_autocast_dtype(device_type)
         input, weight = input.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
-    _check_same("linear", "dtype", input=input, weight=weight, bias=bias)
-    _check_same("linear", "device", input=input, weight=weight, bias=bias)
+    if weight.dtype != input.dtype or (bias is not None and bias.dtype != input.dtype):
+        _check_same("linear", "dtype", input=input, weight=weight, bias=bias)
+    if weight.device != input.device or (bias is not None and bias.device != input.device):
+        _check_same("linear", "device", input=input, weight=weight, bias=bias)
     return apply(autograd.Linear, input, weight, bias)
 
 
@@ -110,12 +112,15 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         raise ValueError(
             f"mse_loss: weight must have the input's shape {tuple(input.shape)}, got {tuple(weight.shape)}"
         )
-    input, target, weight = _autocast_to_float32(input, target, weight)
+    if torch.is_autocast_enabled(input.device.type):
+        input, target, weight = _autocast_to_float32(input, target, weight)
     if input.dtype != target.dtype:  # PyTorch promotes here rather than refusing
         dtype = torch.promote_types(input.dtype, target.dtype)
         input, target = input.to(dtype), target.to(dtype)
-    _check_same("mse_loss", "dtype", input=input, target=target, weight=weight)
-    _check_same("mse_loss", "device", input=input, target=target, weight=weight)
+    if weight is not None:
+        _check_same("mse_loss", "dtype", input=input, target=target, weight=weight)
+    if target.device != input.device or (weight is not None and weight.device != input.device):
+        _check_same("mse_loss", "device", input=input, target=target, weight=weight)
     return apply(autograd.MSELoss, input, target, weight, reduction)
 
 
@@ -180,9 +185,12 @@ def cross_entropy(
             f"cross_entropy: weight must have shape ({num_classes},), one per class, got {tuple(weight.shape)}"
         )
     ignore_index = _check_targets(target, num_classes, ignore_index)
-    input, weight = _autocast_to_float32(input, weight)
-    _check_same("cross_entropy", "dtype", input=input, weight=weight)
-    _check_same("cross_entropy", "device", input=input, target=target, weight=weight)
+    if torch.is_autocast_enabled(input.device.type):
+        input, weight = _autocast_to_float32(input, weight)
+    if weight is not None:
+        _check_same("cross_entropy", "dtype", input=input, weight=weight)
+    if target.device != input.device or (weight is not None and weight.device != input.device):
+        _check_same("cross_entropy", "device", input=input, target=target, weight=weight)
     # fold every layout into (rows, classes): the Function then handles one case only
     logits = input if input.dim() == 2 else input.movedim(1, -1).reshape(-1, num_classes)
     loss, _ = apply(
@@ -242,9 +250,6 @@ def _check_targets(target, num_classes, ignore_index):
 
 def _autocast_to_float32(*tensors):
     """Under autocast, losses run in float32, as PyTorch's own losses do."""
-    device_type = next(t for t in tensors if t is not None).device.type
-    if not torch.is_autocast_enabled(device_type):
-        return tensors
     return tuple(None if t is None else t.float() if t.is_floating_point() else t for t in tensors)
 
 

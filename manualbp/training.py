@@ -45,6 +45,7 @@ class Config:
     seed: int = 0
     dtype: str = "float32"
     device: str = "auto"
+    compile: bool = False
     log_every: int = 100
 
 
@@ -125,12 +126,20 @@ def train(config, run_dir, resume=None, progress=True):
     network = model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(model)
     test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
     functional = manual_functional if config.layers == "manual" else torch.nn.functional
+
+    def forward(x, target, reduction="mean"):
+        output = network(x)
+        return output, _loss(functional, config.loss, output, target, reduction)
+
+    if config.compile:  # forward and loss as one graph; AOTAutograd compiles the backward to match
+        forward = torch.compile(forward)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
+        fused=True,  # one kernel for the whole update rather than several per parameter
     )
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
@@ -195,16 +204,16 @@ def train(config, run_dir, resume=None, progress=True):
                     index = order[step * config.batch_size : (step + 1) * config.batch_size]
                     shard = index[rank::world_size]  # the whole batch on a single process
                     x, labels = train_set.images[shard], train_set.labels[shard]
-                    output = network(x)
                     target = _targets(labels, config.loss, dtype)
                     if world_size == 1:
-                        loss = _loss(functional, config.loss, output, target)
+                        output, loss = forward(x, target)
                         batch_loss_sum = loss.detach() * len(index)
                     else:
                         # this rank's summed loss, scaled so that DDP's average of the ranks' gradients is the
                         # gradient of the mean over the global batch, however unevenly its examples divide
-                        per_example = output.shape[1] if config.loss == "mse" else 1  # "mean" also averages outputs
-                        batch_loss_sum = _loss(functional, config.loss, output, target, "sum") / per_example
+                        output, batch_loss_sum = forward(x, target, "sum")
+                        if config.loss == "mse":  # "mean" also averages over the outputs of each example
+                            batch_loss_sum = batch_loss_sum / output.shape[1]
                         loss = batch_loss_sum * (world_size / len(index))
                         batch_loss_sum = batch_loss_sum.detach()
                     optimizer.zero_grad(set_to_none=True)

@@ -39,6 +39,13 @@ def test_step_benchmark_prints_a_ratio_for_every_quick_case():
     assert all(re.search(RATIO, row) for row in rows)
 
 
+@pytest.mark.slow
+def test_step_benchmark_compiles_both_variants():
+    rows = _table_rows(_run("step.py", "--compile"))
+    assert len(rows) == len(step.QUICK_CASES)
+    assert all(re.search(RATIO, row) for row in rows)
+
+
 def test_layer_benchmark_prints_a_ratio_for_every_layer_and_width():
     rows = _table_rows(_run("layers.py"))
     assert len(rows) == 8 * 2  # eight layers, two quick batch sizes

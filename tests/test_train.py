@@ -98,6 +98,16 @@ def test_manual_and_torch_layers_give_the_same_losses(tmp_path, idx_dir):
         torch.testing.assert_close(scalar_values(manual, tag), scalar_values(builtin, tag), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_run_trains_like_the_eager_one(tmp_path, idx_dir):
+    _, eager_dir = run(tmp_path, idx_dir, name="eager")
+    code, compiled_dir = run(tmp_path, idx_dir, "--compile", name="compiled")
+    assert code == 0
+    eager, compiled = events(eager_dir), events(compiled_dir)
+    for tag in ("train/loss", "test/loss", "test/accuracy"):
+        torch.testing.assert_close(scalar_values(compiled, tag), scalar_values(eager, tag), rtol=1e-3, atol=1e-4)
+
+
 def test_checkpoint_loads_into_a_plain_torch_nn_sequential(trained):
     state = torch.load(os.path.join(trained, "checkpoint.pt"), weights_only=True)
     model = torch.nn.Sequential(torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))

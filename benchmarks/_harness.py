@@ -99,3 +99,8 @@ def table(header, rows):
 
 def report(title, device, command, body):
     print(f"### {title}\n\nMachine: {machine(device)}. Command: `{command}`\n\n{body}\n", flush=True)
+
+
+def median_difference(first, second):
+    """Median over rounds of ``first[i] − second[i]``, in seconds."""
+    return statistics.median(a - b for a, b in zip(first, second, strict=True))

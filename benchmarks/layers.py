@@ -32,9 +32,11 @@ LAYERS = {
 }
 
 
-def make_pass(name, module, batch, width, device):
+def make_pass(name, module, batch, width, device, compile=False):
     """One forward and backward pass of ``module`` on fixed random inputs."""
     module = module.to(device)
+    if compile:
+        module = torch.compile(module, fullgraph=True)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, width, generator=generator).to(device).requires_grad_()
     if name == "MSELoss":
@@ -48,20 +50,24 @@ def make_pass(name, module, batch, width, device):
 
 
 def main(argv=None):
-    args = _harness.parser(__doc__.splitlines()[0]).parse_args(argv)
+    parser = _harness.parser(__doc__.splitlines()[0])
+    parser.add_argument("--compile", action="store_true", help="each layer through torch.compile, both variants")
+    parser.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS), help="(default: all)")
+    args = parser.parse_args(argv)
     device = _harness.check_device(args)
     batches, widths = (QUICK_BATCHES, QUICK_WIDTHS) if args.quick else (BATCHES, WIDTHS)
     rounds = args.rounds or (2 if args.quick else 5)
     min_run_time = 0.01 if args.quick else 0.05
     rows = []
-    for name, make in LAYERS.items():
+    for name in args.layers:
+        make = LAYERS[name]
         for batch in batches:
             cells = []
             for width in widths:
                 manual, reference = make(width)
                 passes = {
-                    "manual": make_pass(name, manual, batch, width, device),
-                    "torch": make_pass(name, reference, batch, width, device),
+                    "manual": make_pass(name, manual, batch, width, device, args.compile),
+                    "torch": make_pass(name, reference, batch, width, device, args.compile),
                 }
                 times = _harness.compare(passes, device, rounds, min_run_time)
                 cells.append(
@@ -71,7 +77,10 @@ def main(argv=None):
             rows.append([name, batch, *cells])
     header = ["layer", "batch", *(f"width {width}: ratio (IQR), torch.nn time" for width in widths)]
     command = "python benchmarks/layers.py" + (f" --device {args.device}" if args.device != "cpu" else "")
-    _harness.report("Layer grid (forward + backward)", device, command, _harness.table(header, rows))
+    command += " --compile" if args.compile else ""
+    command += "" if args.layers == list(LAYERS) else " --layers " + " ".join(args.layers)
+    title = "Layer grid (forward + backward), " + ("torch.compile" if args.compile else "eager")
+    _harness.report(title, device, command, _harness.table(header, rows))
 
 
 if __name__ == "__main__":

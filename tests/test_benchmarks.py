@@ -62,6 +62,20 @@ def test_manualbp_saves_no_more_for_backward_than_torch_nn(case):
     assert manual[0] >= batch_size * sum(sizes[1:-1]) * 4  # at least every hidden activation, in float32
 
 
+def test_overhead_benchmark_prints_every_layer_and_the_function_floor():
+    output = _run("overhead.py")
+    rows = _table_rows(output)
+    assert [row.split(" | ")[1] for row in rows[:6]] == [
+        "Linear 784→30",
+        "sigmoid (10×30)",
+        "Linear 30→10",
+        "sigmoid (10×10)",
+        "mse_loss (10×10)",
+        "**whole training step**",
+    ]
+    assert len(rows) == 6 + 3
+
+
 def test_memory_benchmark_prints_every_quick_case():
     rows = _table_rows(_run("memory.py"))
     assert len(rows) == len(step.QUICK_CASES)

@@ -15,9 +15,12 @@ import torch
 
 
 def apply(function, *args):
-    """``function.apply(*args)``: through its classic-form twin in eager mode, through itself under transforms."""
+    """``function.apply(*args)``: through its classic-form twin in eager mode, through itself under transforms,
+    and as its bare ``forward`` where no graph is recorded (under ``torch.no_grad()``, as in evaluation)."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return function.apply(*args)
+    if not torch.is_grad_enabled():
+        return function.forward(*args)
     return classic(function).apply(*args)
 
 

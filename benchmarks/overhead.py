@@ -22,7 +22,6 @@ import step  # noqa: E402
 from manualbp import functional as manual_functional  # noqa: E402
 from manualbp.autograd.function import classic  # noqa: E402
 
-QUICK_LAYERS = ("manual", "torch")
 QUICK_CASES = [((784, 30, 10), "sigmoid", "mse", 10)]
 LAYERS = ("manual", "torch")
 CASES = [((784, 30, 10), "sigmoid", "mse", 10), ((784, 256, 10), "relu", "cross-entropy", 100)]

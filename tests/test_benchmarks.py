@@ -30,7 +30,11 @@ def _run(script, *args):
 
 
 def _table_rows(output):
-    return [line for line in output.splitlines() if line.startswith("| ") and not line.startswith("| ---")][1:]
+    """The body rows of every markdown table in ``output`` (not the headers, not the separator lines)."""
+    lines = output.splitlines()
+    headers = {i - 1 for i, line in enumerate(lines) if line.startswith("| ---")}
+    separators = {i + 1 for i in headers}
+    return [line for i, line in enumerate(lines) if line.startswith("| ") and i not in headers | separators]
 
 
 def test_step_benchmark_prints_a_ratio_for_every_quick_case():

@@ -64,6 +64,8 @@ def main(argv=None):
         for batch in batches:
             cells = []
             for width in widths:
+                if args.compile:
+                    torch._dynamo.reset()  # a fresh cache per case: the recompile limit counts all graphs
                 manual, reference = make(width)
                 passes = {
                     "manual": make_pass(name, manual, batch, width, device, args.compile),

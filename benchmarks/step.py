@@ -64,6 +64,8 @@ def main(argv=None):
     min_run_time = 0.01 if args.quick else 0.2
     rows = []
     for sizes, activation, loss, batch_size in QUICK_CASES if args.quick else CASES:
+        if args.compile:
+            torch._dynamo.reset()  # a fresh cache per case: the recompile limit counts all graphs
         steps = {
             layers: make_step(sizes, activation, loss, batch_size, layers, device, args.compile)
             for layers in ("manual", "torch")

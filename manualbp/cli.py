@@ -244,6 +244,12 @@ def _run(parser, args, config, resume, prefix=""):
         parser.exit(2, f"train.py: error: {prefix}{error}\n")
     except TrainingError as error:
         parser.exit(1, f"train.py: error: {prefix}{error}\n")
+    except KeyboardInterrupt:  # a second Ctrl-C, or under torchrun the first: stop now, keep what was saved
+        parser.exit(
+            130,
+            f"train.py: {prefix}stopped: {run_dir} keeps the checkpoint of the last finished epoch, if any; "
+            f"continue with --resume {run_dir}\n",
+        )
     if rank != 0:
         return 0
     if result.interrupted:

@@ -251,3 +251,28 @@ def test_ctrl_c_saves_the_position_and_exits_cleanly_with_status_130(tmp_path):
     assert stderr.strip().splitlines()[-1] == f"interrupted: saved the run in {run}; continue it with --resume {run}"
     saved = torch.load(run / "checkpoint.pt", weights_only=True)
     assert 1 <= saved["epoch"] < 50 and saved["global_step"] == saved["epoch"] * 200 + saved["step"]
+
+
+def test_an_interrupt_that_cannot_wait_for_the_step_boundary_exits_130_and_keeps_the_checkpoint(
+    capsys, tmp_path, monkeypatch
+):
+    folder = write_idx_dir(str(tmp_path / "idx"))
+    calls = {"n": 0}
+    real_loss = training._loss
+
+    def loss_interrupted_in_epoch_2(*args):
+        calls["n"] += 1
+        if calls["n"] > 11:  # 8 steps an epoch, then 1 evaluation: step 3 of epoch 2
+            raise KeyboardInterrupt  # what a second Ctrl-C (or a first one under torchrun) raises
+        return real_loss(*args)
+
+    monkeypatch.setattr(training, "_loss", loss_interrupted_in_epoch_2)
+    run = tmp_path / "runs" / "cut"
+    argv = ["--data-dir", folder, "--logdir", str(tmp_path / "runs"), "--run-name", "cut", "--batch-size", "50"]
+    code, lines = fail(capsys, [*argv, "--epochs", "3", "--no-progress"])
+    assert code == 130
+    assert lines[-1] == (
+        f"train.py: stopped: {run} keeps the checkpoint of the last finished epoch, if any; "
+        f"continue with --resume {run}"
+    )
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1

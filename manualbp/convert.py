@@ -14,7 +14,11 @@ _TORCH_TO_MANUAL = {
     torch.nn.MSELoss: nn.MSELoss,
     torch.nn.CrossEntropyLoss: nn.CrossEntropyLoss,
 }
-_MANUAL_TO_TORCH = {manual: torch_class for torch_class, manual in _TORCH_TO_MANUAL.items()}
+# back to torch.nn also turns manualbp's fusing Sequential into a plain one; the other way, a torch.nn.Sequential
+# stays as it is (its layers become manualbp's, and run one by one)
+_MANUAL_TO_TORCH = {manual: torch_class for torch_class, manual in _TORCH_TO_MANUAL.items()} | {
+    nn.Sequential: torch.nn.Sequential
+}
 
 
 def convert(model, to="manualbp"):
@@ -25,6 +29,9 @@ def convert(model, to="manualbp"):
     becomes its ``manualbp.nn`` twin. The module objects stay the same: only their class changes, which is
     sound because each manualbp class is a subclass that adds no state. So parameters, buffers, hooks,
     devices and any optimiser already holding the parameters are untouched.
+
+    Converting back to torch.nn also turns a ``manualbp.nn.Sequential`` into a ``torch.nn.Sequential``; converting
+    to manualbp leaves a ``torch.nn.Sequential`` as it is, so its layers run one by one, unfused.
 
     Subclasses of those types (``torch.nn.modules.linear.NonDynamicallyQuantizableLinear`` inside
     ``MultiheadAttention``, say) are left alone: their owners may not call their ``forward``, and a

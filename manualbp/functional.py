@@ -13,7 +13,17 @@ from torch.nn import _reduction
 from manualbp import autograd
 from manualbp.autograd.function import apply
 
-__all__ = ["cross_entropy", "gelu", "leaky_relu", "linear", "mse_loss", "relu", "sigmoid", "tanh"]
+__all__ = [
+    "cross_entropy",
+    "gelu",
+    "leaky_relu",
+    "linear",
+    "linear_activation",
+    "mse_loss",
+    "relu",
+    "sigmoid",
+    "tanh",
+]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -29,16 +39,35 @@ def linear(input, weight, bias=None):
     Returns:
         ``(*, out_features)``.
     """
+    return apply(autograd.Linear, *_linear_operands("linear", input, weight, bias))
+
+
+def linear_activation(input, weight, bias=None, activation="relu"):
+    """a = f(x Wᵀ + b) as one Function, for f = ``"relu"``, ``"sigmoid"`` or ``"tanh"``: the result and gradients
+    of ``relu(linear(input, weight, bias))`` (and so on), with one node in the autograd graph rather than two.
+    See ``manualbp.autograd.LinearActivation``.
+    """
+    if activation not in autograd.fused.ACTIVATIONS:
+        raise ValueError(
+            f"linear_activation: activation must be one of {sorted(autograd.fused.ACTIVATIONS)}, got {activation!r}"
+        )
+    return apply(autograd.LinearActivation, *_linear_operands("linear_activation", input, weight, bias), activation)
+
+
+def _linear_operands(function, input, weight, bias):
+    """Check the operands of a linear map, and cast them as autocast would; return ``(input, weight, bias)``."""
     if weight.dim() != 2:
-        raise RuntimeError(f"linear: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+        raise RuntimeError(
+            f"{function}: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}"
+        )
     if input.dim() == 0 or input.shape[-1] != weight.shape[1]:
         raise RuntimeError(
-            f"linear: input of shape {tuple(input.shape)} must end in in_features={weight.shape[1]} "
+            f"{function}: input of shape {tuple(input.shape)} must end in in_features={weight.shape[1]} "
             f"to match weight of shape {tuple(weight.shape)}"
         )
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise RuntimeError(
-            f"linear: bias must have shape ({weight.shape[0]},) to match weight of shape "
+            f"{function}: bias must have shape ({weight.shape[0]},) to match weight of shape "
             f"{tuple(weight.shape)}, got {tuple(bias.shape)}"
         )
     device_type = input.device.type
@@ -49,10 +78,10 @@ def linear(input, weight, bias=None):
         input, weight = input.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     if weight.dtype != input.dtype or (bias is not None and bias.dtype != input.dtype):
-        _check_same("linear", "dtype", input=input, weight=weight, bias=bias)
+        _check_same(function, "dtype", input=input, weight=weight, bias=bias)
     if weight.device != input.device or (bias is not None and bias.device != input.device):
-        _check_same("linear", "device", input=input, weight=weight, bias=bias)
-    return apply(autograd.Linear, input, weight, bias)
+        _check_same(function, "device", input=input, weight=weight, bias=bias)
+    return input, weight, bias
 
 
 def relu(input, inplace=False):

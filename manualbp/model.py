@@ -30,6 +30,8 @@ def build_mlp(
         seed: seeds the initial weights (and nothing else).
 
     The state_dict keys are those of ``torch.nn.Sequential``: ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, …
+    (manualbp's model is a ``manualbp.nn.Sequential``, which fuses each Linear with its activation; torch.nn's is
+    a plain ``torch.nn.Sequential``.)
     """
     with torch.random.fork_rng(devices=[]):  # seed the weights, and leave the caller's random stream as it was
         torch.manual_seed(seed)
@@ -40,7 +42,7 @@ def build_mlp(
                 modules.append(ACTIVATIONS[activation]())
             elif output_activation is not None:
                 modules.append(ACTIVATIONS[output_activation]())
-        model = torch.nn.Sequential(*modules)
+        model = mnn.Sequential(*modules)  # each Linear and its activation run as one Function
         if init == "normal":
             with torch.no_grad():
                 for parameter in model.parameters():

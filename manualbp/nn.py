@@ -9,7 +9,7 @@ import torch
 
 from manualbp import functional as F
 
-__all__ = ["GELU", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sigmoid", "Tanh"]
+__all__ = ["GELU", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sequential", "Sigmoid", "Tanh"]
 
 
 class Linear(torch.nn.Linear):
@@ -174,3 +174,48 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
         )
+
+
+class Sequential(torch.nn.Sequential):
+    r"""``torch.nn.Sequential`` that runs each manualbp ``Linear`` followed by a manualbp ``ReLU``, ``Sigmoid`` or
+    ``Tanh`` as one Function, ``manualbp.functional.linear_activation``.
+
+    The results and gradients are those of calling the two modules one after the other (the fused Function runs
+    their very code); what changes is one node fewer in the autograd graph per such pair, which is most of
+    manualbp's per-layer cost at small sizes (``BENCHMARKS.md``). The modules, their order, the parameters and
+    the ``state_dict`` are exactly ``torch.nn.Sequential``'s. A pair whose modules carry hooks, or anything else,
+    runs module by module as in ``torch.nn.Sequential``, so every hook still fires.
+
+    Examples::
+
+        >>> mnn = manualbp.nn
+        >>> model = mnn.Sequential(mnn.Linear(784, 30), mnn.Sigmoid(), mnn.Linear(30, 10))
+        >>> model(torch.randn(8, 784)).shape  # Linear + Sigmoid ran as one Function, then the last Linear
+        torch.Size([8, 10])
+    """
+
+    def forward(self, input):
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            activation = _FUSABLE.get(type(following))
+            if type(layer) is Linear and activation is not None and not _hooked(layer, following):
+                input = F.linear_activation(input, layer.weight, layer.bias, activation)
+                i += 2
+            else:
+                input = layer(input)
+                i += 1
+        return input
+
+
+_FUSABLE = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh"}
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks")
+
+
+def _hooked(*modules):
+    """Whether calling these modules one by one could run a hook (theirs, or a global module hook)."""
+    if any(getattr(torch.nn.modules.module, name, None) for name in _GLOBAL_HOOKS):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules)

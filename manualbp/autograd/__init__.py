@@ -4,7 +4,18 @@ Each Function trusts its inputs; ``manualbp.functional`` is the checked, ``torch
 """
 
 from manualbp.autograd.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from manualbp.autograd.fused import LinearActivation
 from manualbp.autograd.linear import Linear
 from manualbp.autograd.losses import CrossEntropyLoss, MSELoss
 
-__all__ = ["GELU", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sigmoid", "Tanh"]
+__all__ = [
+    "GELU",
+    "CrossEntropyLoss",
+    "LeakyReLU",
+    "Linear",
+    "LinearActivation",
+    "MSELoss",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+]

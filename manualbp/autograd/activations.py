@@ -39,6 +39,11 @@ class ReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
+        return ReLU.chain(grad_output, a)
+
+    @staticmethod
+    def chain(grad_output, a):
+        """∂C/∂z = ∂C/∂a · f′(z), with f′ written in the output a."""
         return grad_output * torch.sign(a)
 
 
@@ -89,6 +94,11 @@ class Sigmoid(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
+        return Sigmoid.chain(grad_output, a)
+
+    @staticmethod
+    def chain(grad_output, a):
+        """∂C/∂z = ∂C/∂a · f′(z), with f′ written in the output a."""
         return grad_output * (1 - a) * a
 
 
@@ -112,6 +122,11 @@ class Tanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
+        return Tanh.chain(grad_output, a)
+
+    @staticmethod
+    def chain(grad_output, a):
+        """∂C/∂z = ∂C/∂a · f′(z), with f′ written in the output a."""
         # 1 − a·a in one rounding (a fused multiply-add), as PyTorch's kernel computes it: same bits
         return grad_output * torch.addcmul(a.new_ones(()), a, a, value=-1)
 

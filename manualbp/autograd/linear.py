@@ -42,21 +42,30 @@ class Linear(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, bias = inputs
-        # ∂C/∂W needs x and ∂C/∂x needs W: keep each only if its product will be taken (the first layer's x
-        # needs no gradient, so its W is not kept alive by the graph)
-        needs_x_grad, needs_weight_grad, _ = ctx.needs_input_grad
-        ctx.save_for_backward(x if needs_weight_grad else None, weight if needs_x_grad else None)
+        ctx.save_for_backward(*kept_for_grads(ctx, x, weight))
         ctx.has_bias = bias is not None
 
     @staticmethod
     def backward(ctx, grad_output):
         x, weight = ctx.saved_tensors
-        grad_input = grad_weight = grad_bias = None
-        g = grad_output.reshape(-1, grad_output.shape[-1])
-        if ctx.needs_input_grad[0]:
-            grad_input = g.mm(weight).reshape(*grad_output.shape[:-1], weight.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_weight = g.t().mm(x.reshape(-1, x.shape[-1]))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = g.sum(0)
-        return grad_input, grad_weight, grad_bias
+        return linear_grads(grad_output, x, weight, ctx.needs_input_grad, ctx.has_bias)
+
+
+def linear_grads(grad_output, x, weight, needs_input_grad, has_bias):
+    """``(∂C/∂x, ∂C/∂W, ∂C/∂b)`` from g = ``grad_output`` = ∂C/∂z, each only if needed (else None)."""
+    grad_input = grad_weight = grad_bias = None
+    g = grad_output.reshape(-1, grad_output.shape[-1])
+    if needs_input_grad[0]:
+        grad_input = g.mm(weight).reshape(*grad_output.shape[:-1], weight.shape[1])
+    if needs_input_grad[1]:
+        grad_weight = g.t().mm(x.reshape(-1, x.shape[-1]))
+    if has_bias and needs_input_grad[2]:
+        grad_bias = g.sum(0)
+    return grad_input, grad_weight, grad_bias
+
+
+def kept_for_grads(ctx, x, weight):
+    """What the backward keeps: ∂C/∂W needs x and ∂C/∂x needs W, so each only if that gradient will be taken
+    (the first layer's x needs no gradient, so its W is not kept alive by the graph)."""
+    needs_x_grad, needs_weight_grad = ctx.needs_input_grad[:2]
+    return x if needs_weight_grad else None, weight if needs_x_grad else None

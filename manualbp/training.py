@@ -133,14 +133,7 @@ def train(config, run_dir, resume=None, progress=True):
 
     if config.compile:  # forward and loss as one graph; AOTAutograd compiles the backward to match
         forward = torch.compile(forward)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-        fused=True,  # one kernel for the whole update rather than several per parameter
-    )
+    optimizer = _optimizer(model, config)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
     shuffler = torch.Generator().manual_seed(config.seed)  # on the CPU: the same order on every device
@@ -205,17 +198,7 @@ def train(config, run_dir, resume=None, progress=True):
                     shard = index[rank::world_size]  # the whole batch on a single process
                     x, labels = train_set.images[shard], train_set.labels[shard]
                     target = _targets(labels, config.loss, dtype)
-                    if world_size == 1:
-                        output, loss = forward(x, target)
-                        batch_loss_sum = loss.detach() * len(index)
-                    else:
-                        # this rank's summed loss, scaled so that DDP's average of the ranks' gradients is the
-                        # gradient of the mean over the global batch, however unevenly its examples divide
-                        output, batch_loss_sum = forward(x, target, "sum")
-                        if config.loss == "mse":  # "mean" also averages over the outputs of each example
-                            batch_loss_sum = batch_loss_sum / output.shape[1]
-                        loss = batch_loss_sum * (world_size / len(index))
-                        batch_loss_sum = batch_loss_sum.detach()
+                    output, loss, batch_loss_sum = _rank_loss(forward, x, target, len(index), world_size, config.loss)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -238,11 +221,7 @@ def train(config, run_dir, resume=None, progress=True):
                         throughput = window_examples / (time.perf_counter() - window_start)
                         window_start, window_examples = time.perf_counter(), 0
                         if writer is not None:
-                            writer.add_scalar("train/loss", train_loss, global_step)
-                            writer.add_scalar("train/accuracy", train_accuracy, global_step)
-                            writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
-                            writer.add_scalar("train/examples_per_second", throughput, global_step)
-                            summaries.log_norms(writer, model, global_step)
+                            _log_train(writer, model, optimizer, global_step, train_loss, train_accuracy, throughput)
                         bar.set_postfix(
                             loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}"
                         )
@@ -261,26 +240,64 @@ def train(config, run_dir, resume=None, progress=True):
                         f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f} acc {train_accuracy:.4f} "
                         f"| test loss {test_loss:.4f} acc {test_accuracy:.4f}"
                     )
-        seconds = time.perf_counter() - started
-        hparams = {
-            k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(config).items()
-        }
+        result = Result(test_accuracy, *best, test_loss, time.perf_counter() - started, run_dir)
         if writer is not None:
-            writer.add_hparams(
-                hparams,
-                {
-                    "hparam/test_accuracy": test_accuracy,
-                    "hparam/best_test_accuracy": best[0],
-                    "hparam/test_loss": test_loss,
-                    "hparam/seconds": seconds,
-                },
-                run_name=".",
-            )
-        return Result(test_accuracy, *best, test_loss, seconds, run_dir)
+            _log_hparams(writer, config, result)
+        return result
     finally:
         bar.close()
         if writer is not None:
             writer.close()
+
+
+def _optimizer(model, config):
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        fused=True,  # one kernel for the whole update rather than several per parameter
+    )
+
+
+def _rank_loss(forward, x, target, batch_size, world_size, loss_name):
+    """``(output, the loss to differentiate, this rank's summed loss over its examples)`` for one step.
+
+    On one process the loss is the batch mean. Under torchrun each rank sums over its share of the global batch
+    and scales by world_size / batch_size, so that DDP's average of the ranks' gradients is the gradient of the
+    mean over the global batch, however unevenly its examples divide among the ranks.
+    """
+    if world_size == 1:
+        output, loss = forward(x, target)
+        return output, loss, loss.detach() * batch_size
+    output, loss_sum = forward(x, target, "sum")
+    if loss_name == "mse":  # "mean" also averages over the outputs of each example
+        loss_sum = loss_sum / output.shape[1]
+    return output, loss_sum * (world_size / batch_size), loss_sum.detach()
+
+
+def _log_train(writer, model, optimizer, step, loss, accuracy, throughput):
+    writer.add_scalar("train/loss", loss, step)
+    writer.add_scalar("train/accuracy", accuracy, step)
+    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
+    writer.add_scalar("train/examples_per_second", throughput, step)
+    summaries.log_norms(writer, model, step)
+
+
+def _log_hparams(writer, config, result):
+    """The configuration and the final metrics, for TensorBoard's HPARAMS tab."""
+    hparams = {
+        name: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for name, value in dataclasses.asdict(config).items()
+    }
+    metrics = {
+        "hparam/test_accuracy": result.final_accuracy,
+        "hparam/best_test_accuracy": result.best_accuracy,
+        "hparam/test_loss": result.final_loss,
+        "hparam/seconds": result.seconds,
+    }
+    writer.add_hparams(hparams, metrics, run_name=".")
 
 
 @torch.no_grad()

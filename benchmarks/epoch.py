@@ -16,6 +16,7 @@ test set, as each pipeline does it:
   no Python and no logging.
 """
 
+import dataclasses
 import gzip
 import os
 import shutil
@@ -39,7 +40,7 @@ from manualbp.training import Config, train  # noqa: E402
 def trainer_epoch(config, layers):
     """Seconds of one trainer epoch (training, evaluation, summaries, checkpoint), data loading excluded."""
     with tempfile.TemporaryDirectory() as run_dir:
-        return train(Config(**{**config.__dict__, "layers": layers}), run_dir, progress=False).seconds
+        return train(dataclasses.replace(config, layers=layers), run_dir, progress=False).seconds
 
 
 def dataloader_epoch(config, root, device):

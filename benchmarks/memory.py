@@ -18,18 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 import step  # noqa: E402
 
-from manualbp import functional as manual_functional  # noqa: E402
-from manualbp.model import build_mlp  # noqa: E402
-
 
 def saved_bytes(sizes, activation, loss, batch_size, layers, device):
     """``(activation bytes, parameter and input bytes, peak allocated bytes or None)`` of one training step."""
-    model = build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, layers).to(device)
-    functional = manual_functional if layers == "manual" else torch.nn.functional
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, sizes[0], generator=generator).to(device)
-    labels = torch.randint(0, sizes[-1], (batch_size,), generator=generator).to(device)
-    target = torch.nn.functional.one_hot(labels, sizes[-1]).float() if loss == "mse" else labels
+    model, x, target, cost = step.make_case(sizes, activation, loss, batch_size, layers, device)
     living = {t.untyped_storage().data_ptr() for t in [x, target, *model.parameters()]}
     storages = {}
 
@@ -43,9 +35,8 @@ def saved_bytes(sizes, activation, loss, batch_size, layers, device):
         torch.cuda.reset_peak_memory_stats(device)
         baseline = torch.cuda.memory_allocated(device)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        output = model(x)
-        cost = functional.mse_loss(output, target) if loss == "mse" else functional.cross_entropy(output, labels)
-    cost.backward()
+        loss_value = cost(model(x))
+    loss_value.backward()
     peak = None
     if device.type == "cuda":
         torch.cuda.synchronize(device)

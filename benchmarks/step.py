@@ -29,27 +29,36 @@ CASES = [
 QUICK_CASES = [((784, 30, 10), "sigmoid", "mse", 10), ((64, 32, 10), "relu", "cross-entropy", 16)]
 
 
-def make_step(sizes, activation, loss, batch_size, layers, device, compile=False):
-    """A function that runs one training step of the given network on a fixed random batch."""
+def make_case(sizes, activation, loss, batch_size, layers, device):
+    """``(model, x, target, cost)``: the network as the trainer's ``build_mlp`` builds it (seed 0), a fixed random
+    batch, and ``cost(output)``, its loss."""
     model = build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, layers).to(device)
     functional = manual_functional if layers == "manual" else torch.nn.functional
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, sizes[0], generator=generator).to(device)
     labels = torch.randint(0, sizes[-1], (batch_size,), generator=generator).to(device)
-    one_hot = torch.nn.functional.one_hot(labels, sizes[-1]).float()
+    if loss == "mse":
+        target, loss_function = torch.nn.functional.one_hot(labels, sizes[-1]).float(), functional.mse_loss
+    else:
+        target, loss_function = labels, functional.cross_entropy
+    return model, x, target, lambda output: loss_function(output, target)
+
+
+def make_step(sizes, activation, loss, batch_size, layers, device, compile=False):
+    """A function that runs one training step of the given network on a fixed random batch."""
+    model, x, _, cost = make_case(sizes, activation, loss, batch_size, layers, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def forward():
-        output = model(x)
-        return functional.mse_loss(output, one_hot) if loss == "mse" else functional.cross_entropy(output, labels)
+        return cost(model(x))
 
     if compile:
         forward = torch.compile(forward, fullgraph=True)
 
     def step():
-        cost = forward()
+        loss = forward()
         optimizer.zero_grad(set_to_none=True)
-        cost.backward()
+        loss.backward()
         optimizer.step()
 
     return step

@@ -215,16 +215,17 @@ def main(argv=None):
         parser.exit(2, f"train.py: error: {error}\n")
     if not distributed.launched_by_torchrun():
         return _run(parser, args, config, resume)
-    rank, _ = distributed.init(config.device)
+    distributed.init(config.device)
     try:
-        return _run(parser, args, config, resume, prefix=f"rank {rank}: ")
+        return _run(parser, args, config, resume)
     finally:
         distributed.shutdown()
 
 
-def _run(parser, args, config, resume, prefix=""):
+def _run(parser, args, config, resume):
     """Pick the run directory (rank 0 does, under torchrun), train, and report; errors end the process."""
-    rank, _ = distributed.rank_and_world_size()
+    rank, world_size = distributed.rank_and_world_size()
+    prefix = f"rank {rank}: " if world_size > 1 else ""
     run_dir = error = None
     try:
         if args.resume is not None:

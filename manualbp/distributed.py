@@ -21,12 +21,11 @@ def launched_by_torchrun():
 
 
 def init(device_name):
-    """Join the process group torchrun set up; return ``(rank, world_size)``. CUDA ranks each take one GPU."""
+    """Join the process group torchrun set up. CUDA ranks each take one GPU, by their LOCAL_RANK."""
     cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
-    return dist.get_rank(), dist.get_world_size()
 
 
 def rank_and_world_size():

@@ -141,8 +141,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         raise ValueError(
             f"mse_loss: weight must have the input's shape {tuple(input.shape)}, got {tuple(weight.shape)}"
         )
-    if torch.is_autocast_enabled(input.device.type):
-        input, target, weight = _autocast_to_float32(input, target, weight)
+    input, target, weight = _autocast_to_float32(input, target, weight)
     if input.dtype != target.dtype:  # PyTorch promotes here rather than refusing
         dtype = torch.promote_types(input.dtype, target.dtype)
         input, target = input.to(dtype), target.to(dtype)
@@ -214,8 +213,7 @@ def cross_entropy(
             f"cross_entropy: weight must have shape ({num_classes},), one per class, got {tuple(weight.shape)}"
         )
     ignore_index = _check_targets(target, num_classes, ignore_index)
-    if torch.is_autocast_enabled(input.device.type):
-        input, weight = _autocast_to_float32(input, weight)
+    input, weight = _autocast_to_float32(input, weight)
     if weight is not None:
         _check_same("cross_entropy", "dtype", input=input, weight=weight)
     if target.device != input.device or (weight is not None and weight.device != input.device):
@@ -225,7 +223,7 @@ def cross_entropy(
     loss, _ = apply(
         autograd.CrossEntropyLoss,
         logits,
-        target.reshape(-1).long() if target.dim() != 1 or target.dtype != torch.int64 else target,
+        target.reshape(-1).long(),
         weight,
         ignore_index,
         float(label_smoothing),
@@ -277,8 +275,11 @@ def _check_targets(target, num_classes, ignore_index):
     return ignore_index
 
 
-def _autocast_to_float32(*tensors):
-    """Under autocast, losses run in float32, as PyTorch's own losses do."""
+def _autocast_to_float32(input, *tensors):
+    """Under autocast, losses run in float32, as PyTorch's own losses do. ``input`` is never None."""
+    tensors = (input, *tensors)
+    if not torch.is_autocast_enabled(input.device.type):
+        return tensors
     return tuple(None if t is None else t.float() if t.is_floating_point() else t for t in tensors)
 
 

@@ -4,6 +4,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from manualbp import training
+
 settings.register_profile("default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "ci", max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -34,3 +36,23 @@ def noncontiguous(t):
 def _seed_torch():
     """Every test starts from the same torch random state, so a failure can be replayed."""
     torch.manual_seed(0)
+
+
+class StopAt(training._StopRequest):
+    """Ctrl-C pressed before step boundary ``at`` of the run (counted across the whole run); monkeypatch ``at``
+    and put the class in place of ``training._StopRequest``."""
+
+    at = 5
+
+    def __init__(self):
+        super().__init__()
+        self.checks = 0
+
+    @property
+    def requested(self):
+        self.checks += 1
+        return self.checks > self.at
+
+    @requested.setter
+    def requested(self, value):
+        pass

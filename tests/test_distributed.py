@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import StopAt
 from idx import write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -91,28 +92,12 @@ def test_only_rank_0_logs_and_its_logged_losses_match_one_process(tmp_path, idx_
         torch.testing.assert_close(torch.tensor(logged["ddp"][tag]), torch.tensor(values), rtol=1e-4, atol=1e-5)
 
 
-class _StopAfter(training._StopRequest):
-    """Ctrl-C pressed before the sixth step boundary."""
-
-    def __init__(self):
-        super().__init__()
-        self.checks = 0
-
-    @property
-    def requested(self):
-        self.checks += 1
-        return self.checks > 21
-
-    @requested.setter
-    def requested(self, value):
-        pass
-
-
 def test_a_run_resumed_under_torchrun_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, idx_dir, monkeypatch):
     logdir = str(tmp_path / "runs")
     common = ["--data-dir", idx_dir, "--logdir", logdir, *FLAGS]
     assert cli.main([*common, "--run-name", "whole"]) == 0
-    monkeypatch.setattr(training, "_StopRequest", _StopAfter)
+    monkeypatch.setattr(StopAt, "at", 21)  # 17 steps an epoch: stop 4 steps into the second
+    monkeypatch.setattr(training, "_StopRequest", StopAt)
     assert cli.main([*common, "--run-name", "interrupted"]) == 130  # stopped in the second epoch
     monkeypatch.undo()
     finished = torchrun("--resume", os.path.join(logdir, "interrupted"), "--no-progress")
@@ -123,7 +108,7 @@ def test_a_run_resumed_under_torchrun_ends_with_the_weights_of_an_uninterrupted_
 
 
 FAILING_RANK = """
-import runpy, sys
+import os, runpy, sys
 from manualbp import training
 calls = 0
 real_loss = training._loss
@@ -133,7 +118,6 @@ def failing_loss(*args):
     if calls == 3:
         raise training.TrainingError("injected failure on this rank")
     return real_loss(*args)
-import os
 if os.environ["RANK"] == "1":
     training._loss = failing_loss
 sys.argv = ["train.py", *sys.argv[1:]]

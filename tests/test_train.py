@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from conftest import StopAt
 from idx import write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -116,33 +117,14 @@ def test_checkpoint_loads_into_a_plain_torch_nn_sequential(trained):
     assert model(torch.zeros(1, 784)).shape == (1, 10)
 
 
-class _StopAt(training._StopRequest):
-    """Ctrl-C pressed before the given step boundary of the run (counted across the whole run)."""
-
-    at = 5
-
-    def __init__(self):
-        super().__init__()
-        self.checks = 0
-
-    @property
-    def requested(self):
-        self.checks += 1
-        return self.checks > self.at
-
-    @requested.setter
-    def requested(self, value):
-        pass
-
-
 @pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "at-epoch-boundary"])
 def test_interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
     tmp_path, idx_dir, monkeypatch, stop_at
 ):
     flags = ("--momentum", "0.9", "--lr-schedule", "onecycle")
     assert run(tmp_path, idx_dir, *flags, name="whole")[0] == 0
-    monkeypatch.setattr(_StopAt, "at", stop_at)
-    monkeypatch.setattr(training, "_StopRequest", _StopAt)
+    monkeypatch.setattr(StopAt, "at", stop_at)
+    monkeypatch.setattr(training, "_StopRequest", StopAt)
     code, interrupted = run(tmp_path, idx_dir, *flags, name="interrupted")
     assert code == 130
     saved = torch.load(os.path.join(interrupted, "checkpoint.pt"), weights_only=True)

@@ -70,11 +70,10 @@ def _linear_operands(function, input, weight, bias):
             f"{function}: bias must have shape ({weight.shape[0]},) to match weight of shape "
             f"{tuple(weight.shape)}, got {tuple(bias.shape)}"
         )
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):
+    if _autocast_enabled(input):
         # what autocast does for torch's own linear: cast every operand to the autocast dtype, as an
         # ordinary (differentiable) cast outside the Function, so the backward runs in that dtype too
-        dtype = torch.get_autocast_dtype(device_type)
+        dtype = torch.get_autocast_dtype(input.device.type)
         input, weight = input.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     if weight.dtype != input.dtype or (bias is not None and bias.dtype != input.dtype):
@@ -220,10 +219,11 @@ def cross_entropy(
         _check_same("cross_entropy", "device", input=input, target=target, weight=weight)
     # fold every layout into (rows, classes): the Function then handles one case only
     logits = input if input.dim() == 2 else input.movedim(1, -1).reshape(-1, num_classes)
+    rows = target if target.dim() == 1 else target.reshape(-1)
     loss, _ = apply(
         autograd.CrossEntropyLoss,
         logits,
-        target.reshape(-1).long(),
+        rows if rows.dtype == torch.int64 else rows.long(),
         weight,
         ignore_index,
         float(label_smoothing),
@@ -257,7 +257,7 @@ def _check_targets(target, num_classes, ignore_index):
     # torch.compile or torch.func there are no concrete values to read. There an out-of-range index fails
     # inside the gather instead, as it does for PyTorch's own kernels on CUDA.
     if (
-        target.device.type != "cpu"
+        not target.is_cpu
         or target.numel() == 0
         or torch.compiler.is_compiling()
         or torch._C._functorch.is_functorch_wrapped_tensor(target)
@@ -278,9 +278,15 @@ def _check_targets(target, num_classes, ignore_index):
 def _autocast_to_float32(input, *tensors):
     """Under autocast, losses run in float32, as PyTorch's own losses do. ``input`` is never None."""
     tensors = (input, *tensors)
-    if not torch.is_autocast_enabled(input.device.type):
+    if not _autocast_enabled(input):
         return tensors
     return tuple(None if t is None else t.float() if t.is_floating_point() else t for t in tensors)
+
+
+def _autocast_enabled(input):
+    """Whether autocast is on for ``input``'s device. The first test (any device, 0.07 µs) spares the common
+    case the second (0.4 µs, a per-call cost on every layer)."""
+    return torch._C._is_any_autocast_enabled() and torch.is_autocast_enabled(input.device.type)
 
 
 def _maybe_inplace(output, input, inplace):

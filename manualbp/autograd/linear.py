@@ -54,11 +54,14 @@ class Linear(torch.autograd.Function):
 def linear_grads(grad_output, x, weight, needs_input_grad, has_bias):
     """``(∂C/∂x, ∂C/∂W, ∂C/∂b)`` from g = ``grad_output`` = ∂C/∂z, each only if needed (else None)."""
     grad_input = grad_weight = grad_bias = None
-    g = grad_output.reshape(-1, grad_output.shape[-1])
+    rows = grad_output.dim() != 2  # leading dimensions to fold into rows (x has the same ones)
+    g = grad_output.reshape(-1, grad_output.shape[-1]) if rows else grad_output
     if needs_input_grad[0]:
-        grad_input = g.mm(weight).reshape(*grad_output.shape[:-1], weight.shape[1])
+        grad_input = g.mm(weight)
+        if rows:
+            grad_input = grad_input.reshape(*grad_output.shape[:-1], weight.shape[1])
     if needs_input_grad[1]:
-        grad_weight = g.t().mm(x.reshape(-1, x.shape[-1]))
+        grad_weight = g.t().mm(x.reshape(-1, x.shape[-1]) if rows else x)
     if has_bias and needs_input_grad[2]:
         grad_bias = g.sum(0)
     return grad_input, grad_weight, grad_bias

@@ -1,13 +1,18 @@
-"""Where eager time goes: each layer of a training step on its own, and the fixed cost of a Python Function.
+"""Where eager time goes: each layer of a training step, the fixed cost of a Python Function, and the floor.
 
     python benchmarks/overhead.py [--device cuda] [--quick]
 
-Two tables. The first times forward + backward of every layer of a network at the shapes it has in the training
+Three tables. The first times forward + backward of every layer of a network at the shapes it has in the training
 step (the first Linear's input needs no gradient, as in training), manualbp against torch.nn, so the gap of a
 whole step can be read layer by layer. The second isolates what any Python ``torch.autograd.Function`` costs
 beyond a built-in operation that does the same arithmetic (``neg`` forward, ``neg`` backward): in the classic
 form that manualbp calls in eager mode, and in the ``setup_context`` form, whose every call PyTorch binds with
-``inspect.signature``.
+``inspect.signature``. The third times each training step of ``benchmarks/step.py`` three ways: torch.nn's; manualbp's;
+and the floor of any implementation made of Python Functions shaped like manualbp's (one node per Linear and
+its activation, one per lone Linear, one for the loss), whose backward passes call PyTorch's own derivative
+kernels (``sigmoid_backward``, ``mse_loss_backward``, …) and whose calls skip every argument check. What the floor
+costs over torch.nn is what the Python nodes themselves cost; what manualbp costs over the floor is its
+hand-written arithmetic and its checks.
 """
 
 import os
@@ -20,7 +25,9 @@ import _harness  # noqa: E402
 import step  # noqa: E402
 
 from manualbp import functional as manual_functional  # noqa: E402
+from manualbp import nn as mnn  # noqa: E402
 from manualbp.autograd.function import classic  # noqa: E402
+from manualbp.autograd.linear import Linear, kept_for_grads, linear_grads  # noqa: E402
 
 QUICK_CASES = [((784, 30, 10), "sigmoid", "mse", 10)]
 LAYERS = ("manual", "torch")
@@ -41,6 +48,88 @@ class Negate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         return grad_output.neg()
+
+
+# PyTorch's own derivative of each activation, written in its output a (as manualbp's are)
+BUILTIN_DERIVATIVES = {
+    "relu": lambda g, a: torch.ops.aten.threshold_backward(g, a, 0),
+    "sigmoid": torch.ops.aten.sigmoid_backward,
+    "tanh": torch.ops.aten.tanh_backward,
+}
+FLOOR_ACTIVATIONS = {mnn.ReLU: "relu", mnn.Sigmoid: "sigmoid", mnn.Tanh: "tanh"}
+
+
+class FloorLinearActivation(torch.autograd.Function):
+    """manualbp's fused node, with PyTorch's kernel for f′ (Linear's backward already is PyTorch's: mm, mm, sum)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation):
+        a = Linear.forward(x, weight, bias)
+        a = a if activation is None else getattr(torch, activation)(a)
+        ctx.save_for_backward(*kept_for_grads(ctx, x, weight), a)
+        ctx.activation = activation
+        return a
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight, a = ctx.saved_tensors
+        delta = grad_output if ctx.activation is None else BUILTIN_DERIVATIVES[ctx.activation](grad_output, a)
+        return *linear_grads(delta, x, weight, ctx.needs_input_grad, True), None
+
+
+class FloorMSELoss(torch.autograd.Function):
+    """Mean squared error, forward and backward by PyTorch's own kernels."""
+
+    @staticmethod
+    def forward(ctx, a, y):
+        ctx.save_for_backward(a, y)
+        return torch.nn.functional.mse_loss(a, y)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        a, y = ctx.saved_tensors
+        return torch.ops.aten.mse_loss_backward(grad_output, a, y, 1), None  # 1: mean
+
+
+class FloorCrossEntropyLoss(torch.autograd.Function):
+    """Cross-entropy, forward and backward by PyTorch's own kernels (log-softmax, then NLL)."""
+
+    @staticmethod
+    def forward(ctx, z, target):
+        log_probs = torch.log_softmax(z, 1)
+        loss, total_weight = torch.ops.aten.nll_loss_forward(log_probs, target, None, 1, -100)
+        ctx.save_for_backward(log_probs, target, total_weight)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        log_probs, target, total_weight = ctx.saved_tensors
+        grad = torch.ops.aten.nll_loss_backward(grad_output, log_probs, target, None, 1, -100, total_weight)
+        return torch.ops.aten._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype), None
+
+
+def floor_step(sizes, activation, loss, batch_size, device):
+    """``step.make_step``'s training step, through the Floor Functions above, with no argument checks."""
+    model, x, target, _ = step.make_case(sizes, activation, loss, batch_size, "manual", device)
+    modules = list(model)
+    layers = []  # (Linear, its activation's name or None), as manualbp.nn.Sequential groups them
+    for i, module in enumerate(modules):
+        if isinstance(module, mnn.Linear):
+            following = modules[i + 1] if i + 1 < len(modules) else None
+            layers.append((module, FLOOR_ACTIVATIONS.get(type(following))))
+    cost = FloorMSELoss if loss == "mse" else FloorCrossEntropyLoss
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def run():
+        a = x
+        for linear, name in layers:
+            a = FloorLinearActivation.apply(a, linear.weight, linear.bias, name)
+        loss = cost.apply(a, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return run
 
 
 def layer_passes(sizes, activation, loss, batch_size, functional, device):
@@ -129,6 +218,36 @@ def main(argv=None):
     ]
     header = ["one (10×30) operation, forward + backward", "µs", "beyond the built-in, µs"]
     _harness.report("The fixed cost of a Python autograd Function", device, command, _harness.table(header, rows))
+
+    rows = []
+    for sizes, activation, loss, batch_size in step.QUICK_CASES if args.quick else step.CASES:
+        steps = {layers: step.make_step(sizes, activation, loss, batch_size, layers, device) for layers in LAYERS}
+        steps["floor"] = floor_step(sizes, activation, loss, batch_size, device)
+        times = _harness.compare(steps, device, rounds, min_run_time)
+        rows.append(
+            [
+                "-".join(map(str, sizes)),
+                activation,
+                loss,
+                batch_size,
+                _harness.microseconds(times["torch"]),
+                _harness.format_ratio(times["floor"], times["torch"]),
+                _harness.format_ratio(times["manual"], times["torch"]),
+                _harness.format_ratio(times["manual"], times["floor"]),
+            ]
+        )
+    header = [
+        "network",
+        "activation",
+        "loss",
+        "batch",
+        "torch.nn µs",
+        "floor ÷ torch.nn (IQR)",
+        "manualbp ÷ torch.nn (IQR)",
+        "manualbp ÷ floor (IQR)",
+    ]
+    title = "The floor of Python Functions: training steps with PyTorch's derivative kernels inside manualbp's nodes"
+    _harness.report(title, device, command, _harness.table(header, rows))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ def linear_activation(input, weight, bias=None, activation="relu"):
         raise ValueError(
             f"linear_activation: activation must be one of {sorted(autograd.fused.ACTIVATIONS)}, got {activation!r}"
         )
+    return _linear_activation(input, weight, bias, activation)
+
+
+def _linear_activation(input, weight, bias, activation):
+    """``linear_activation`` for a caller that knows ``activation`` is one it fuses (``manualbp.nn.Sequential``)."""
     return apply(autograd.LinearActivation, *_linear_operands("linear_activation", input, weight, bias), activation)
 
 
@@ -248,6 +253,11 @@ def _check_same(function, attribute, **tensors):
         raise RuntimeError(f"{function}: expected every tensor to have the same {attribute}, got {listed}")
 
 
+# Up to this many targets, reading them into Python and taking min and max there costs less than a reduction
+# kernel and two reads of its results (measured in a training step: ~0 µs against ~8 µs at a batch of 100)
+_READ_AS_LIST = 256
+
+
 def _check_targets(target, num_classes, ignore_index):
     """Raise if a class index is out of range; return ``ignore_index``, or None where no target equals it.
 
@@ -263,7 +273,11 @@ def _check_targets(target, num_classes, ignore_index):
         or torch._C._functorch.is_functorch_wrapped_tensor(target)
     ):
         return ignore_index
-    low, high = (bound.item() for bound in torch.aminmax(target))
+    if target.numel() <= _READ_AS_LIST:
+        values = target.tolist() if target.dim() == 1 else target.reshape(-1).tolist()
+        low, high = min(values), max(values)
+    else:
+        low, high = (bound.item() for bound in torch.aminmax(target))
     if low >= 0 and high < num_classes:  # the common case: one pass over the targets
         return ignore_index if low <= ignore_index <= high else None
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))

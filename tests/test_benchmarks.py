@@ -77,7 +77,11 @@ def test_overhead_benchmark_prints_every_layer_and_the_function_floor():
         "mse_loss (10×10)",
         "**whole training step**",
     ]
-    assert len(rows) == 6 + 3
+    assert len(rows) == 6 + 3 + len(step.QUICK_CASES)
+    floor = rows[-len(step.QUICK_CASES) :]  # torch.nn, floor, manualbp: one step per case
+    assert [row.split(" | ")[0] for row in floor] == ["| " + "-".join(map(str, case[0])) for case in step.QUICK_CASES]
+    for row in floor:
+        assert len(re.findall(r"\d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)", row)) == 3, row
 
 
 def test_memory_benchmark_prints_every_quick_case():

@@ -89,9 +89,12 @@ class CrossEntropyLoss(torch.autograd.Function):
     softmax, and so a double backward can differentiate through p; the backward therefore also takes an
     upstream gradient for ℓ itself (None in ordinary use) and sends it through the same formula.
 
+    The value C itself is PyTorch's: log-softmax, then (without smoothing) its ``nll_loss`` kernel, which picks
+    −ℓ_t, weighs and reduces; the smoothed value is written out. What this Function derives is the backward.
+
     ``ignore_index=None`` promises that no row is ignored (``manualbp.functional.cross_entropy`` passes it when
-    it has read the targets): the forward and backward then skip masking rows, which at small batches costs as
-    much as the arithmetic.
+    it has read the targets): without class weights or smoothing, the backward is then p·g with g subtracted at
+    each row's target, no masks and no scatter into zeros, which at small batches costs as much as the arithmetic.
 
     Shapes: z: ``(M, K)``; target: ``(M,)`` of class indices; weight: ``(K,)`` or None; loss: ``()`` for
     ``"mean"`` and ``"sum"``, ``(M,)`` for ``"none"``; log-probabilities: ``(M, K)``.

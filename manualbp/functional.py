@@ -207,7 +207,7 @@ def cross_entropy(
             f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target batch_size "
             f"({target.shape[0]})"
         )
-    if target.shape[1:] != input.shape[2:]:
+    if input.dim() > 2 and target.shape[1:] != input.shape[2:]:
         raise RuntimeError(
             f"cross_entropy: expected target size {(input.shape[0], *input.shape[2:])}, got {tuple(target.shape)}"
         )

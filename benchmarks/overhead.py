@@ -10,9 +10,9 @@ form that manualbp calls in eager mode, and in the ``setup_context`` form, whose
 ``inspect.signature``. The third times each training step of ``benchmarks/step.py`` three ways: torch.nn's; manualbp's;
 and the floor of any implementation made of Python Functions shaped like manualbp's (one node per Linear and
 its activation, one per lone Linear, one for the loss), whose backward passes call PyTorch's own derivative
-kernels (``sigmoid_backward``, ``mse_loss_backward``, …) and whose calls skip every argument check. What the floor
-costs over torch.nn is what the Python nodes themselves cost; what manualbp costs over the floor is its
-hand-written arithmetic and its checks.
+kernels (``sigmoid_backward``, ``mse_loss_backward``, …), called bare: no ``nn.Module`` call, no argument check.
+A fourth variant calls manualbp's own Functions just as bare. Floor over torch.nn is what the Python nodes cost;
+bare over floor, manualbp's hand-written arithmetic; manualbp over bare, its argument checks and module calls.
 """
 
 import os
@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 import step  # noqa: E402
 
+from manualbp import autograd  # noqa: E402
 from manualbp import functional as manual_functional  # noqa: E402
 from manualbp import nn as mnn  # noqa: E402
 from manualbp.autograd.function import classic  # noqa: E402
@@ -108,25 +109,42 @@ class FloorCrossEntropyLoss(torch.autograd.Function):
         return torch.ops.aten._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype), None
 
 
-def floor_step(sizes, activation, loss, batch_size, device):
-    """``step.make_step``'s training step, through the Floor Functions above, with no argument checks."""
+def unchecked_step(sizes, activation, loss, batch_size, device, floor):
+    """``step.make_step``'s training step through bare Functions, each called as ``manualbp.nn.Sequential`` groups
+    the layers but with no ``nn.Module`` call and no argument check: the Floor Functions above if ``floor``,
+    else manualbp's own (their classic-form twins, as ``manualbp.functional`` calls them)."""
     model, x, target, _ = step.make_case(sizes, activation, loss, batch_size, "manual", device)
     modules = list(model)
-    layers = []  # (Linear, its activation's name or None), as manualbp.nn.Sequential groups them
+    layers = []  # (Linear, its activation's name or None)
     for i, module in enumerate(modules):
         if isinstance(module, mnn.Linear):
             following = modules[i + 1] if i + 1 < len(modules) else None
             layers.append((module, FLOOR_ACTIVATIONS.get(type(following))))
-    cost = FloorMSELoss if loss == "mse" else FloorCrossEntropyLoss
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    fused, linear = classic(autograd.LinearActivation), classic(autograd.Linear)
+    mse, cross_entropy = classic(autograd.MSELoss), classic(autograd.CrossEntropyLoss)
+
+    def layer(a, module, name):
+        if floor:
+            return FloorLinearActivation.apply(a, module.weight, module.bias, name)
+        if name is None:
+            return linear.apply(a, module.weight, module.bias)
+        return fused.apply(a, module.weight, module.bias, name)
+
+    def cost(a):
+        if floor:
+            return (FloorMSELoss if loss == "mse" else FloorCrossEntropyLoss).apply(a, target)
+        if loss == "mse":
+            return mse.apply(a, target, None, "mean")
+        return cross_entropy.apply(a, target, None, None, 0.0, "mean")[0]  # None: no target is ignored
 
     def run():
         a = x
-        for linear, name in layers:
-            a = FloorLinearActivation.apply(a, linear.weight, linear.bias, name)
-        loss = cost.apply(a, target)
+        for module, name in layers:
+            a = layer(a, module, name)
+        value = cost(a)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
 
     return run
@@ -222,7 +240,8 @@ def main(argv=None):
     rows = []
     for sizes, activation, loss, batch_size in step.QUICK_CASES if args.quick else step.CASES:
         steps = {layers: step.make_step(sizes, activation, loss, batch_size, layers, device) for layers in LAYERS}
-        steps["floor"] = floor_step(sizes, activation, loss, batch_size, device)
+        steps["floor"] = unchecked_step(sizes, activation, loss, batch_size, device, floor=True)
+        steps["bare"] = unchecked_step(sizes, activation, loss, batch_size, device, floor=False)
         times = _harness.compare(steps, device, rounds, min_run_time)
         rows.append(
             [
@@ -232,8 +251,8 @@ def main(argv=None):
                 batch_size,
                 _harness.microseconds(times["torch"]),
                 _harness.format_ratio(times["floor"], times["torch"]),
+                _harness.format_ratio(times["bare"], times["torch"]),
                 _harness.format_ratio(times["manual"], times["torch"]),
-                _harness.format_ratio(times["manual"], times["floor"]),
             ]
         )
     header = [
@@ -243,8 +262,8 @@ def main(argv=None):
         "batch",
         "torch.nn µs",
         "floor ÷ torch.nn (IQR)",
+        "bare manualbp Functions ÷ torch.nn (IQR)",
         "manualbp ÷ torch.nn (IQR)",
-        "manualbp ÷ floor (IQR)",
     ]
     title = "The floor of Python Functions: training steps with PyTorch's derivative kernels inside manualbp's nodes"
     _harness.report(title, device, command, _harness.table(header, rows))

@@ -81,9 +81,13 @@ def _linear_operands(function, input, weight, bias):
         dtype = torch.get_autocast_dtype(input.device.type)
         input, weight = input.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
-    if weight.dtype != input.dtype or (bias is not None and bias.dtype != input.dtype):
+    dtype = input.dtype  # dtypes are singletons: `is` compares them
+    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
         _check_same(function, "dtype", input=input, weight=weight, bias=bias)
-    if weight.device != input.device or (bias is not None and bias.device != input.device):
+    # all on the CPU is one device (is_cpu is cheaper than building and comparing device objects)
+    if not (input.is_cpu and weight.is_cpu and (bias is None or bias.is_cpu)) and (
+        weight.device != input.device or (bias is not None and bias.device != input.device)
+    ):
         _check_same(function, "device", input=input, weight=weight, bias=bias)
     return input, weight, bias
 
@@ -151,7 +155,9 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         input, target = input.to(dtype), target.to(dtype)
     if weight is not None:
         _check_same("mse_loss", "dtype", input=input, target=target, weight=weight)
-    if target.device != input.device or (weight is not None and weight.device != input.device):
+    if not (input.is_cpu and target.is_cpu and (weight is None or weight.is_cpu)) and (
+        target.device != input.device or (weight is not None and weight.device != input.device)
+    ):
         _check_same("mse_loss", "device", input=input, target=target, weight=weight)
     return apply(autograd.MSELoss, input, target, weight, reduction)
 
@@ -220,7 +226,9 @@ def cross_entropy(
     input, weight = _autocast_to_float32(input, weight)
     if weight is not None:
         _check_same("cross_entropy", "dtype", input=input, weight=weight)
-    if target.device != input.device or (weight is not None and weight.device != input.device):
+    if not (input.is_cpu and target.is_cpu and (weight is None or weight.is_cpu)) and (
+        target.device != input.device or (weight is not None and weight.device != input.device)
+    ):
         _check_same("cross_entropy", "device", input=input, target=target, weight=weight)
     # fold every layout into (rows, classes): the Function then handles one case only
     logits = input if input.dim() == 2 else input.movedim(1, -1).reshape(-1, num_classes)

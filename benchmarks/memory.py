@@ -54,10 +54,7 @@ def main(argv=None):
         reference = saved_bytes(sizes, activation, loss, batch_size, "torch", device)
         rows.append(
             [
-                "-".join(map(str, sizes)),
-                activation,
-                loss,
-                batch_size,
+                *step.case_cells(sizes, activation, loss, batch_size),
                 f"{manual[0]:,}",
                 f"{reference[0]:,}",
                 f"{manual[1]:,}",
@@ -67,10 +64,7 @@ def main(argv=None):
             ]
         )
     header = [
-        "network",
-        "activation",
-        "loss",
-        "batch",
+        *step.CASE_HEADER,
         "saved activations, manualbp (bytes)",
         "torch.nn",
         "saved parameters + input, manualbp",

@@ -57,7 +57,6 @@ BUILTIN_DERIVATIVES = {
     "sigmoid": torch.ops.aten.sigmoid_backward,
     "tanh": torch.ops.aten.tanh_backward,
 }
-FLOOR_ACTIVATIONS = {mnn.ReLU: "relu", mnn.Sigmoid: "sigmoid", mnn.Tanh: "tanh"}
 
 
 class FloorLinearActivation(torch.autograd.Function):
@@ -119,8 +118,7 @@ def unchecked_step(sizes, activation, loss, batch_size, device, floor):
     for i, module in enumerate(modules):
         if isinstance(module, mnn.Linear):
             following = modules[i + 1] if i + 1 < len(modules) else None
-            layers.append((module, FLOOR_ACTIVATIONS.get(type(following))))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            layers.append((module, mnn._FUSABLE.get(type(following))))  # as manualbp.nn.Sequential fuses them
     fused, linear = classic(autograd.LinearActivation), classic(autograd.Linear)
     mse, cross_entropy = classic(autograd.MSELoss), classic(autograd.CrossEntropyLoss)
 
@@ -138,16 +136,13 @@ def unchecked_step(sizes, activation, loss, batch_size, device, floor):
             return mse.apply(a, target, None, "mean")
         return cross_entropy.apply(a, target, None, None, 0.0, "mean")[0]  # None: no target is ignored
 
-    def run():
+    def forward():
         a = x
         for module, name in layers:
             a = layer(a, module, name)
-        value = cost(a)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
+        return cost(a)
 
-    return run
+    return step.training_step(model, forward)
 
 
 def layer_passes(sizes, activation, loss, batch_size, functional, device):
@@ -245,10 +240,7 @@ def main(argv=None):
         times = _harness.compare(steps, device, rounds, min_run_time)
         rows.append(
             [
-                "-".join(map(str, sizes)),
-                activation,
-                loss,
-                batch_size,
+                *step.case_cells(sizes, activation, loss, batch_size),
                 _harness.microseconds(times["torch"]),
                 _harness.format_ratio(times["floor"], times["torch"]),
                 _harness.format_ratio(times["bare"], times["torch"]),
@@ -256,10 +248,7 @@ def main(argv=None):
             ]
         )
     header = [
-        "network",
-        "activation",
-        "loss",
-        "batch",
+        *step.CASE_HEADER,
         "torch.nn µs",
         "floor ÷ torch.nn (IQR)",
         "bare manualbp Functions ÷ torch.nn (IQR)",

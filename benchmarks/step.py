@@ -47,13 +47,16 @@ def make_case(sizes, activation, loss, batch_size, layers, device):
 def make_step(sizes, activation, loss, batch_size, layers, device, compile=False):
     """A function that runs one training step of the given network on a fixed random batch."""
     model, x, _, cost = make_case(sizes, activation, loss, batch_size, layers, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def forward():
         return cost(model(x))
 
-    if compile:
-        forward = torch.compile(forward, fullgraph=True)
+    return training_step(model, torch.compile(forward, fullgraph=True) if compile else forward)
+
+
+def training_step(model, forward):
+    """One step of SGD with momentum on ``model``'s parameters, ``forward()`` giving the loss."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
         loss = forward()
@@ -62,6 +65,14 @@ def make_step(sizes, activation, loss, batch_size, layers, device, compile=False
         optimizer.step()
 
     return step
+
+
+CASE_HEADER = ["network", "activation", "loss", "batch"]
+
+
+def case_cells(sizes, activation, loss, batch_size):
+    """The first cells of a table row for one case, under ``CASE_HEADER``."""
+    return ["-".join(map(str, sizes)), activation, loss, batch_size]
 
 
 def main(argv=None):
@@ -82,16 +93,13 @@ def main(argv=None):
         times = _harness.compare(steps, device, rounds, min_run_time)
         rows.append(
             [
-                "-".join(map(str, sizes)),
-                activation,
-                loss,
-                batch_size,
+                *case_cells(sizes, activation, loss, batch_size),
                 _harness.microseconds(times["manual"]),
                 _harness.microseconds(times["torch"]),
                 _harness.format_ratio(times["manual"], times["torch"]),
             ]
         )
-    header = ["network", "activation", "loss", "batch", "manualbp µs", "torch.nn µs", "ratio (IQR)"]
+    header = [*CASE_HEADER, "manualbp µs", "torch.nn µs", "ratio (IQR)"]
     command = "python benchmarks/step.py" + (f" --device {args.device}" if args.device != "cpu" else "")
     command += " --compile" if args.compile else ""
     mode = "torch.compile" if args.compile else "eager"

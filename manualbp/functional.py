@@ -84,10 +84,7 @@ def _linear_operands(function, input, weight, bias):
     dtype = input.dtype  # dtypes are singletons: `is` compares them
     if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
         _check_same(function, "dtype", input=input, weight=weight, bias=bias)
-    # all on the CPU is one device (is_cpu is cheaper than building and comparing device objects)
-    if not (input.is_cpu and weight.is_cpu and (bias is None or bias.is_cpu)) and (
-        weight.device != input.device or (bias is not None and bias.device != input.device)
-    ):
+    if not _one_device(input, weight, bias):
         _check_same(function, "device", input=input, weight=weight, bias=bias)
     return input, weight, bias
 
@@ -155,9 +152,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         input, target = input.to(dtype), target.to(dtype)
     if weight is not None:
         _check_same("mse_loss", "dtype", input=input, target=target, weight=weight)
-    if not (input.is_cpu and target.is_cpu and (weight is None or weight.is_cpu)) and (
-        target.device != input.device or (weight is not None and weight.device != input.device)
-    ):
+    if not _one_device(input, target, weight):
         _check_same("mse_loss", "device", input=input, target=target, weight=weight)
     return apply(autograd.MSELoss, input, target, weight, reduction)
 
@@ -222,17 +217,15 @@ def cross_entropy(
         raise RuntimeError(
             f"cross_entropy: weight must have shape ({num_classes},), one per class, got {tuple(weight.shape)}"
         )
-    ignore_index = _check_targets(target, num_classes, ignore_index)
+    rows = target if target.dim() == 1 else target.reshape(-1)
+    ignore_index = _check_targets(rows, num_classes, ignore_index)
     input, weight = _autocast_to_float32(input, weight)
     if weight is not None:
         _check_same("cross_entropy", "dtype", input=input, weight=weight)
-    if not (input.is_cpu and target.is_cpu and (weight is None or weight.is_cpu)) and (
-        target.device != input.device or (weight is not None and weight.device != input.device)
-    ):
+    if not _one_device(input, target, weight):
         _check_same("cross_entropy", "device", input=input, target=target, weight=weight)
     # fold every layout into (rows, classes): the Function then handles one case only
     logits = input if input.dim() == 2 else input.movedim(1, -1).reshape(-1, num_classes)
-    rows = target if target.dim() == 1 else target.reshape(-1)
     loss, _ = apply(
         autograd.CrossEntropyLoss,
         logits,
@@ -252,6 +245,14 @@ def _check_reduction(reduction):
         raise ValueError(f"{reduction} is not a valid value for reduction: expected one of {_REDUCTIONS}")
 
 
+def _one_device(input, other, optional):
+    """Whether ``other`` and ``optional`` (None: absent) are on ``input``'s device; a cheap test that lets the
+    common case skip ``_check_same``. All on the CPU is one device, found without building device objects."""
+    if input.is_cpu and other.is_cpu and (optional is None or optional.is_cpu):
+        return True
+    return other.device == input.device and (optional is None or optional.device == input.device)
+
+
 def _check_same(function, attribute, **tensors):
     """Raise if the given tensors (None skipped) disagree on ``attribute`` ("dtype" or "device")."""
     given = {name: getattr(t, attribute) for name, t in tensors.items() if t is not None}
@@ -267,7 +268,8 @@ _READ_AS_LIST = 256
 
 
 def _check_targets(target, num_classes, ignore_index):
-    """Raise if a class index is out of range; return ``ignore_index``, or None where no target equals it.
+    """Raise if a class index in ``target`` (1-D) is out of range; return ``ignore_index``, or None where no
+    target equals it.
 
     None tells the Function that every row counts, so it skips masking the ignored ones.
     """
@@ -282,7 +284,7 @@ def _check_targets(target, num_classes, ignore_index):
     ):
         return ignore_index
     if target.numel() <= _READ_AS_LIST:
-        values = target.tolist() if target.dim() == 1 else target.reshape(-1).tolist()
+        values = target.tolist()
         low, high = min(values), max(values)
     else:
         low, high = (bound.item() for bound in torch.aminmax(target))

@@ -9,7 +9,7 @@ import torch
 
 from manualbp import functional as F
 
-__all__ = ["GELU", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sequential", "Sigmoid", "Tanh"]
+__all__ = ["ACTIVATIONS", "GELU", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sequential", "Sigmoid", "Tanh"]
 
 
 class Linear(torch.nn.Linear):
@@ -124,6 +124,10 @@ class GELU(torch.nn.GELU):
 
     def forward(self, input):
         return F.gelu(input, approximate=self.approximate)
+
+
+# the activations by the names the trainer's --activation flag uses
+ACTIVATIONS = {"relu": ReLU, "leaky-relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh, "gelu": GELU}
 
 
 class MSELoss(torch.nn.MSELoss):

@@ -1,8 +1,9 @@
 """Compare every manualbp layer with PyTorch autograd on this machine: ``python -m manualbp.check``.
 
-For each layer, the forward output and every gradient are computed twice from the same random inputs and the
-same random upstream gradient (not ``.sum()``, which would hide a transposed or mis-scaled formula): once by
-manualbp's hand-derived backward, once by PyTorch's built-in autograd. Each row gives the verdict in three
+For each layer, the forward output and every gradient are computed from the same random inputs and the same
+random upstream gradient (not ``.sum()``, which would hide a transposed or mis-scaled formula): by the reference
+tier (``manualbp.autograd``'s Function called as ``Function.apply``), by the fast tier (``manualbp.functional``,
+what users call) and by PyTorch's built-in autograd. Each tier's row gives the verdict against autograd in three
 columns: *exact* (equal to the bit), *approximate* (within ``torch.testing.assert_close``'s tolerance for the
 dtype) and *maxdiff* (the largest absolute difference). The exit status is 1 if any row is not approximate.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from manualbp import autograd as A
 from manualbp import functional as F
 
 # torch.testing.assert_close's defaults for these dtypes
@@ -22,14 +24,16 @@ TOLERANCES = {torch.float32: {"rtol": 1.3e-6, "atol": 1e-5}, torch.float64: {"rt
 
 @dataclass(frozen=True)
 class Case:
-    """One layer to compare: its two implementations and how to draw its inputs.
+    """One layer to compare: its implementations and how to draw its inputs.
 
     ``make_inputs(generator, dtype)`` returns a dict of named CPU tensors; the floating-point ones listed in
-    ``differentiable`` get gradients. ``manual`` and ``reference`` take them positionally, in that order.
+    ``differentiable`` get gradients. ``manual`` (the public, fast-tier call), ``reference_tier`` (the reference
+    Function's ``apply``) and ``reference`` (PyTorch) take them positionally, in that order.
     """
 
     name: str
     manual: Callable
+    reference_tier: Callable
     reference: Callable
     make_inputs: Callable
     differentiable: tuple
@@ -38,6 +42,7 @@ class Case:
 @dataclass(frozen=True)
 class Row:
     layer: str
+    tier: str  # "reference" or "fast"
     quantity: str
     exact: bool
     approximate: bool
@@ -84,69 +89,106 @@ def _weighted_cross_entropy_inputs(generator, dtype):
 
 tnf = torch.nn.functional
 
+def _fused(activation):
+    return Case(
+        f"Linear+{activation.__name__}",
+        lambda x, weight, bias: F.linear_activation(x, weight, bias, activation.__name__.lower()),
+        lambda x, weight, bias: activation.apply(A.Linear.apply(x, weight, bias)),
+        lambda x, weight, bias: getattr(torch, activation.__name__.lower())(tnf.linear(x, weight, bias)),
+        _linear_inputs,
+        ("x", "weight", "bias"),
+    )
+
+
 CASES = (
-    Case("Linear", F.linear, tnf.linear, _linear_inputs, ("x", "weight", "bias")),
-    Case("ReLU", F.relu, tnf.relu, _activation_inputs, ("z",)),
-    Case("LeakyReLU", lambda z: F.leaky_relu(z, 0.1), lambda z: tnf.leaky_relu(z, 0.1), _activation_inputs, ("z",)),
-    Case("Sigmoid", F.sigmoid, torch.sigmoid, _activation_inputs, ("z",)),
-    Case("Tanh", F.tanh, torch.tanh, _activation_inputs, ("z",)),
-    Case("GELU", F.gelu, tnf.gelu, _activation_inputs, ("z",)),
+    Case("Linear", F.linear, A.Linear.apply, tnf.linear, _linear_inputs, ("x", "weight", "bias")),
+    Case("ReLU", F.relu, A.ReLU.apply, tnf.relu, _activation_inputs, ("z",)),
+    Case(
+        "LeakyReLU",
+        lambda z: F.leaky_relu(z, 0.1),
+        lambda z: A.LeakyReLU.apply(z, 0.1),
+        lambda z: tnf.leaky_relu(z, 0.1),
+        _activation_inputs,
+        ("z",),
+    ),
+    Case("Sigmoid", F.sigmoid, A.Sigmoid.apply, torch.sigmoid, _activation_inputs, ("z",)),
+    Case("Tanh", F.tanh, A.Tanh.apply, torch.tanh, _activation_inputs, ("z",)),
+    Case("GELU", F.gelu, lambda z: A.GELU.apply(z, "none"), tnf.gelu, _activation_inputs, ("z",)),
     Case(
         "GELU(tanh)",
         lambda z: F.gelu(z, approximate="tanh"),
+        lambda z: A.GELU.apply(z, "tanh"),
         lambda z: tnf.gelu(z, approximate="tanh"),
         _activation_inputs,
         ("z",),
     ),
-    Case("MSELoss", F.mse_loss, tnf.mse_loss, _mse_inputs, ("a", "y")),
+    _fused(A.ReLU),
+    _fused(A.Sigmoid),
+    _fused(A.Tanh),
+    Case("MSELoss", F.mse_loss, lambda a, y: A.MSELoss.apply(a, y, None, "mean"), tnf.mse_loss, _mse_inputs, ("a", "y")),
     Case(
         "MSELoss(sum)",
         lambda a, y: F.mse_loss(a, y, reduction="sum"),
+        lambda a, y: A.MSELoss.apply(a, y, None, "sum"),
         lambda a, y: tnf.mse_loss(a, y, reduction="sum"),
         _mse_inputs,
         ("a",),
     ),
-    Case("CrossEntropyLoss", F.cross_entropy, tnf.cross_entropy, _cross_entropy_inputs, ("z",)),
+    Case(
+        "CrossEntropyLoss",
+        F.cross_entropy,
+        lambda z, target: A.CrossEntropyLoss.apply(z, target, None, -100, 0.0, "mean")[0],
+        tnf.cross_entropy,
+        _cross_entropy_inputs,
+        ("z",),
+    ),
     Case(
         "CrossEntropyLoss(weighted,smoothed)",
         lambda z, target, weight: F.cross_entropy(z, target, weight, label_smoothing=0.1),
+        lambda z, target, weight: A.CrossEntropyLoss.apply(z, target, weight, -100, 0.1, "mean")[0],
         lambda z, target, weight: tnf.cross_entropy(z, target, weight, label_smoothing=0.1),
         _weighted_cross_entropy_inputs,
         ("z",),
     ),
 )
 
+TIERS = ("reference", "fast")
+
 
 def compare(case, device="cpu", dtype=torch.float32, seed=0):
-    """Run ``case`` both ways and return one Row for the forward output and one for each gradient."""
+    """Run ``case`` by each tier and by autograd; return, for each tier, one Row for the forward output and one
+    for each gradient."""
     generator = torch.Generator().manual_seed(seed)
     inputs = {name: t.to(device) for name, t in case.make_inputs(generator, dtype).items()}
+    upstream = None
     results = {}
-    for label, fn in (("manual", case.manual), ("reference", case.reference)):
+    for label, fn in (("reference", case.reference_tier), ("fast", case.manual), ("autograd", case.reference)):
         leaves = {name: t.clone().requires_grad_(name in case.differentiable) for name, t in inputs.items()}
         output = fn(*leaves.values())
-        if label == "manual":
+        if upstream is None:
             upstream = _randn(generator, dtype, *output.shape).to(device)
         grads = torch.autograd.grad(output, [leaves[name] for name in case.differentiable], upstream)
         results[label] = [output.detach(), *grads]
     quantities = ["forward", *(f"grad {name}" for name in case.differentiable)]
     return [
-        _row(case.name, q, m, r) for q, m, r in zip(quantities, results["manual"], results["reference"], strict=True)
+        _row(case.name, tier, q, m, r)
+        for tier in TIERS
+        for q, m, r in zip(quantities, results[tier], results["autograd"], strict=True)
     ]
 
 
-def _row(layer, quantity, manual, reference):
+def _row(layer, tier, quantity, manual, reference):
     exact = torch.equal(manual, reference)
     approximate = torch.allclose(manual, reference, equal_nan=True, **TOLERANCES[manual.dtype])
     if manual.numel() == 0:
-        return Row(layer, quantity, exact, approximate, 0.0, 0.0)
+        return Row(layer, tier, quantity, exact, approximate, 0.0, 0.0)
     maxdiff = (manual.double() - reference.double()).abs().max().item()
-    return Row(layer, quantity, exact, approximate, maxdiff, reference.abs().max().item())
+    return Row(layer, tier, quantity, exact, approximate, maxdiff, reference.abs().max().item())
 
 
 def format_table(rows):
-    header = ("layer", "quantity", "exact", "approximate", "maxdiff")
-    lines = [(r.layer, r.quantity, str(r.exact), str(r.approximate), f"{r.maxdiff:.3e}") for r in rows]
+    header = ("layer", "tier", "quantity", "exact", "approximate", "maxdiff")
+    lines = [(r.layer, r.tier, r.quantity, str(r.exact), str(r.approximate), f"{r.maxdiff:.3e}") for r in rows]
     widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
     render = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
@@ -155,8 +197,9 @@ def format_table(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m manualbp.check",
-        description="Compare every manualbp layer's forward and gradients with PyTorch autograd on random "
-        "inputs and random upstream gradients. Exits 1 if any gradient disagrees beyond tolerance.",
+        description="Compare every manualbp layer's forward and gradients, by the reference tier and by the fast "
+        "tier, with PyTorch autograd on random inputs and random upstream gradients. Exits 1 if any gradient "
+        "disagrees beyond tolerance.",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
     parser.add_argument(
@@ -181,7 +224,7 @@ def main(argv=None):
     exact = sum(r.exact for r in rows)
     print(f"\n{exact} of {len(rows)} exact, {len(rows) - len(failed)} of {len(rows)} within tolerance")
     if failed:
-        print("FAILED: " + ", ".join(f"{r.layer} {r.quantity}" for r in failed), file=sys.stderr)
+        print("FAILED: " + ", ".join(f"{r.layer} {r.tier} {r.quantity}" for r in failed), file=sys.stderr)
         return 1
     return 0
 

@@ -13,25 +13,23 @@ _TORCH_TO_MANUAL = {
     torch.nn.GELU: nn.GELU,
     torch.nn.MSELoss: nn.MSELoss,
     torch.nn.CrossEntropyLoss: nn.CrossEntropyLoss,
+    torch.nn.Sequential: nn.Sequential,  # runs each Linear and its ReLU/Sigmoid/Tanh as one node
 }
-# back to torch.nn also turns manualbp's fusing Sequential into a plain one; the other way, a torch.nn.Sequential
-# stays as it is (its layers become manualbp's, and run one by one)
-_MANUAL_TO_TORCH = {manual: torch_class for torch_class, manual in _TORCH_TO_MANUAL.items()} | {
-    nn.Sequential: torch.nn.Sequential
-}
+_MANUAL_TO_TORCH = {manual: torch_class for torch_class, manual in _TORCH_TO_MANUAL.items()}
 
 
 def convert(model, to="manualbp"):
     """Make every Linear, activation and loss of ``model`` compute its gradients with manualbp, or undo that.
 
     Every module (``model`` itself included, at any depth) whose type is exactly one of ``torch.nn``'s
-    ``Linear``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``MSELoss`` or ``CrossEntropyLoss``
-    becomes its ``manualbp.nn`` twin. The module objects stay the same: only their class changes, which is
-    sound because each manualbp class is a subclass that adds no state. So parameters, buffers, hooks,
+    ``Linear``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``MSELoss``, ``CrossEntropyLoss`` or
+    ``Sequential`` becomes its ``manualbp.nn`` twin. The module objects stay the same: only their class changes,
+    which is sound because each manualbp class is a subclass that adds no state. So parameters, buffers, hooks,
     devices and any optimiser already holding the parameters are untouched.
 
-    Converting back to torch.nn also turns a ``manualbp.nn.Sequential`` into a ``torch.nn.Sequential``; converting
-    to manualbp leaves a ``torch.nn.Sequential`` as it is, so its layers run one by one, unfused.
+    A ``torch.nn.Sequential`` becomes ``manualbp.nn.Sequential``, which runs each Linear and the ReLU, Sigmoid or
+    Tanh after it as one autograd node (the same numbers to the bit; a pair with hooks runs module by module), so a
+    converted model runs the same way as one built from ``manualbp.nn``.
 
     Subclasses of those types (``torch.nn.modules.linear.NonDynamicallyQuantizableLinear`` inside
     ``MultiheadAttention``, say) are left alone: their owners may not call their ``forward``, and a

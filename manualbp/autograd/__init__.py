@@ -1,21 +1,18 @@
-"""The hand-derived ``torch.autograd.Function`` subclasses: every backward pass of manualbp lives here.
+"""The reference tier: every hand-derived ``torch.autograd.Function`` of manualbp, each backward beside its forward.
 
-Each Function trusts its inputs; ``manualbp.functional`` is the checked, ``torch.nn.functional``-shaped way in.
+Each Function has the shape of PyTorch's "Extending torch.autograd" note: ``forward`` (no ctx), ``setup_context``
+and ``backward``, top to bottom in its class, with the derivation in its docstring. Nothing here exists for speed:
+``manualbp.fast`` holds the plumbing (cheaper calls, fused nodes, special cases), reuses these backward passes
+and is tested bit for bit against them. Each Function trusts its inputs; ``manualbp.functional`` is the checked,
+``torch.nn.functional``-shaped way in.
+
+- ``linear.py``: ``Linear``, z = x Wᵀ + b.
+- ``activation.py``: ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, a = f(z).
+- ``loss.py``: ``MSELoss``, ``CrossEntropyLoss``.
 """
 
-from manualbp.autograd.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
-from manualbp.autograd.fused import LinearActivation
+from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from manualbp.autograd.linear import Linear
-from manualbp.autograd.losses import CrossEntropyLoss, MSELoss
+from manualbp.autograd.loss import CrossEntropyLoss, MSELoss
 
-__all__ = [
-    "GELU",
-    "CrossEntropyLoss",
-    "LeakyReLU",
-    "Linear",
-    "LinearActivation",
-    "MSELoss",
-    "ReLU",
-    "Sigmoid",
-    "Tanh",
-]
+__all__ = ["GELU", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sigmoid", "Tanh"]

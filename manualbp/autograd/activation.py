@@ -1,4 +1,4 @@
-"""Element-wise activations a = f(z), each with its derivative f′(z) written out by hand.
+"""Element-wise activations a = f(z), each with its derivative f′(z) written out by hand in its ``backward``.
 
 The forward passes call PyTorch's own kernels (they are not what this project derives); the backward passes
 are plain tensor arithmetic written from the derivative in each docstring.
@@ -18,9 +18,8 @@ import torch
 class ReLU(torch.autograd.Function):
     r"""a = max(z, 0);  f′(z) = 1 if z > 0 else 0.
 
-    At z = 0 the derivative is undefined; like PyTorch we use 0. Since a ≥ 0, and a > 0 exactly where z > 0,
-    f′(z) = sign(a): the backward is ``grad_output * sign(a)``, two arithmetic kernels (on CPU, kernels that
-    build and apply a boolean mask cost several times more).
+    At z = 0 the derivative is undefined; like PyTorch we use 0. Written in the output a = max(z, 0) ≥ 0, the
+    derivative is 1 where a > 0 and 0 where a = 0: that is sign(a), so ∂C/∂z = ∂C/∂a · sign(a).
 
     Shapes: z, a, grad_output and grad_input: ``(*)``.
     """
@@ -39,11 +38,7 @@ class ReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
-        return ReLU.chain(grad_output, a)
-
-    @staticmethod
-    def chain(grad_output, a):
-        """∂C/∂z = ∂C/∂a · f′(z), with f′ written in the output a."""
+        # f′ written in the output: 1 where a > 0, 0 where a = 0, which is sign(a) for a ≥ 0
         return grad_output * torch.sign(a)
 
 
@@ -71,6 +66,7 @@ class LeakyReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (z,) = ctx.saved_tensors
+        # ∂C/∂a · 1 where z > 0, ∂C/∂a · s elsewhere
         return torch.where(z > 0, grad_output, grad_output * ctx.negative_slope), None
 
 
@@ -94,11 +90,7 @@ class Sigmoid(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
-        return Sigmoid.chain(grad_output, a)
-
-    @staticmethod
-    def chain(grad_output, a):
-        """∂C/∂z = ∂C/∂a · f′(z), with f′ written in the output a."""
+        # ∂C/∂a · (1 − a) · a, multiplied left to right as PyTorch's sigmoid_backward kernel does: the same bits
         return grad_output * (1 - a) * a
 
 
@@ -122,13 +114,9 @@ class Tanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
-        return Tanh.chain(grad_output, a)
-
-    @staticmethod
-    def chain(grad_output, a):
-        """∂C/∂z = ∂C/∂a · f′(z), with f′ written in the output a."""
-        # 1 − a·a in one rounding (a fused multiply-add), as PyTorch's kernel computes it: same bits
-        return grad_output * torch.addcmul(a.new_ones(()), a, a, value=-1)
+        # 1 − a·a in one rounding (a fused multiply-add), as PyTorch's tanh_backward kernel computes it: same bits
+        derivative = torch.addcmul(a.new_ones(()), a, a, value=-1)
+        return grad_output * derivative
 
 
 _SQRT_HALF = math.sqrt(0.5)  # 1/√2

@@ -79,22 +79,18 @@ class CrossEntropyLoss(torch.autograd.Function):
     Then ∂ℓ_c/∂z_k = [c = k] − p_k, and with u = ∂C/∂ℓ = −q·g (g the upstream gradient of the row) the
     chain rule, summing over every ℓ_c that z_k feeds, gives
 
-        ∂C/∂z_k = Σ_c u_c ([c = k] − p_k) = u_k − p_k Σ_c u_c
+        ∂C/∂z_k = Σ_c u_c ([c = k] − p_k) = u_k − p_k Σ_c u_c  =  g (p_k Σ_c q_c − q_k)
 
     For the plain case (one-hot q, no weights) this is the familiar ∂C/∂z = (softmax(z) − onehot(t))·g.
-    ``reduction="mean"`` divides by Σ_rows w_t over the rows not ignored (by their count when unweighted);
+    ``reduction="mean"`` divides g by Σ_rows w_t over the rows not ignored (by their count when unweighted);
     ``"sum"`` by 1; ``"none"`` gives each row its own upstream g.
 
     The log-probabilities ℓ are a second output, so the backward can rebuild p = e^ℓ without a second
     softmax, and so a double backward can differentiate through p; the backward therefore also takes an
-    upstream gradient for ℓ itself (None in ordinary use) and sends it through the same formula.
+    upstream gradient for ℓ itself (None in ordinary use) and adds it to u before the same formula.
 
     The value C itself is PyTorch's: log-softmax, then (without smoothing) its ``nll_loss`` kernel, which picks
     −ℓ_t, weighs and reduces; the smoothed value is written out. What this Function derives is the backward.
-
-    ``ignore_index=None`` promises that no row is ignored (``manualbp.functional.cross_entropy`` passes it when
-    it has read the targets): without class weights or smoothing, the backward is then p·g with g subtracted at
-    each row's target, no masks and no scatter into zeros, which at small batches costs as much as the arithmetic.
 
     Shapes: z: ``(M, K)``; target: ``(M,)`` of class indices; weight: ``(K,)`` or None; loss: ``()`` for
     ``"mean"`` and ``"sum"``, ``(M,)`` for ``"none"``; log-probabilities: ``(M, K)``.
@@ -108,23 +104,19 @@ class CrossEntropyLoss(torch.autograd.Function):
         log_probs = torch.log_softmax(z, dim=1)
         if label_smoothing == 0:
             # C = −w_t ℓ_t per row, reduced: PyTorch's nll_loss kernel picks, weighs and sums exactly that
-            ignore = _NO_TARGET if ignore_index is None else ignore_index
-            loss = torch.nn.functional.nll_loss(log_probs, target, weight, ignore_index=ignore, reduction=reduction)
+            loss = torch.nn.functional.nll_loss(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction)
             return loss, log_probs
-        keep, safe_target, target_weight = _rows(target, weight, ignore_index, z.dtype)
-        loss = -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-        smooth = -(log_probs if weight is None else log_probs * weight).sum(1)
-        if keep is not None:
-            # where(), not a product with the mask: an ignored row may hold −inf, and −inf · 0 is nan
-            loss, smooth = torch.where(keep, loss, 0), torch.where(keep, smooth, 0)
-        if target_weight is not None:
-            loss = loss * target_weight
-        loss = (1 - label_smoothing) * loss + label_smoothing / z.shape[1] * smooth
+        # C = (1 − ε)·(−w_t ℓ_t) + ε/K·(−Σ_c w_c ℓ_c) per row: −Σ_c q_c ℓ_c with the two parts of q apart
+        keep = target != ignore_index
+        w_t = target_weight(target, weight, ignore_index, log_probs)
+        picked = -log_probs.gather(1, target.where(keep, 0).unsqueeze(1)).squeeze(1) * w_t
+        spread = -(log_probs if weight is None else log_probs * weight).sum(1)
+        # where(), not a product with the mask: an ignored row may hold −inf, and −inf · 0 is nan
+        loss = (1 - label_smoothing) * torch.where(keep, picked, 0)
+        loss = loss + label_smoothing / z.shape[1] * torch.where(keep, spread, 0)
         if reduction == "mean":
-            loss = loss.sum() / _total_weight(target_weight, len(target))
-        elif reduction == "sum":
-            loss = loss.sum()
-        return loss, log_probs
+            return loss.sum() / w_t.sum(), log_probs
+        return loss.sum() if reduction == "sum" else loss, log_probs
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -134,69 +126,41 @@ class CrossEntropyLoss(torch.autograd.Function):
         ctx.ignore_index = ignore_index
         ctx.label_smoothing = label_smoothing
         ctx.reduction = reduction
-        ctx.set_materialize_grads(False)
+        ctx.set_materialize_grads(False)  # an output nobody used gets None, not a tensor of zeros
 
     @staticmethod
     def backward(ctx, grad_loss, grad_log_probs):
         target, weight, log_probs = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
+        if not ctx.needs_input_grad[0] or (grad_loss is None and grad_log_probs is None):
             return None, None, None, None, None, None
         p = log_probs.exp()
-        if grad_log_probs is None:  # the usual case: u = −q·g, so u − p Σ_c u_c = p Σ_c q_c·g − q·g
-            if grad_loss is None:
-                return None, None, None, None, None, None
-            if weight is None and ctx.ignore_index is None and ctx.label_smoothing == 0:
-                # q one-hot at t, Σ_c q_c = 1: ∂C/∂z = p·g − onehot(t)·g, the second term added at column t
-                rows = len(target)
-                g = grad_loss / rows if ctx.reduction == "mean" else grad_loss
-                g = g.unsqueeze(1) if g.dim() else g  # a column for "none", else one number for every row
-                grad = (p * g).scatter_add_(1, target.unsqueeze(1), (-g).expand(rows, 1))
-                return grad, None, None, None, None, None
-            q_g, q_g_row_sum = _target_distribution(ctx, target, weight, log_probs, grad_loss)
-            return p * q_g_row_sum - q_g, None, None, None, None, None
-        u = grad_log_probs
+        u = torch.zeros_like(log_probs)  # u = ∂C/∂ℓ
         if grad_loss is not None:
-            u = u - _target_distribution(ctx, target, weight, log_probs, grad_loss)[0]
+            q = target_distribution(target, weight, ctx.ignore_index, ctx.label_smoothing, log_probs)
+            if ctx.reduction == "mean":  # C was divided by Σ_rows w_t over the rows that count
+                grad_loss = grad_loss / target_weight(target, weight, ctx.ignore_index, log_probs).sum()
+            u = -q * (grad_loss.unsqueeze(1) if ctx.reduction == "none" else grad_loss)
+        if grad_log_probs is not None:
+            u = u + grad_log_probs
+        # ∂C/∂z = u − p Σ_c u_c  (= g(p Σ_c q_c − q) when nothing flows into ℓ itself)
         return u - p * u.sum(1, keepdim=True), None, None, None, None, None
 
 
-# an ignore_index no class index can equal, for nll_loss when the caller promised that no row is ignored
-_NO_TARGET = -100
-
-
-def _rows(target, weight, ignore_index, dtype):
-    """For each row: whether it counts, its target made a valid index, and its class weight w_t.
-
-    ``keep`` is None when every row counts (``ignore_index`` None), ``target_weight`` None when unweighted: the
-    common case then costs no masking at all. An ignored row's index is 0 and its weight 0.
-    """
-    if ignore_index is None:
-        return None, target, None if weight is None else weight[target]
+def target_weight(target, weight, ignore_index, log_probs):
+    """w_t for each row, shape ``(M,)``: the weight of the row's target class (1 unweighted), 0 if ignored."""
     keep = target != ignore_index
-    safe_target = target.masked_fill(~keep, 0)
-    target_weight = keep.to(dtype) if weight is None else weight[safe_target] * keep
-    return keep, safe_target, target_weight
+    if weight is None:
+        return keep.to(log_probs.dtype)
+    return weight[target.where(keep, 0)] * keep
 
 
-def _total_weight(target_weight, rows):
-    """What ``reduction="mean"`` divides by: Σ w_t over the rows that count, or the number of rows."""
-    return rows if target_weight is None else target_weight.sum()
-
-
-def _target_distribution(ctx, target, weight, log_probs, grad_loss):
-    """q·g, each row's target distribution q scaled by that row's upstream gradient g, shape ``(M, K)``, and
-    its sum over the classes, shape ``(M, 1)`` or ``()``."""
-    keep, safe_target, target_weight = _rows(target, weight, ctx.ignore_index, log_probs.dtype)
-    rows, classes = log_probs.shape
-    if ctx.reduction == "mean":
-        grad_loss = grad_loss / _total_weight(target_weight, rows)
-    row_scale = grad_loss if target_weight is None else target_weight * grad_loss  # g_i · w_t for every row i
-    eps = ctx.label_smoothing
-    src = ((1 - eps) * row_scale if eps > 0 else row_scale).expand(rows).unsqueeze(1)
-    q_g = torch.zeros_like(log_probs).scatter(1, safe_target.unsqueeze(1), src)
-    if eps == 0:  # one non-zero entry per row: its sum is row_scale itself, exactly
-        return q_g, row_scale if row_scale.dim() == 0 else row_scale.unsqueeze(1)
-    counted = grad_loss if keep is None else keep.to(log_probs.dtype) * grad_loss
-    class_weight = 1 if weight is None else weight
-    q_g = q_g + (eps / classes) * counted.expand(rows).unsqueeze(1) * class_weight
-    return q_g, q_g.sum(1, keepdim=True)
+def target_distribution(target, weight, ignore_index, label_smoothing, log_probs):
+    """q, shape ``(M, K)``: q_c = (1 − ε) w_t [c = t] + ε w_c / K for each row, zero where t = ``ignore_index``."""
+    classes = log_probs.shape[1]
+    keep = (target != ignore_index).unsqueeze(1)
+    one_hot = torch.nn.functional.one_hot(target.where(keep.squeeze(1), 0), classes).to(log_probs.dtype)
+    q = (1 - label_smoothing) * one_hot * target_weight(target, weight, ignore_index, log_probs).unsqueeze(1)
+    if label_smoothing > 0:
+        class_weight = 1 if weight is None else weight
+        q = q + (label_smoothing / classes) * class_weight * keep
+    return q

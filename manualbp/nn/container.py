@@ -1,0 +1,35 @@
+"""``Sequential``: ``torch.nn.Sequential``, with each Linear and its activation run as one autograd node."""
+
+import torch
+
+from manualbp import fast
+from manualbp import functional as F
+from manualbp.nn.activation import ReLU, Sigmoid, Tanh
+from manualbp.nn.linear import Linear
+
+__all__ = ["Sequential"]
+
+# the activations LinearActivation fuses with the Linear layer before them
+FUSABLE = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh"}
+
+
+class Sequential(torch.nn.Sequential):
+    r"""``torch.nn.Sequential`` that runs each manualbp ``Linear`` followed by a manualbp ``ReLU``, ``Sigmoid`` or
+    ``Tanh`` as one Function, ``manualbp.functional.linear_activation`` (the fast tier's ``LinearActivation``).
+
+    The results and gradients are those of calling the two modules one after the other (the fused Function runs
+    the reference tier's very code); what changes is one node fewer in the autograd graph per such pair, which is most of
+    manualbp's per-layer cost at small sizes (``BENCHMARKS.md``). The modules, their order, the parameters and
+    the ``state_dict`` are exactly ``torch.nn.Sequential``'s. A pair whose modules carry hooks, or anything else,
+    runs module by module as in ``torch.nn.Sequential``, so every hook still fires.
+
+    Examples::
+
+        >>> mnn = manualbp.nn
+        >>> model = mnn.Sequential(mnn.Linear(784, 30), mnn.Sigmoid(), mnn.Linear(30, 10))
+        >>> model(torch.randn(8, 784)).shape  # Linear + Sigmoid ran as one Function, then the last Linear
+        torch.Size([8, 10])
+    """
+
+    def forward(self, input):
+        return fast.sequential.forward(self, input, Linear, FUSABLE, F.linear_activation)

@@ -32,6 +32,14 @@ def noncontiguous(t):
     return out
 
 
+def is_manualbp_node(grad_fn, function_name):
+    """Whether ``grad_fn`` is the backward node of manualbp's Function ``function_name`` (a custom Function's node
+    is named after it; PyTorch's built-in nodes are ``AddmmBackward0`` and the like)."""
+    return isinstance(grad_fn, torch.autograd.function.BackwardCFunction) and (
+        type(grad_fn).__name__ == f"{function_name}Backward"
+    )
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     """Every test starts from the same torch random state, so a failure can be replayed."""

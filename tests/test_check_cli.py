@@ -19,11 +19,13 @@ def test_check_prints_a_row_per_gradient_and_exits_zero(dtype):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("layer"))
-    assert header.split() == ["layer", "quantity", "exact", "approximate", "maxdiff"]
+    assert header.split() == ["layer", "tier", "quantity", "exact", "approximate", "maxdiff"]
     rows = [line.split() for line in lines if line.split() and line.split()[0] in {c.name for c in CASES}]
-    assert len(rows) == sum(1 + len(case.differentiable) for case in CASES)
+    assert len(rows) == 2 * sum(1 + len(case.differentiable) for case in CASES)  # each tier
+    assert {row[1] for row in rows} == {"reference", "fast"}
     assert all(row[-2] == "True" for row in rows)  # every row within tolerance
-    assert ("Linear", "grad", "weight", "True", "True", "0.000e+00") in {tuple(r) for r in rows}
+    for tier in ("reference", "fast"):
+        assert ("Linear", tier, "grad", "weight", "True", "True", "0.000e+00") in {tuple(r) for r in rows}
     assert f"of {len(rows)} within tolerance" in lines[-1]
 
 

@@ -158,8 +158,8 @@ def target_distribution(target, weight, ignore_index, label_smoothing, log_probs
     """q, shape ``(M, K)``: q_c = (1 − ε) w_t [c = t] + ε w_c / K for each row, zero where t = ``ignore_index``."""
     classes = log_probs.shape[1]
     keep = (target != ignore_index).unsqueeze(1)
-    one_hot = torch.nn.functional.one_hot(target.where(keep.squeeze(1), 0), classes).to(log_probs.dtype)
-    q = (1 - label_smoothing) * one_hot * target_weight(target, weight, ignore_index, log_probs).unsqueeze(1)
+    picked = ((1 - label_smoothing) * target_weight(target, weight, ignore_index, log_probs)).unsqueeze(1)
+    q = torch.zeros_like(log_probs).scatter(1, target.where(keep.squeeze(1), 0).unsqueeze(1), picked)
     if label_smoothing > 0:
         class_weight = 1 if weight is None else weight
         q = q + (label_smoothing / classes) * class_weight * keep

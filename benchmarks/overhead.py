@@ -24,11 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 import step  # noqa: E402
 
-from manualbp import autograd  # noqa: E402
+from manualbp import (
+    autograd,  # noqa: E402
+    fast,  # noqa: E402
+)
 from manualbp import functional as manual_functional  # noqa: E402
 from manualbp import nn as mnn  # noqa: E402
-from manualbp.autograd.function import classic  # noqa: E402
-from manualbp.autograd.linear import Linear, kept_for_grads, linear_grads  # noqa: E402
+from manualbp.nn.container import FUSABLE  # noqa: E402
 
 QUICK_CASES = [((784, 30, 10), "sigmoid", "mse", 10)]
 LAYERS = ("manual", "torch")
@@ -64,9 +66,9 @@ class FloorLinearActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation):
-        a = Linear.forward(x, weight, bias)
+        a = torch.addmm(bias, x, weight.t())
         a = a if activation is None else getattr(torch, activation)(a)
-        ctx.save_for_backward(*kept_for_grads(ctx, x, weight), a)
+        ctx.save_for_backward(x, weight, a)
         ctx.activation = activation
         return a
 
@@ -74,7 +76,8 @@ class FloorLinearActivation(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, weight, a = ctx.saved_tensors
         delta = grad_output if ctx.activation is None else BUILTIN_DERIVATIVES[ctx.activation](grad_output, a)
-        return *linear_grads(delta, x, weight, ctx.needs_input_grad, True), None
+        grad_x = delta.mm(weight) if ctx.needs_input_grad[0] else None
+        return grad_x, delta.t().mm(x), delta.sum(0), None
 
 
 class FloorMSELoss(torch.autograd.Function):
@@ -118,9 +121,9 @@ def unchecked_step(sizes, activation, loss, batch_size, device, floor):
     for i, module in enumerate(modules):
         if isinstance(module, mnn.Linear):
             following = modules[i + 1] if i + 1 < len(modules) else None
-            layers.append((module, mnn._FUSABLE.get(type(following))))  # as manualbp.nn.Sequential fuses them
-    fused, linear = classic(autograd.LinearActivation), classic(autograd.Linear)
-    mse, cross_entropy = classic(autograd.MSELoss), classic(autograd.CrossEntropyLoss)
+            layers.append((module, FUSABLE.get(type(following))))  # as manualbp.nn.Sequential fuses them
+    fused, linear = fast.classic(fast.LinearActivation), fast.classic(autograd.Linear)
+    mse, cross_entropy = fast.classic(autograd.MSELoss), fast.classic(fast.OneHotCrossEntropyLoss)
 
     def layer(a, module, name):
         if floor:
@@ -134,7 +137,7 @@ def unchecked_step(sizes, activation, loss, batch_size, device, floor):
             return (FloorMSELoss if loss == "mse" else FloorCrossEntropyLoss).apply(a, target)
         if loss == "mse":
             return mse.apply(a, target, None, "mean")
-        return cross_entropy.apply(a, target, None, None, 0.0, "mean")[0]  # None: no target is ignored
+        return cross_entropy.apply(a, target, None, -100, 0.0, "mean")[0]  # the one-hot case: no target is ignored
 
     def forward():
         a = x
@@ -220,7 +223,7 @@ def main(argv=None):
     grad_output = torch.randn(10, 30, device=device)
     variants = {
         "built-in `neg`": lambda: x.neg().backward(grad_output),
-        "classic-form Function (what manualbp calls)": lambda: classic(Negate).apply(x).backward(grad_output),
+        "classic-form Function (what manualbp calls)": lambda: fast.classic(Negate).apply(x).backward(grad_output),
         "setup_context-form Function, `.apply`": lambda: Negate.apply(x).backward(grad_output),
     }
     times = _harness.compare(variants, device, rounds, min_run_time)

@@ -26,7 +26,7 @@ def main(steps=10, seed=0):
         image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
     )
     converted = manualbp.convert(copy.deepcopy(original))
-    count = sum(type(m).__module__ == "manualbp.nn" for m in converted.modules())
+    count = sum(isinstance(m, (manualbp.nn.Linear, manualbp.nn.GELU)) for m in converted.modules())
 
     images, labels = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     optimizer = torch.optim.AdamW(converted.parameters(), lr=1e-3)

@@ -11,12 +11,13 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 import manualbp.functional as F
-from manualbp.model import build_mlp
+import manualbp.nn as mnn
 
 
 def main(batch_size=32, seed=0):
     """Return ``(per-sample gradient shapes, largest absolute difference from one-at-a-time backward passes)``."""
-    model = build_mlp([784, 64, 10], activation="tanh", layers="manual", seed=seed)
+    torch.manual_seed(seed)
+    model = mnn.Sequential(mnn.Linear(784, 64), mnn.Tanh(), mnn.Linear(64, 10))
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, 784, generator=generator)
     labels = torch.randint(0, 10, (batch_size,), generator=generator)

@@ -89,6 +89,7 @@ def _weighted_cross_entropy_inputs(generator, dtype):
 
 tnf = torch.nn.functional
 
+
 def _fused(activation):
     return Case(
         f"Linear+{activation.__name__}",
@@ -125,7 +126,9 @@ CASES = (
     _fused(A.ReLU),
     _fused(A.Sigmoid),
     _fused(A.Tanh),
-    Case("MSELoss", F.mse_loss, lambda a, y: A.MSELoss.apply(a, y, None, "mean"), tnf.mse_loss, _mse_inputs, ("a", "y")),
+    Case(
+        "MSELoss", F.mse_loss, lambda a, y: A.MSELoss.apply(a, y, None, "mean"), tnf.mse_loss, _mse_inputs, ("a", "y")
+    ),
     Case(
         "MSELoss(sum)",
         lambda a, y: F.mse_loss(a, y, reduction="sum"),

@@ -1,5 +1,6 @@
-"""The benchmark scripts run in their quick mode and print complete tables. No timing is asserted here: speed
-is measured by the scripts themselves (BENCHMARKS.md); bytes saved for backward are counts, and are asserted."""
+"""The benchmark scripts run in their quick mode and print complete tables (slow: each is a subprocess). No timing
+is asserted here: speed is measured by the scripts themselves (BENCHMARKS.md); bytes saved for backward are
+counts, and are asserted in the default run."""
 
 import os
 import re
@@ -37,6 +38,7 @@ def _table_rows(output):
     return [line for i, line in enumerate(lines) if line.startswith("| ") and i not in headers | separators]
 
 
+@pytest.mark.slow
 def test_step_benchmark_prints_a_ratio_for_every_quick_case():
     rows = _table_rows(_run("step.py"))
     assert len(rows) == len(step.QUICK_CASES)
@@ -50,6 +52,7 @@ def test_step_benchmark_compiles_both_variants():
     assert all(re.search(RATIO, row) for row in rows)
 
 
+@pytest.mark.slow
 def test_layer_benchmark_prints_a_ratio_for_every_layer_and_width():
     rows = _table_rows(_run("layers.py"))
     assert len(rows) == 8 * 2  # eight layers, two quick batch sizes
@@ -66,6 +69,7 @@ def test_manualbp_saves_no_more_for_backward_than_torch_nn(case):
     assert manual[0] >= batch_size * sum(sizes[1:-1]) * 4  # at least every hidden activation, in float32
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_prints_every_layer_and_the_function_floor():
     output = _run("overhead.py")
     rows = _table_rows(output)
@@ -84,6 +88,7 @@ def test_overhead_benchmark_prints_every_layer_and_the_function_floor():
         assert len(re.findall(r"\d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)", row)) == 3, row
 
 
+@pytest.mark.slow
 def test_memory_benchmark_prints_every_quick_case():
     rows = _table_rows(_run("memory.py"))
     assert len(rows) == len(step.QUICK_CASES)

@@ -84,7 +84,9 @@ def test_one_hot_cross_entropy_equals_the_reference_bitwise(dtype, rows, classes
     assume(not (target == ignore_index).any())  # the fast path is only for targets that ignore no row
     upstream = torch.randn((rows,) if reduction == "none" else (), generator=generator, dtype=dtype)
     reference = _outputs_and_grads(
-        lambda z: A.CrossEntropyLoss.apply(z, target, None, ignore_index, 0.0, reduction)[0], (z.requires_grad_(),), upstream
+        lambda z: A.CrossEntropyLoss.apply(z, target, None, ignore_index, 0.0, reduction)[0],
+        (z.requires_grad_(),),
+        upstream,
     )
     one_hot = _outputs_and_grads(
         lambda z: fast.OneHotCrossEntropyLoss.apply(z, target, None, ignore_index, 0.0, reduction)[0], (z,), upstream
@@ -135,7 +137,9 @@ def test_the_classic_form_call_route_equals_function_apply_bitwise(name, dtype, 
         out_shape = shape
     tensors = tuple(t.requires_grad_() for t in tensors)
     upstream = torch.randn(*out_shape, generator=generator, dtype=dtype)
-    _assert_bitwise(_outputs_and_grads(fast_call, tensors, upstream), _outputs_and_grads(reference_call, tensors, upstream))
+    _assert_bitwise(
+        _outputs_and_grads(fast_call, tensors, upstream), _outputs_and_grads(reference_call, tensors, upstream)
+    )
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -144,7 +148,10 @@ def test_a_converted_torch_sequential_equals_the_reference_layer_by_layer_bitwis
     torch.manual_seed(0)
     builtin = {"relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh}[activation]
     model = torch.nn.Sequential(
-        torch.nn.Linear(7, 9, dtype=dtype), builtin(), torch.nn.Linear(9, 9, dtype=dtype), builtin(),
+        torch.nn.Linear(7, 9, dtype=dtype),
+        builtin(),
+        torch.nn.Linear(9, 9, dtype=dtype),
+        builtin(),
         torch.nn.Linear(9, 3, dtype=dtype),
     )
     weights = [p.detach().clone() for p in model.parameters()]

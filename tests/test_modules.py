@@ -110,7 +110,8 @@ def test_convert_torchvision_vit_gives_the_same_outputs_and_gradients():
         image_size=16, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
     )
     original, converted, count = _converted_pair(vit)
-    assert count == 2 * 3 + 1 + 2  # each block's MLP: Linear, GELU, Linear; the head; the encoder's and the head's Sequential
+    # each block's MLP (Linear, GELU, Linear) and the head; the encoder's and the head's Sequential
+    assert count == 2 * 3 + 1 + 2
     _assert_same_outputs_and_grads(original, converted, torch.randn(2, 3, 16, 16))
 
 

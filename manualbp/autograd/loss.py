@@ -104,7 +104,9 @@ class CrossEntropyLoss(torch.autograd.Function):
         log_probs = torch.log_softmax(z, dim=1)
         if label_smoothing == 0:
             # C = −w_t ℓ_t per row, reduced: PyTorch's nll_loss kernel picks, weighs and sums exactly that
-            loss = torch.nn.functional.nll_loss(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction)
+            loss = torch.nn.functional.nll_loss(
+                log_probs, target, weight, ignore_index=ignore_index, reduction=reduction
+            )
             return loss, log_probs
         # C = (1 − ε)·(−w_t ℓ_t) + ε/K·(−Σ_c w_c ℓ_c) per row: −Σ_c q_c ℓ_c with the two parts of q apart
         keep = target != ignore_index

@@ -47,5 +47,7 @@ class LinearActivation(torch.autograd.Function):
         x, weight, a = ctx.saved_tensors
         # the reference backward passes, each handed the saved tensors and flags its own setup_context would keep
         delta = ACTIVATIONS[ctx.activation].backward(SimpleNamespace(saved_tensors=(a,)), grad_output)
-        linear = SimpleNamespace(saved_tensors=(x, weight), needs_input_grad=ctx.needs_input_grad[:3], has_bias=ctx.has_bias)
+        linear = SimpleNamespace(
+            saved_tensors=(x, weight), needs_input_grad=ctx.needs_input_grad[:3], has_bias=ctx.has_bias
+        )
         return *Linear.backward(linear, delta), None

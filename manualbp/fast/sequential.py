@@ -3,7 +3,6 @@
 import torch
 
 
-
 def forward(sequential, input, linear_class, activations, linear_activation):
     """``sequential(input)``, each unhooked module of type ``linear_class`` followed by an unhooked activation module
     whose type is a key of ``activations`` (its value: ``"relu"``, ``"sigmoid"`` or ``"tanh"``) run as one node,

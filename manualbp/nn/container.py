@@ -18,8 +18,8 @@ class Sequential(torch.nn.Sequential):
     ``Tanh`` as one Function, ``manualbp.functional.linear_activation`` (the fast tier's ``LinearActivation``).
 
     The results and gradients are those of calling the two modules one after the other (the fused Function runs
-    the reference tier's very code); what changes is one node fewer in the autograd graph per such pair, which is most of
-    manualbp's per-layer cost at small sizes (``BENCHMARKS.md``). The modules, their order, the parameters and
+    the reference tier's very code); what changes is one node fewer in the autograd graph per such pair, which is
+    most of manualbp's per-layer cost at small sizes (``BENCHMARKS.md``). The modules, their order, the parameters and
     the ``state_dict`` are exactly ``torch.nn.Sequential``'s. A pair whose modules carry hooks, or anything else,
     runs module by module as in ``torch.nn.Sequential``, so every hook still fires.
 

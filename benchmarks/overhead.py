@@ -24,10 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 import step  # noqa: E402
 
-from manualbp import (
-    autograd,  # noqa: E402
-    fast,  # noqa: E402
-)
+from manualbp import fast  # noqa: E402
 from manualbp import functional as manual_functional  # noqa: E402
 from manualbp import nn as mnn  # noqa: E402
 from manualbp.nn.container import FUSABLE  # noqa: E402
@@ -122,8 +119,8 @@ def unchecked_step(sizes, activation, loss, batch_size, device, floor):
         if isinstance(module, mnn.Linear):
             following = modules[i + 1] if i + 1 < len(modules) else None
             layers.append((module, FUSABLE.get(type(following))))  # as manualbp.nn.Sequential fuses them
-    fused, linear = fast.classic(fast.LinearActivation), fast.classic(autograd.Linear)
-    mse, cross_entropy = fast.classic(autograd.MSELoss), fast.classic(fast.OneHotCrossEntropyLoss)
+    fused, linear = fast.linear_activation.classic, fast.linear.classic
+    mse, cross_entropy = fast.mse_loss.classic, fast.one_hot_cross_entropy.classic
 
     def layer(a, module, name):
         if floor:
@@ -221,9 +218,10 @@ def main(argv=None):
 
     x = torch.randn(10, 30, device=device, requires_grad=True)
     grad_output = torch.randn(10, 30, device=device)
+    classic_negate = fast.classic(Negate)
     variants = {
         "built-in `neg`": lambda: x.neg().backward(grad_output),
-        "classic-form Function (what manualbp calls)": lambda: fast.classic(Negate).apply(x).backward(grad_output),
+        "classic-form Function (what manualbp calls)": lambda: classic_negate.apply(x).backward(grad_output),
         "setup_context-form Function, `.apply`": lambda: Negate.apply(x).backward(grad_output),
     }
     times = _harness.compare(variants, device, rounds, min_run_time)

@@ -6,13 +6,13 @@ Each function checks its arguments (the public boundary), raising the exception 
 (``manualbp.fast``: the same forward and backward, proven equal bit for bit).
 """
 
+import math
 import warnings
 
 import torch
 from torch.nn import _reduction
 
-from manualbp import autograd, fast
-from manualbp.fast import apply
+from manualbp import fast
 
 __all__ = [
     "cross_entropy",
@@ -39,8 +39,20 @@ def linear(input, weight, bias=None):
 
     Returns:
         ``(*, out_features)``.
+
+    A 1-D weight ``(in_features,)`` is one neuron, as in ``torch.nn.functional.linear``: the output is then
+    ``(*)``, and a bias must be a 0-D tensor (on a 1-D input only, as in PyTorch).
     """
-    return apply(autograd.Linear, *_linear_operands("linear", input, weight, bias))
+    if weight.dim() == 1:
+        if bias is not None and (bias.dim() != 0 or input.dim() != 1):
+            raise RuntimeError(
+                f"linear: with a 1-D weight, a bias must be 0-D and the input 1-D, got bias of shape "
+                f"{tuple(bias.shape)} and input of shape {tuple(input.shape)}"
+            )
+        row = weight.unsqueeze(0)  # one neuron: a (1, in_features) weight, then its output dimension dropped
+        bias = None if bias is None else bias.unsqueeze(0)
+        return _on_rows(fast.linear, *_linear_operands("linear", input, row, bias)).squeeze(-1)
+    return _on_rows(fast.linear, *_linear_operands("linear", input, weight, bias))
 
 
 def linear_activation(input, weight, bias=None, activation="relu"):
@@ -48,18 +60,26 @@ def linear_activation(input, weight, bias=None, activation="relu"):
     of ``relu(linear(input, weight, bias))`` (and so on), with one node in the autograd graph rather than two.
     See ``manualbp.fast.LinearActivation``.
     """
-    if activation not in fast.fused.ACTIVATIONS:
-        raise ValueError(
-            f"linear_activation: activation must be one of {sorted(fast.fused.ACTIVATIONS)}, got {activation!r}"
-        )
-    return apply(fast.LinearActivation, *_linear_operands("linear_activation", input, weight, bias), activation)
+    if activation not in fast.ACTIVATIONS:
+        raise ValueError(f"linear_activation: activation must be one of {sorted(fast.ACTIVATIONS)}, got {activation!r}")
+    return _on_rows(fast.linear_activation, *_linear_operands("linear_activation", input, weight, bias), activation)
+
+
+def _on_rows(route, input, weight, *args):
+    """``route(input, weight, *args)`` for an input ``(*, in_features)``: its leading dimensions folded into the
+    rows of a matrix and unfolded again, as views outside the Function (so the output is the Function's own)."""
+    if input.dim() == 2:
+        return route(input, weight, *args)
+    rows = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    return route(rows, weight, *args).reshape(*input.shape[:-1], weight.shape[0])
 
 
 def _linear_operands(function, input, weight, bias):
     """Check the operands of a linear map, and cast them as autocast would; return ``(input, weight, bias)``."""
     if weight.dim() != 2:
         raise RuntimeError(
-            f"{function}: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}"
+            f"{function}: weight must be 2-D (out_features, in_features) or, for linear, 1-D (in_features,), got "
+            f"shape {tuple(weight.shape)}"
         )
     if input.dim() == 0 or input.shape[-1] != weight.shape[1]:
         raise RuntimeError(
@@ -91,31 +111,31 @@ def relu(input, inplace=False):
     With ``inplace=True`` the result is also written into ``input`` (as ``torch.nn.functional.relu`` does),
     and the gradient still flows through manualbp's backward.
     """
-    return _maybe_inplace(apply(autograd.ReLU, input), input, inplace)
+    return _maybe_inplace(fast.relu(input), input, inplace)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """a = z if z > 0 else negative_slope·z. See ``manualbp.autograd.LeakyReLU``."""
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
         raise TypeError(f"leaky_relu: negative_slope must be a number, got {type(negative_slope).__name__}")
-    return _maybe_inplace(apply(autograd.LeakyReLU, input, float(negative_slope)), input, inplace)
+    return _maybe_inplace(fast.leaky_relu(input, float(negative_slope)), input, inplace)
 
 
 def sigmoid(input):
     """a = 1 / (1 + e⁻ᶻ). See ``manualbp.autograd.Sigmoid``."""
-    return apply(autograd.Sigmoid, input)
+    return fast.sigmoid(input)
 
 
 def tanh(input):
     """a = tanh(z). See ``manualbp.autograd.Tanh``."""
-    return apply(autograd.Tanh, input)
+    return fast.tanh(input)
 
 
 def gelu(input, approximate="none"):
     """a = z·Φ(z), exact (``approximate="none"``) or its tanh approximation. See ``manualbp.autograd.GELU``."""
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return apply(autograd.GELU, input, approximate)
+    return fast.gelu(input, approximate)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
@@ -150,7 +170,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         _check_same("mse_loss", "dtype", input=input, target=target, weight=weight)
     if not _one_device(input, target, weight):
         _check_same("mse_loss", "device", input=input, target=target, weight=weight)
-    return apply(autograd.MSELoss, input, target, weight, reduction)
+    return fast.mse_loss(input, target, weight, reduction)
 
 
 def cross_entropy(
@@ -163,19 +183,22 @@ def cross_entropy(
     reduction="mean",
     label_smoothing=0.0,
 ):
-    """Softmax cross-entropy from logits and class indices. See ``manualbp.autograd.CrossEntropyLoss``.
+    """Softmax cross-entropy from logits, against class indices or class probabilities.
+    See ``manualbp.autograd.CrossEntropyLoss``.
 
     Args:
         input: logits, ``(C,)``, ``(N, C)`` or ``(N, C, d₁, …, d_k)``.
-        target: class indices in ``[0, C)``, ``()``, ``(N,)`` or ``(N, d₁, …, d_k)``; ``ignore_index`` marks
-            entries that count for nothing.
+        target: class indices in ``[0, C)`` (an integer tensor), ``()``, ``(N,)`` or ``(N, d₁, …, d_k)``, with
+            ``ignore_index`` marking entries that count for nothing; or class probabilities, floating point and of
+            the input's shape (PyTorch's rule: a target shaped like the input holds probabilities).
         weight: optional per-class weights, ``(C,)``.
         size_average, reduce: deprecated, as in PyTorch; use ``reduction``.
-        reduction: ``"mean"`` (default; divided by the summed weight of the targets), ``"sum"`` or ``"none"``.
-        label_smoothing: ε in [0, 1]; the target becomes (1 − ε)·onehot + ε/C.
+        reduction: ``"mean"`` (default; divided by the summed weight of the targets for class indices, by the
+            number of targets for probabilities), ``"sum"`` or ``"none"``.
+        label_smoothing: ε in [0, 1]; the target becomes (1 − ε)·target + ε/C.
 
     Returns:
-        ``()`` for ``"mean"`` and ``"sum"``; the target's shape for ``"none"``.
+        ``()`` for ``"mean"`` and ``"sum"``; the input's shape without the class dimension for ``"none"``.
     """
     if size_average is not None or reduce is not None:
         reduction = _reduction.legacy_get_string(size_average, reduce)
@@ -184,54 +207,80 @@ def cross_entropy(
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     if not input.is_floating_point():
         raise RuntimeError(f"cross_entropy: input must hold floating-point logits, got dtype {input.dtype}")
-    if target.is_floating_point():
-        raise NotImplementedError(
-            "cross_entropy: manualbp takes class-index targets (an integer tensor); got a floating-point "
-            f"target of dtype {target.dtype}. Pass target.argmax(1) for one-hot targets."
-        )
-    if target.dtype not in (torch.int64, torch.uint8):
-        raise RuntimeError(f"cross_entropy: target must be int64 (class indices), got {target.dtype}")
-    unbatched = input.dim() == 1
-    if unbatched:
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
-    if input.dim() < 1 or target.dim() != input.dim() - 1:
-        raise ValueError(
-            f"cross_entropy: for input of shape {tuple(input.shape)}, target must have shape "
-            f"{(input.shape[0], *input.shape[2:])}, got {tuple(target.shape)}"
-        )
-    if input.shape[0] != target.shape[0]:
-        raise ValueError(
-            f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target batch_size "
-            f"({target.shape[0]})"
-        )
-    if input.dim() > 2 and target.shape[1:] != input.shape[2:]:
-        raise RuntimeError(
-            f"cross_entropy: expected target size {(input.shape[0], *input.shape[2:])}, got {tuple(target.shape)}"
-        )
-    num_classes = input.shape[1]
+    if input.dim() == 0:
+        raise ValueError("cross_entropy: input must have a class dimension, (C,), (N, C) or (N, C, d₁, …), got ()")
+    num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
     if weight is not None and tuple(weight.shape) != (num_classes,):
         raise RuntimeError(
             f"cross_entropy: weight must have shape ({num_classes},), one per class, got {tuple(weight.shape)}"
         )
-    rows = target if target.dim() == 1 else target.reshape(-1)
-    if rows.dtype != torch.int64:
-        rows = rows.long()
-    span = None if rows.numel() == 0 else fast.target_range(rows)
-    if span is not None:
-        _check_targets(rows, num_classes, ignore_index, *span)
+    probabilities = target.shape == input.shape
+    if probabilities:
+        _check_probability_target(target, ignore_index)
+    else:
+        _check_index_target(input, target)
+    unbatched = input.dim() == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
     input, weight = _autocast_to_float32(input, weight)
+    if probabilities and target.dtype is not input.dtype:  # PyTorch promotes here rather than refusing
+        dtype = torch.promote_types(input.dtype, target.dtype)
+        input, target = input.to(dtype), target.to(dtype)
     if weight is not None:
         _check_same("cross_entropy", "dtype", input=input, weight=weight)
     if not _one_device(input, target, weight):
         _check_same("cross_entropy", "device", input=input, target=target, weight=weight)
-    # fold every layout into (rows, classes): the Function then handles one case only
+    # fold every layout into (rows, classes) and (rows,) or (rows, classes): the Function handles one case only
     logits = input if input.dim() == 2 else input.movedim(1, -1).reshape(-1, num_classes)
-    one_hot = weight is None and label_smoothing == 0 and span is not None and not span[0] <= ignore_index <= span[1]
-    function = fast.OneHotCrossEntropyLoss if one_hot else autograd.CrossEntropyLoss
-    loss, _ = apply(function, logits, rows, weight, ignore_index, float(label_smoothing), reduction)
+    if probabilities:
+        rows = target if target.dim() == 2 else target.movedim(1, -1).reshape(-1, num_classes)
+        route = fast.cross_entropy
+    else:
+        rows = (target if target.dim() == 1 else target.reshape(-1)).long()
+        span = None if rows.numel() == 0 else fast.target_range(rows)
+        if span is not None:
+            _check_targets(rows, num_classes, ignore_index, *span)
+        one_hot = (
+            weight is None and label_smoothing == 0 and span is not None and not span[0] <= ignore_index <= span[1]
+        )
+        route = fast.one_hot_cross_entropy if one_hot else fast.cross_entropy
+    loss, _ = route(logits, rows, weight, ignore_index, float(label_smoothing), reduction)
     if reduction == "none":
-        loss = loss.reshape(target.shape[1:] if unbatched else target.shape)
+        shape = (input.shape[0], *input.shape[2:])
+        loss = loss.reshape(shape[1:] if unbatched else shape)
     return loss
+
+
+def _check_probability_target(target, ignore_index):
+    if not target.is_floating_point():
+        raise RuntimeError(
+            f"cross_entropy: a target shaped like the input, {tuple(target.shape)}, holds class probabilities and "
+            f"must be floating point, got {target.dtype}; class indices leave out the class dimension"
+        )
+    if ignore_index != -100:
+        raise RuntimeError(
+            f"cross_entropy: ignore_index={ignore_index} applies to class indices only, not to a target of class "
+            "probabilities: leave it at its default"
+        )
+
+
+def _check_index_target(input, target):
+    expected = () if input.dim() == 1 else (input.shape[0], *input.shape[2:])
+    if target.is_floating_point() or target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(
+            f"cross_entropy: class-index targets must be int64, got {target.dtype}; a target of class "
+            f"probabilities must have the input's shape {tuple(input.shape)}, got {tuple(target.shape)}"
+        )
+    if input.dim() > 1 and target.dim() > 0 and input.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target batch_size "
+            f"({target.shape[0]})"
+        )
+    if tuple(target.shape) != expected:
+        raise RuntimeError(
+            f"cross_entropy: for input of shape {tuple(input.shape)}, target must have shape {expected} (class "
+            f"indices) or {tuple(input.shape)} (class probabilities), got {tuple(target.shape)}"
+        )
 
 
 def _check_reduction(reduction):

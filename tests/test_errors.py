@@ -21,9 +21,16 @@ BAD_CALLS = [
     (
         "linear weight dims",
         "linear",
-        _args(torch.randn(3, 5), torch.randn(5)),
+        _args(torch.randn(3, 5), torch.randn(2, 4, 5)),
         RuntimeError,
-        r"weight must be 2-D .* got shape \(5,\)",
+        r"weight must be 2-D .* got shape \(2, 4, 5\)",
+    ),
+    (
+        "linear 1-D weight with a bias on a batch",
+        "linear",
+        _args(torch.randn(3, 5), torch.randn(5), torch.tensor(1.0)),
+        RuntimeError,
+        r"with a 1-D weight, a bias must be 0-D and the input 1-D",
     ),
     (
         "linear bias shape",
@@ -101,28 +108,50 @@ BAD_CALLS = [
         "cross_entropy",
         _args(torch.randn(3, 5), torch.tensor([[1, 2, 3]])),
         ValueError,
-        r"target must have shape \(3,\), got \(1, 3\)",
+        r"expected input batch_size \(3\) to match target batch_size \(1\)",
+    ),
+    (
+        "ce target trailing dims",
+        "cross_entropy",
+        _args(torch.randn(3, 5), torch.tensor([[1], [2], [3]])),
+        RuntimeError,
+        r"target must have shape \(3,\) \(class indices\) or \(3, 5\) \(class probabilities\), got \(3, 1\)",
     ),
     (
         "ce spatial",
         "cross_entropy",
         _args(torch.randn(3, 5, 2), torch.zeros(3, 3, dtype=torch.long)),
         RuntimeError,
-        r"expected target size \(3, 2\), got \(3, 3\)",
+        r"target must have shape \(3, 2\) \(class indices\) or \(3, 5, 2\) \(class probabilities\), got \(3, 3\)",
     ),
     (
-        "ce float target",
+        "ce float target of another shape",
         "cross_entropy",
-        _args(torch.randn(3, 5), torch.rand(3, 5)),
-        NotImplementedError,
-        r"class-index targets .* got a floating-point target",
+        _args(torch.randn(3, 5), torch.rand(3, 4)),
+        RuntimeError,
+        r"class-index targets must be int64, got torch.float32; a target of class probabilities must have the "
+        r"input's shape \(3, 5\), got \(3, 4\)",
+    ),
+    (
+        "ce integer target shaped like the input",
+        "cross_entropy",
+        _args(torch.randn(3, 5), torch.zeros(3, 5, dtype=torch.long)),
+        RuntimeError,
+        r"holds class probabilities and must be floating point, got torch.int64",
+    ),
+    (
+        "ce ignore_index with probabilities",
+        "cross_entropy",
+        _args(torch.randn(3, 5), torch.rand(3, 5), ignore_index=2),
+        RuntimeError,
+        r"ignore_index=2 applies to class indices only",
     ),
     (
         "ce int32 target",
         "cross_entropy",
         _args(torch.randn(3, 5), torch.tensor([1, 2, 3], dtype=torch.int32)),
         RuntimeError,
-        r"target must be int64 .* got torch.int32",
+        r"class-index targets must be int64, got torch.int32",
     ),
     (
         "ce weight",
@@ -149,9 +178,7 @@ BAD_CALLS = [
 
 # inputs torch.nn.functional accepts or rejects otherwise, where manualbp is stricter on purpose
 STRICTER_THAN_TORCH = {
-    "linear weight dims": "torch treats a 1-D weight as a matrix-vector product; a Linear layer's weight is 2-D",
     "linear device": "torch fails later, inside the kernel, with no names",
-    "ce float target": "torch takes class probabilities; manualbp takes class indices only",
 }
 
 

@@ -41,6 +41,17 @@ def _assert_bitwise(fast_results, reference_results):
 shapes = st.lists(st.integers(1, 9), min_size=0, max_size=2)
 
 
+def _on_rows(fn):
+    """``fn`` of a reference Function, which takes a matrix of rows, applied to ``x`` of shape ``(*, in_features)``:
+    the leading dimensions folded into rows and unfolded, as ``manualbp.functional`` does."""
+
+    def call(x, weight, *args):
+        rows = x.reshape(-1, x.shape[-1])
+        return fn(rows, weight, *args).reshape(*x.shape[:-1], weight.shape[0])
+
+    return call
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @given(
     leading=shapes,
@@ -63,7 +74,7 @@ def test_fused_linear_activation_equals_the_reference_linear_then_activation_bit
     if make_noncontiguous:
         x, upstream = noncontiguous(x).requires_grad_(x_grad), noncontiguous(upstream)
     reference = _outputs_and_grads(
-        lambda x, w, b: ACTIVATIONS[activation].apply(A.Linear.apply(x, w, b)), (x, weight, b), upstream
+        _on_rows(lambda x, w, b: ACTIVATIONS[activation].apply(A.Linear.apply(x, w, b))), (x, weight, b), upstream
     )
     fused = _outputs_and_grads(lambda x, w, b: F.linear_activation(x, w, b, activation), (x, weight, b), upstream)
     _assert_bitwise(fused, reference)
@@ -107,7 +118,7 @@ def test_cross_entropy_takes_the_one_hot_path_only_when_no_row_is_ignored_unweig
 
 
 FUNCTIONAL = {
-    "linear": (lambda x, w, b: F.linear(x, w, b), lambda x, w, b: A.Linear.apply(x, w, b)),
+    "linear": (lambda x, w, b: F.linear(x, w, b), _on_rows(A.Linear.apply)),
     "relu": (lambda z: F.relu(z), lambda z: A.ReLU.apply(z)),
     "leaky_relu": (lambda z: F.leaky_relu(z, 0.2), lambda z: A.LeakyReLU.apply(z, 0.2)),
     "sigmoid": (lambda z: F.sigmoid(z), lambda z: A.Sigmoid.apply(z)),
@@ -178,7 +189,7 @@ def test_a_converted_torch_sequential_equals_the_reference_layer_by_layer_bitwis
 @pytest.mark.parametrize("input_grad", [True, False], ids=["x-grad", "no-x-grad"])
 def test_linear_activation_passes_gradcheck_and_gradgradcheck(activation, bias, input_grad):
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 5, generator=generator, dtype=torch.float64).requires_grad_(input_grad)
+    x = torch.randn(6, 5, generator=generator, dtype=torch.float64).requires_grad_(input_grad)
     weight = torch.randn(4, 5, generator=generator, dtype=torch.float64).requires_grad_()
     b = torch.randn(4, generator=generator, dtype=torch.float64).requires_grad_() if bias else None
     operands = [t for t in (x, weight, b) if t is not None and t.requires_grad]

@@ -1,9 +1,14 @@
-"""Every Function's backward (and the backward of its backward) against finite differences, in float64."""
+"""Every Function's backward and jvp (and their derivatives) against finite differences, in float64.
+
+At PyTorch's own tight tolerance for its ops (atol 1e-8, rtol 1e-6; gradcheck's default, atol 1e-5 with rtol 1e-3,
+lets a 0.1% error through), with forward-mode AD, batched gradients (vmap over the backward) and batched forward
+gradients (vmap over the jvp), and for the second derivatives forward-over-reverse and reverse-over-reverse.
+"""
 
 import pytest
 import torch
 from conftest import noncontiguous
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 
@@ -20,9 +25,35 @@ def _leaf(t, requires_grad, make_noncontiguous=False):
     return t.detach().requires_grad_(requires_grad)
 
 
+TIGHT = {"eps": 1e-6, "atol": 1e-8, "rtol": 1e-6}
+FIRST = {"check_forward_ad": True, "check_batched_grad": True, "check_batched_forward_grad": True}
+SECOND = {"check_fwd_over_rev": True, "check_rev_over_rev": True, "check_batched_grad": True}
+
+
 def _assert_grad_and_gradgrad(fn, inputs):
-    assert gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
-    assert gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+    assert gradcheck(fn, inputs, **TIGHT, **FIRST)
+    assert gradgradcheck(fn, inputs, **TIGHT, **SECOND)
+
+
+def test_the_tight_tolerance_catches_a_gradient_wrong_by_one_part_in_a_thousand():
+    class OffByATenthOfAPercent(torch.autograd.Function):
+        @staticmethod
+        def forward(z):
+            return z * z
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0])
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            (z,) = ctx.saved_tensors
+            return grad_output * 2 * z * 1.001
+
+    z = torch.randn(4, dtype=DOUBLE, requires_grad=True)
+    assert gradcheck(OffByATenthOfAPercent.apply, (z,), eps=1e-6, atol=1e-5, rtol=1e-3)  # the default lets it pass
+    with pytest.raises(RuntimeError, match="Jacobian mismatch"):  # GradcheckError
+        gradcheck(OffByATenthOfAPercent.apply, (z,), **TIGHT)
 
 
 @given(
@@ -34,8 +65,7 @@ def _assert_grad_and_gradgrad(fn, inputs):
     make_noncontiguous=st.booleans(),
 )
 def test_linear_gradcheck_and_gradgradcheck(leading, in_features, out_features, bias, wants, make_noncontiguous):
-    if not bias and not (wants[0] or wants[1]):
-        return
+    assume(bias or wants[0] or wants[1])
     x = _leaf(torch.randn(*leading, in_features, dtype=DOUBLE), wants[0], make_noncontiguous)
     weight = _leaf(torch.randn(out_features, in_features, dtype=DOUBLE), wants[1], make_noncontiguous)
     b = _leaf(torch.randn(out_features, dtype=DOUBLE), wants[2]) if bias else None
@@ -69,14 +99,14 @@ def test_activation_gradcheck_and_gradgradcheck(name, shape, make_noncontiguous)
     make_noncontiguous=st.booleans(),
 )
 def test_mse_loss_gradcheck_and_gradgradcheck(shape, reduction, weighted, wants, make_noncontiguous):
-    if not weighted and not (wants[0] or wants[1]):
-        return
+    assume(weighted or wants[0] or wants[1])
     a = _leaf(torch.randn(*shape, dtype=DOUBLE), wants[0], make_noncontiguous)
     y = _leaf(torch.randn(*shape, dtype=DOUBLE), wants[1])
     weight = _leaf(torch.rand(*shape, dtype=DOUBLE) + 0.5, wants[2]) if weighted else None
     _assert_grad_and_gradgrad(lambda a, y, w: F.mse_loss(a, y, reduction=reduction, weight=w), (a, y, weight))
 
 
+@settings(max_examples=12)  # each example runs eight checks of a two-output Function
 @given(
     batch=st.sampled_from([None, 1, 3]),  # None: an unbatched (C,) input
     spatial=st.lists(st.integers(1, 3), min_size=0, max_size=2),
@@ -106,8 +136,36 @@ def test_cross_entropy_gradcheck_and_gradgradcheck(
     _assert_grad_and_gradgrad(loss, (z,))
 
 
+@settings(max_examples=12)
+@given(
+    batch=st.sampled_from([None, 1, 3]),  # None: an unbatched (C,) input
+    spatial=st.lists(st.integers(1, 3), min_size=0, max_size=2),
+    num_classes=st.integers(1, 5),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    weighted=st.booleans(),
+    label_smoothing=st.sampled_from([0.0, 0.2]),
+    target_grad=st.booleans(),
+)
+def test_cross_entropy_with_class_probabilities_gradcheck_and_gradgradcheck(
+    batch, spatial, num_classes, reduction, weighted, label_smoothing, target_grad
+):
+    if batch is None:
+        spatial = []
+    shape = (num_classes,) if batch is None else (batch, num_classes, *spatial)
+    z = _leaf(torch.randn(*shape, dtype=DOUBLE) * 3, True)
+    probabilities = _leaf(torch.randn(*shape, dtype=DOUBLE).softmax(0 if batch is None else 1), target_grad)
+    weight = torch.rand(num_classes, dtype=DOUBLE) + 0.5 if weighted else None
+
+    def loss(z, y):
+        return F.cross_entropy(z, y, weight, reduction=reduction, label_smoothing=label_smoothing)
+
+    _assert_grad_and_gradgrad(loss, (z, probabilities))
+
+
 FIXED_CASES = {
     "linear": (F.linear, [(3, 2, 4), (5, 4), (5,)]),
+    "linear_1d_weight": (F.linear, [(3, 2, 4), (4,)]),
+    "linear_activation": (lambda x, w, b: F.linear_activation(x, w, b, "tanh"), [(3, 4), (5, 4), (5,)]),
     **{name: (fn, [(3, 4)]) for name, fn in ACTIVATIONS.items()},
     "mse_loss": (F.mse_loss, [(3, 4), (3, 4)]),
     "cross_entropy": (

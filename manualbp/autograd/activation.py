@@ -1,13 +1,18 @@
-"""Element-wise activations a = f(z), each with its derivative f′(z) written out by hand in its ``backward``.
+"""Element-wise activations a = f(z), each with its derivative f′(z) written out by hand.
 
-The forward passes call PyTorch's own kernels (they are not what this project derives); the backward passes
-are plain tensor arithmetic written from the derivative in each docstring.
+The forward passes call PyTorch's own kernels (they are not what this project derives); the derivatives are
+plain tensor arithmetic written from the formula in each docstring.
 
 For an element-wise f, neuron i's activation depends on its own pre-activation only, so the chain rule has a
-single path: ∂C/∂z_i = ∂C/∂a_i · f′(z_i). Every ``backward`` below is that product, ``grad_output * f′``, for
-inputs of any shape ``(*)``. Each Function saves what PyTorch's own derivative formula saves (the output where
-f′ can be written in terms of a, the input otherwise), so that where the arithmetic is the same, the gradients
-are the same to the bit.
+single path and the Jacobian ∂a/∂z is diagonal, f′(z_i) on the diagonal. Both directions of differentiation are
+then the same product with f′:
+
+    backward (reverse mode):  ∂C/∂z_i = ∂C/∂a_i · f′(z_i)
+    jvp (forward mode):       ȧ_i = f′(z_i) · ż_i
+
+so each Function's ``backward`` and ``jvp`` call one ``times_derivative(t, …)`` = t · f′, for inputs of any shape
+``(*)``. Each Function saves what PyTorch's own derivative formula saves (the output where f′ can be written in
+terms of a, the input otherwise), so that where the arithmetic is the same, the results are the same to the bit.
 """
 
 import math
@@ -19,7 +24,8 @@ class ReLU(torch.autograd.Function):
     r"""a = max(z, 0);  f′(z) = 1 if z > 0 else 0.
 
     At z = 0 the derivative is undefined; like PyTorch we use 0. Written in the output a = max(z, 0) ≥ 0, the
-    derivative is 1 where a > 0 and 0 where a = 0: that is sign(a), so ∂C/∂z = ∂C/∂a · sign(a).
+    derivative is 1 where a > 0 and 0 where a = 0: that is sign(a). At a NaN input PyTorch passes the gradient
+    through (its rule is "zero where a ≤ 0"), so f′ is 1 there too.
 
     Shapes: z, a, grad_output and grad_input: ``(*)``.
     """
@@ -34,12 +40,22 @@ class ReLU(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         # save the output, not the input: a > 0 exactly where z > 0
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
-        # f′ written in the output: 1 where a > 0, 0 where a = 0, which is sign(a) for a ≥ 0
-        return grad_output * torch.sign(a)
+        return ReLU.times_derivative(grad_output, a)
+
+    @staticmethod
+    def jvp(ctx, z_tangent):
+        (a,) = ctx.saved_tensors
+        return ReLU.times_derivative(z_tangent, a)
+
+    @staticmethod
+    def times_derivative(t, a):
+        """t · f′(z), f′ = sign(a) for a ≥ 0, and 1 at NaN (``torch.sign`` gives 0 there, so NaN is made 1 first)."""
+        return t * torch.sign(a.nan_to_num(nan=1.0))
 
 
 class LeakyReLU(torch.autograd.Function):
@@ -61,13 +77,23 @@ class LeakyReLU(torch.autograd.Function):
         z, negative_slope = inputs
         # the input, not the output: for a negative slope the sign of a no longer tells the side of the kink
         ctx.save_for_backward(z)
+        ctx.save_for_forward(z)
         ctx.negative_slope = negative_slope
 
     @staticmethod
     def backward(ctx, grad_output):
         (z,) = ctx.saved_tensors
-        # ∂C/∂a · 1 where z > 0, ∂C/∂a · s elsewhere
-        return torch.where(z > 0, grad_output, grad_output * ctx.negative_slope), None
+        return LeakyReLU.times_derivative(grad_output, z, ctx.negative_slope), None
+
+    @staticmethod
+    def jvp(ctx, z_tangent, _):
+        (z,) = ctx.saved_tensors
+        return LeakyReLU.times_derivative(z_tangent, z, ctx.negative_slope)
+
+    @staticmethod
+    def times_derivative(t, z, negative_slope):
+        """t · f′(z): t where z > 0, t · s elsewhere."""
+        return torch.where(z > 0, t, t * negative_slope)
 
 
 class Sigmoid(torch.autograd.Function):
@@ -86,12 +112,23 @@ class Sigmoid(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         # save the output, not the input: σ′ = σ(1 − σ) needs only the output
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
-        # ∂C/∂a · (1 − a) · a, multiplied left to right as PyTorch's sigmoid_backward kernel does: the same bits
-        return grad_output * (1 - a) * a
+        return Sigmoid.times_derivative(grad_output, a)
+
+    @staticmethod
+    def jvp(ctx, z_tangent):
+        (a,) = ctx.saved_tensors
+        return Sigmoid.times_derivative(z_tangent, a)
+
+    @staticmethod
+    def times_derivative(t, a):
+        """t · f′(z) = t · (1 − a) · a, multiplied left to right as PyTorch's sigmoid_backward kernel does: the
+        same bits."""
+        return t * (1 - a) * a
 
 
 class Tanh(torch.autograd.Function):
@@ -110,13 +147,23 @@ class Tanh(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         # save the output, not the input: tanh′ = 1 − tanh² needs only the output
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, grad_output):
         (a,) = ctx.saved_tensors
-        # 1 − a·a in one rounding (a fused multiply-add), as PyTorch's tanh_backward kernel computes it: same bits
-        derivative = torch.addcmul(a.new_ones(()), a, a, value=-1)
-        return grad_output * derivative
+        return Tanh.times_derivative(grad_output, a)
+
+    @staticmethod
+    def jvp(ctx, z_tangent):
+        (a,) = ctx.saved_tensors
+        return Tanh.times_derivative(z_tangent, a)
+
+    @staticmethod
+    def times_derivative(t, a):
+        """t · f′(z), f′ = 1 − a·a in one rounding (a fused multiply-add), as PyTorch's tanh_backward kernel
+        computes it: the same bits."""
+        return t * torch.addcmul(a.new_ones(()), a, a, value=-1)
 
 
 _SQRT_HALF = math.sqrt(0.5)  # 1/√2
@@ -153,12 +200,23 @@ class GELU(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         z, approximate = inputs
         ctx.save_for_backward(z)
+        ctx.save_for_forward(z)
         ctx.approximate = approximate
 
     @staticmethod
     def backward(ctx, grad_output):
         (z,) = ctx.saved_tensors
-        if ctx.approximate == "tanh":
+        return GELU.times_derivative(grad_output, z, ctx.approximate), None
+
+    @staticmethod
+    def jvp(ctx, z_tangent, _):
+        (z,) = ctx.saved_tensors
+        return GELU.times_derivative(z_tangent, z, ctx.approximate)
+
+    @staticmethod
+    def times_derivative(t, z, approximate):
+        """t · f′(z), for the exact or the tanh form."""
+        if approximate == "tanh":
             z_squared = z * z
             tanh_u = torch.tanh(_SQRT_2_OVER_PI * (z + _KAPPA * z_squared * z))
             du_dz = _SQRT_2_OVER_PI * (1 + 3 * _KAPPA * z_squared)
@@ -167,4 +225,4 @@ class GELU(torch.autograd.Function):
             cdf = 0.5 * (1 + torch.erf(z * _SQRT_HALF))
             pdf = _INV_SQRT_2PI * torch.exp(z * z * -0.5)
             derivative = cdf + z * pdf
-        return grad_output * derivative, None
+        return t * derivative

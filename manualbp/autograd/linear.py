@@ -1,7 +1,5 @@
 """The fully connected layer, z = x Wᵀ + b, with its backward pass derived by hand."""
 
-import math
-
 import torch
 
 
@@ -22,24 +20,29 @@ class Linear(torch.autograd.Function):
 
         ∂C/∂x = g W        ∂C/∂W = gᵀ x        ∂C/∂b = Σ_rows g
 
-    Any leading dimensions of ``x`` are rows too: ``(*, in_features)`` holds prod(*) examples.
+    ``manualbp.functional.linear`` folds any leading dimensions of an input ``(*, in_features)`` into rows first
+    (prod(*) examples), and unfolds the result.
+
+    Forward mode (``jvp``) pushes tangents ẋ, Ẇ, ḃ the other way, through the product rule of z = x Wᵀ + b:
+
+        ż = ẋ Wᵀ + x Ẇᵀ + ḃ
+
+    the same partial derivatives as above (∂z/∂x = Wᵀ, ∂z/∂W = x, ∂z/∂b = 1), applied to directions of the inputs
+    rather than to a gradient of the output.
 
     Shapes:
-        x: ``(*, in_features)``; weight: ``(out_features, in_features)``; bias: ``(out_features,)`` or None;
-        z and grad_output: ``(*, out_features)``.
+        x: ``(rows, in_features)``; weight: ``(out_features, in_features)``; bias: ``(out_features,)`` or None;
+        z and grad_output: ``(rows, out_features)``.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, weight, bias):
-        if x.dim() == 2 and bias is not None:
-            # z = b + x Wᵀ as one fused GEMM, the kernel torch.nn.functional.linear runs: the same bits
-            return torch.addmm(bias, x, weight.t())
-        # matmul treats the leading dims as rows itself, and returns a tensor of its own rather than a view
-        # (autograd forbids modifying a custom Function's view output in place, as inplace ReLU does)
-        z = x.matmul(weight.t())
-        return z if bias is None else z + bias
+        if bias is None:
+            return x.mm(weight.t())
+        # z = b + x Wᵀ as one fused GEMM, as torch.nn.functional.linear runs it: the same bits
+        return torch.addmm(bias, x, weight.t())
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -47,6 +50,7 @@ class Linear(torch.autograd.Function):
         needs_x_grad, needs_weight_grad, _ = ctx.needs_input_grad
         # ∂C/∂W needs x and ∂C/∂x needs W: keep each only for the gradient that will be taken
         ctx.save_for_backward(x if needs_weight_grad else None, weight if needs_x_grad else None)
+        ctx.save_for_forward(x, weight)
         ctx.has_bias = bias is not None
 
     @staticmethod
@@ -54,16 +58,16 @@ class Linear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad
         grad_x = grad_weight = grad_bias = None
-        g = rows(grad_output)
         if needs_x_grad:
-            grad_x = g.mm(weight).reshape(*grad_output.shape[:-1], weight.shape[1])  # ∂C/∂x = g W
+            grad_x = grad_output.mm(weight)  # ∂C/∂x = g W
         if needs_weight_grad:
-            grad_weight = g.t().mm(rows(x))  # ∂C/∂W = gᵀ x: a sum over the rows
+            grad_weight = grad_output.t().mm(x)  # ∂C/∂W = gᵀ x: a sum over the rows
         if ctx.has_bias and needs_bias_grad:
-            grad_bias = g.sum(0)  # ∂C/∂b = Σ_rows g
+            grad_bias = grad_output.sum(0)  # ∂C/∂b = Σ_rows g
         return grad_x, grad_weight, grad_bias
 
-
-def rows(t):
-    """``(*, n)`` as ``(prod(*), n)``: one row per example, whatever the leading dimensions (none, or empty)."""
-    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+    @staticmethod
+    def jvp(ctx, x_tangent, weight_tangent, bias_tangent):
+        x, weight = ctx.saved_tensors
+        z_tangent = x_tangent.mm(weight.t()) + x.mm(weight_tangent.t())  # ẋ Wᵀ + x Ẇᵀ
+        return z_tangent if bias_tangent is None else z_tangent + bias_tangent  # + ḃ

@@ -1,13 +1,14 @@
 """The fast tier: how manualbp's public API runs the reference tier's math, at less cost per call.
 
-Nothing here derives a gradient. Every backward pass that runs is a reference Function's (``manualbp.autograd``),
-and every fast path is tested bit for bit against the reference tier (``tests/test_fast.py``), in float32 and
-float64, besides the tests against PyTorch's autograd. What lives here is plumbing:
+Nothing here derives a gradient. Every backward pass and jvp that runs is a reference Function's
+(``manualbp.autograd``), and every fast path is tested bit for bit against the reference tier
+(``tests/test_fast.py``), in float32 and float64, besides the tests against PyTorch's autograd. What lives here is
+plumbing:
 
-- ``call.py``: ``apply(Function, *args)``, the reference Function through its classic-form twin (no per-call
-  argument binding).
+- ``call.py``: ``Route``, a Function called by the cheapest route PyTorch allows (no per-call argument binding in
+  eager mode; the forms torch.func and torch.compile need under them). One Route per Function, below.
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
-  two reference backward passes.
+  two reference backward passes (and jvps).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
 - ``cross_entropy.py``: ``OneHotCrossEntropyLoss``, cross-entropy's common case in fewer kernels, and
   ``target_range``, the cheapest read of the targets that chooses it.
@@ -15,9 +16,39 @@ float64, besides the tests against PyTorch's autograd. What lives here is plumbi
 ``manualbp.functional`` (and through it ``manualbp.nn`` and ``convert``) calls these after checking its arguments.
 """
 
+from manualbp import autograd
 from manualbp.fast import sequential
-from manualbp.fast.call import apply, classic
+from manualbp.fast.call import Route, classic
 from manualbp.fast.cross_entropy import OneHotCrossEntropyLoss, target_range
-from manualbp.fast.fused import LinearActivation
+from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 
-__all__ = ["LinearActivation", "OneHotCrossEntropyLoss", "apply", "classic", "sequential", "target_range"]
+linear = Route(autograd.Linear)
+relu = Route(autograd.ReLU)
+leaky_relu = Route(autograd.LeakyReLU)
+sigmoid = Route(autograd.Sigmoid)
+tanh = Route(autograd.Tanh)
+gelu = Route(autograd.GELU)
+mse_loss = Route(autograd.MSELoss)
+cross_entropy = Route(autograd.CrossEntropyLoss)
+one_hot_cross_entropy = Route(OneHotCrossEntropyLoss)
+linear_activation = Route(LinearActivation)
+
+__all__ = [
+    "ACTIVATIONS",
+    "LinearActivation",
+    "OneHotCrossEntropyLoss",
+    "Route",
+    "classic",
+    "cross_entropy",
+    "gelu",
+    "leaky_relu",
+    "linear",
+    "linear_activation",
+    "mse_loss",
+    "one_hot_cross_entropy",
+    "relu",
+    "sequential",
+    "sigmoid",
+    "tanh",
+    "target_range",
+]

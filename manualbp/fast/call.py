@@ -1,34 +1,46 @@
-"""The cheapest route into a Function: the very same forward, setup_context and backward, minus a per-call cost.
+"""The cheapest route into a Function: the very same forward, setup_context, backward and jvp, minus per-call costs.
 
 Every reference Function is written in the form that torch.func and torch.compile need: ``forward(*args)``, a
-separate ``setup_context(ctx, inputs, output)`` and ``backward(ctx, *grads)``. For that form, PyTorch's
-``Function.apply`` binds the arguments with ``inspect.signature`` on every call (``_bind_default_args`` in
-``torch/autograd/function.py``), about 7 µs of Python each time: as long as a small layer's whole forward pass.
-The classic form, ``forward(ctx, *args)``, is called without that binding. So in eager mode ``apply`` runs the
-reference Function's own ``forward``, ``setup_context`` and ``backward`` through a classic-form twin, and under
-torch.func transforms or torch.compile, which need the separate form, it calls the Function itself.
+separate ``setup_context(ctx, inputs, output)`` and ``backward(ctx, *grads)`` (and ``jvp``). For that form,
+PyTorch's ``Function.apply`` binds the arguments with ``inspect.signature`` on every call (``_bind_default_args``
+in ``torch/autograd/function.py``), about 7 µs of Python each time: as long as a small layer's whole forward pass.
+The classic form, ``forward(ctx, *args)``, is called without that binding. So a ``Route`` runs the Function's own
+methods through a classic-form twin in eager mode; under torch.func transforms, which need the separate form, it
+calls the Function itself; and under torch.compile, whose Dynamo cannot trace a Function that defines ``jvp``
+("Unsupported custom jvp"), a twin without ``jvp`` (a compiled graph has no forward-mode AD anyway).
 """
-
-import functools
 
 import torch
 
 
-def apply(function, *args):
-    """``function.apply(*args)``: through its classic-form twin in eager mode, through itself under transforms,
-    and as its bare ``forward`` where no graph is recorded (under ``torch.no_grad()``, as in evaluation)."""
-    # private, and so only here: there is no public test for "inside a torch.func transform"
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
-        return function.apply(*args)
-    if not torch.is_grad_enabled():
-        return function.forward(*args)
-    return classic(function).apply(*args)
+class Route:
+    """``route(*args)`` = ``function.apply(*args)``, by the cheapest way PyTorch allows where it is called.
+
+    The twins are made once, here, when the Route is made: Dynamo cannot trace the making of a class, nor look one
+    up by a Function class, but it can read a Route's attributes.
+    """
+
+    def __init__(self, function):
+        self.function = function
+        self.classic = classic(function)
+        self.compiled = without_jvp(function)
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling():
+            return self.compiled.apply(*args)
+        # private, and so only here: there is no public test for "inside a torch.func transform"
+        if torch._C._are_functorch_transforms_active():
+            return self.function.apply(*args)
+        return self.classic.apply(*args)
+
+    def __repr__(self):
+        return f"Route({self.function.__module__}.{self.function.__name__})"
 
 
-@functools.cache
 def classic(function):
     """The classic-form twin of ``function``: ``forward(ctx, *args)`` = its forward, then its setup_context; its
-    backward is ``function.backward`` itself. The twin's node is named ``<function>Backward`` as the original's."""
+    ``backward`` and ``jvp`` are ``function``'s own. The twin's node is named ``<function>Backward`` as the
+    original's."""
 
     def forward(ctx, *args):
         output = function.forward(*args)
@@ -43,5 +55,11 @@ def classic(function):
             "__module__": __name__,
             "forward": staticmethod(forward),
             "backward": staticmethod(function.backward),
+            "jvp": staticmethod(function.jvp),
         },
     )
+
+
+def without_jvp(function):
+    """``function`` with PyTorch's default ``jvp`` (none): what Dynamo compiles, forward and backward as they are."""
+    return type(function.__name__, (function,), {"__module__": __name__, "jvp": torch.autograd.Function.jvp})

@@ -20,8 +20,8 @@ class LinearActivation(torch.autograd.Function):
         ∂C/∂x = δ W        ∂C/∂W = δᵀ x        ∂C/∂b = Σ_rows δ     (Linear's backward, with δ for g)
 
     δ is the "error" of the layer in Nielsen's notation, δᴸ = ∂C/∂zᴸ. Both steps call the reference Functions'
-    own ``forward`` and ``backward`` (no derivative is written here), so the results are theirs to the bit. What
-    fusing saves is a node of the autograd graph, and so a round trip into Python, per layer and per pass.
+    own ``forward``, ``backward`` and ``jvp`` (no derivative is written here), so the results are theirs to the bit.
+    What fusing saves is a node of the autograd graph, and so a round trip into Python, per layer and per pass.
 
     Shapes: x: ``(*, in_features)``; weight: ``(out_features, in_features)``; bias: ``(out_features,)`` or
     None; a and grad_output: ``(*, out_features)``. ``activation``: ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
@@ -39,6 +39,7 @@ class LinearActivation(torch.autograd.Function):
         needs_x_grad, needs_weight_grad = ctx.needs_input_grad[:2]
         # what each reference backward keeps: Linear's x and W (each only if its gradient is taken), f's output a
         ctx.save_for_backward(x if needs_weight_grad else None, weight if needs_x_grad else None, output)
+        ctx.save_for_forward(x, weight, output)
         ctx.has_bias = bias is not None
         ctx.activation = activation
 
@@ -51,3 +52,10 @@ class LinearActivation(torch.autograd.Function):
             saved_tensors=(x, weight), needs_input_grad=ctx.needs_input_grad[:3], has_bias=ctx.has_bias
         )
         return *Linear.backward(linear, delta), None
+
+    @staticmethod
+    def jvp(ctx, x_tangent, weight_tangent, bias_tangent, _):
+        x, weight, a = ctx.saved_tensors
+        # the reference jvps in the forward order: ż through the linear map, then ȧ = f′(z)·ż
+        z_tangent = Linear.jvp(SimpleNamespace(saved_tensors=(x, weight)), x_tangent, weight_tangent, bias_tangent)
+        return ACTIVATIONS[ctx.activation].jvp(SimpleNamespace(saved_tensors=(a,)), z_tangent)

@@ -2,7 +2,7 @@
 
 import sys
 
-from manualbp.cli import main
+from manualbp_trainer.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 import manualbp.functional as F
-from manualbp.model import build_mlp
+from manualbp_trainer.model import build_mlp
 
 
 def main(batch_size=32, seed=0):

@@ -10,7 +10,8 @@ from conftest import StopAt
 from idx import write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from manualbp import cli, training
+from manualbp_trainer import cli
+from manualbp_trainer import loop as training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
@@ -109,7 +110,7 @@ def test_a_run_resumed_under_torchrun_ends_with_the_weights_of_an_uninterrupted_
 
 FAILING_RANK = """
 import os, runpy, sys
-from manualbp import training
+from manualbp_trainer import loop as training
 calls = 0
 real_loss = training._loss
 def failing_loss(*args):

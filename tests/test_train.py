@@ -9,7 +9,8 @@ from conftest import StopAt
 from idx import write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from manualbp import cli, training
+from manualbp_trainer import cli
+from manualbp_trainer import loop as training
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress"]
 

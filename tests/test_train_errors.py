@@ -12,7 +12,8 @@ import pytest
 import torch
 from idx import IMAGES_MAGIC, idx_bytes, synthetic_split, write_idx_dir
 
-from manualbp import cli, data, training
+from manualbp_trainer import cli, data
+from manualbp_trainer import loop as training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

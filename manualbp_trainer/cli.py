@@ -9,9 +9,9 @@ import time
 
 import torch
 
-from manualbp import checkpoint, data, distributed
-from manualbp.model import ACTIVATIONS
-from manualbp.training import Config, TrainingError, train
+from manualbp.nn import ACTIVATIONS
+from manualbp_trainer import checkpoint, data, distributed
+from manualbp_trainer.loop import Config, TrainingError, train
 
 # "Neural Networks and Deep Learning", chapter 1: 784-30-10, sigmoid everywhere, quadratic cost, mini-batch 10,
 # 30 epochs, weights and biases from N(0, 1), pixels in [0, 1]. The book's cost for one example is

@@ -13,9 +13,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from manualbp import checkpoint, data, distributed, summaries
 from manualbp import functional as manual_functional
-from manualbp.model import build_mlp
+from manualbp_trainer import checkpoint, data, distributed, summaries
+from manualbp_trainer.model import build_mlp
 
 PROBE_SIZE = 256  # examples in the fixed batch on which manualbp's gradients are compared with autograd's
 AGREEMENT_WARNING = {torch.float32: 1e-4, torch.float64: 1e-10}  # relative difference that is not rounding
@@ -104,7 +104,7 @@ def resolve_device(name):
 def train(config, run_dir, resume=None, progress=True):
     """Train ``config`` into ``run_dir`` (which must exist); ``resume`` is a loaded checkpoint to continue.
 
-    Under torchrun (``manualbp.distributed``), every rank calls this: each trains on its share of every global
+    Under torchrun (``manualbp_trainer.distributed``), every rank calls this: each trains on its share of every global
     batch of ``config.batch_size`` examples, and rank 0 alone writes TensorBoard events and checkpoints.
     """
     rank, world_size = distributed.rank_and_world_size()

@@ -32,9 +32,9 @@ from torch.utils.benchmark import Timer
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 
-from manualbp import data  # noqa: E402
-from manualbp.model import build_mlp  # noqa: E402
-from manualbp.training import Config, train  # noqa: E402
+from manualbp_trainer import data  # noqa: E402
+from manualbp_trainer.loop import Config, train  # noqa: E402
+from manualbp_trainer.model import build_mlp  # noqa: E402
 
 
 def trainer_epoch(config, layers):

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 
 from manualbp import functional as manual_functional  # noqa: E402
-from manualbp.model import build_mlp  # noqa: E402
+from manualbp_trainer.model import build_mlp  # noqa: E402
 
 # (layer sizes, hidden activation, loss, batch size); the MSE networks end in a sigmoid, as in Nielsen's book
 CASES = [

@@ -4,8 +4,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from manualbp import training
-
 settings.register_profile("default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "ci", max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -46,21 +44,14 @@ def _seed_torch():
     torch.manual_seed(0)
 
 
-class StopAt(training._StopRequest):
-    """Ctrl-C pressed before step boundary ``at`` of the run (counted across the whole run); monkeypatch ``at``
-    and put the class in place of ``training._StopRequest``."""
+class StopAt:
+    """A stop event that is set from step boundary ``at`` of the run on (counted across the whole run): Ctrl-C
+    pressed then, made exact. Pass it as ``cli.main(argv, stop=StopAt(at))``."""
 
-    at = 5
-
-    def __init__(self):
-        super().__init__()
+    def __init__(self, at):
+        self.at = at
         self.checks = 0
 
-    @property
-    def requested(self):
+    def is_set(self):
         self.checks += 1
         return self.checks > self.at
-
-    @requested.setter
-    def requested(self, value):
-        pass

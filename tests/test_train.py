@@ -8,8 +8,9 @@ import torch
 from conftest import StopAt
 from idx import write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from manualbp import cli, training
+from manualbp_trainer import cli, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress"]
 
@@ -19,8 +20,9 @@ def idx_dir(tmp_path_factory):
     return write_idx_dir(str(tmp_path_factory.mktemp("idx")))
 
 
-def run(tmp_path, idx_dir, *flags, name="run"):
-    code = cli.main(["--data-dir", idx_dir, "--logdir", str(tmp_path / "runs"), "--run-name", name, *SMALL, *flags])
+def run(tmp_path, idx_dir, *flags, name="run", stop=None):
+    argv = ["--data-dir", idx_dir, "--logdir", str(tmp_path / "runs"), "--run-name", name, *SMALL, *flags]
+    code = cli.main(argv, stop=stop)
     return code, str(tmp_path / "runs" / name)
 
 
@@ -83,12 +85,54 @@ def test_event_file_holds_every_scalar_histogram_image_and_text(trained):
     assert steps == sorted(steps) and steps[-1] == 2 * 8  # 400 examples / 50 per batch, 2 epochs
 
 
-def test_hparams_are_written_with_the_final_metrics(trained):
+def test_hparams_table_lists_what_tells_runs_apart_beside_the_runs_own_metrics(trained):
     accumulator = events(trained)
-    assert "hparam/test_accuracy" in accumulator.Tags()["scalars"]
-    final = scalar_values(accumulator, "hparam/test_accuracy")[-1]
-    assert final == pytest.approx(scalar_values(accumulator, "test/accuracy")[-1])
-    assert "_hparams_/session_start_info" in accumulator.summary_metadata
+    assert not [tag for tag in accumulator.Tags()["scalars"] if tag.startswith("hparam/")]  # no one-point charts
+    plugin_data = HParamsPluginData.FromString(accumulator.summary_metadata["_hparams_/experiment"].plugin_data.content)
+    assert [info.name for info in plugin_data.experiment.hparam_infos] == list(loop.HPARAMS)
+    assert [info.name.tag for info in plugin_data.experiment.metric_infos] == list(loop.METRICS)
+    assert set(loop.METRICS) <= set(accumulator.Tags()["scalars"])  # the table shows their last values
+    start = HParamsPluginData.FromString(
+        accumulator.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    )
+    values = {
+        name: value.string_value or value.number_value for name, value in start.session_start_info.hparams.items()
+    }
+    assert {"compile", "data_dir", "data_root", "device"}.isdisjoint(values)
+    assert (values["layers"], values["hidden"], values["batch_size"], values["dataset"]) == ("manual", "32", 50, "idx")
+
+
+def test_config_records_the_device_used_and_the_data_set_read(trained):
+    text = events(trained).Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert '"device": "cpu"' in text and '"dataset": "idx"' in text  # synthetic IDX files: neither MNIST
+
+
+def test_help_states_each_default_once_and_as_configured():
+    help_text = cli.build_parser().format_help()
+    options, current = [], None
+    for line in help_text.splitlines():  # an option's entry: its line, and the indented lines that continue it
+        if line.startswith("  -"):
+            current = [line.strip()]
+            options.append(current)
+        elif line.startswith("      ") and current is not None:
+            current.append(line.strip())
+        else:
+            current = None
+    entries = {entry[0].split()[0].rstrip(","): " ".join(entry) for entry in options}
+    assert len(entries) > 25
+    for entry in entries.values():
+        assert entry.count("(default:") <= 1 and entry.count("default: ") == entry.count("(default:"), entry
+        assert "(default: None)" not in entry, entry
+    config = loop.Config()
+    for option, expected in [
+        ("--lr", config.lr),
+        ("--epochs", config.epochs),
+        ("--batch-size", config.batch_size),
+        ("--hidden", "512 256"),
+        ("--nesterov", "on"),
+        ("--logdir", "runs"),
+    ]:
+        assert f"(default: {expected})" in entries[option], entries[option]
 
 
 def test_manual_and_torch_layers_give_the_same_losses(tmp_path, idx_dir):
@@ -118,18 +162,13 @@ def test_checkpoint_loads_into_a_plain_torch_nn_sequential(trained):
 
 
 @pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "at-epoch-boundary"])
-def test_interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
-    tmp_path, idx_dir, monkeypatch, stop_at
-):
+def test_interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, idx_dir, stop_at):
     flags = ("--momentum", "0.9", "--lr-schedule", "onecycle")
     assert run(tmp_path, idx_dir, *flags, name="whole")[0] == 0
-    monkeypatch.setattr(StopAt, "at", stop_at)
-    monkeypatch.setattr(training, "_StopRequest", StopAt)
-    code, interrupted = run(tmp_path, idx_dir, *flags, name="interrupted")
+    code, interrupted = run(tmp_path, idx_dir, *flags, name="interrupted", stop=StopAt(stop_at))
     assert code == 130
     saved = torch.load(os.path.join(interrupted, "checkpoint.pt"), weights_only=True)
     assert (saved["epoch"], saved["step"]) == divmod(stop_at, 8)
-    monkeypatch.undo()
     assert cli.main(["--resume", interrupted, "--no-progress"]) == 0
     whole = torch.load(os.path.join(tmp_path / "runs" / "whole", "checkpoint.pt"), weights_only=True)
     resumed = torch.load(os.path.join(interrupted, "checkpoint.pt"), weights_only=True)

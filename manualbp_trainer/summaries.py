@@ -8,7 +8,7 @@ import torchvision
 from PIL import Image, ImageDraw
 
 import manualbp
-from manualbp.model import linear_layers
+from manualbp_trainer.model import linear_layers
 
 
 def log_norms(writer, model, step):

@@ -20,6 +20,9 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 NUM_CLASSES = 10
+IMAGE_PIXELS = 28 * 28
+# the first test labels of each data set: enough to tell which one a folder of IDX files holds
+FIRST_TEST_LABELS = {"mnist": [7, 2, 1, 0, 4, 1, 4, 9, 5, 9], "fashion-mnist": [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]}
 
 
 class DataError(Exception):
@@ -64,6 +67,20 @@ def load(dataset="mnist", data_root="data", data_dir=None, device="cpu", dtype=t
         mean, std = train_x.mean(), train_x.std()
         train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     return Split(train_x, train_labels.to(device)), Split(test_x, test_labels.to(device))
+
+
+def identify(data_dir):
+    """``"mnist"`` or ``"fashion-mnist"`` when the IDX files in ``data_dir`` are that data set's, else ``"idx"``.
+
+    The test labels tell: each data set's 10,000 test labels begin with its own sequence.
+    """
+    if not os.path.isdir(data_dir):
+        raise DataError(f"--data-dir {data_dir} is not a folder: pass the folder holding the four IDX files")
+    labels = _read_idx(_find(data_dir, IDX_FILES["test"][1]), read_label_file, "labels (N,)")
+    for name, first in FIRST_TEST_LABELS.items():
+        if labels.shape[0] == 10_000 and labels[: len(first)].tolist() == first:
+            return name
+    return "idx"
 
 
 def _download(dataset, data_root, train):

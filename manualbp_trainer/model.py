@@ -5,14 +5,6 @@ import torch
 import manualbp
 from manualbp import nn as mnn
 
-ACTIVATIONS = {
-    "relu": mnn.ReLU,
-    "leaky-relu": mnn.LeakyReLU,
-    "sigmoid": mnn.Sigmoid,
-    "tanh": mnn.Tanh,
-    "gelu": mnn.GELU,
-}
-
 
 def build_mlp(
     sizes, activation="relu", output_activation=None, layers="manual", init="default", seed=0, dtype=torch.float32
@@ -20,8 +12,8 @@ def build_mlp(
     """``Sequential(Linear, f, Linear, f, …, Linear[, output f])`` over ``sizes`` (e.g. ``[784, 256, 10]``).
 
     Args:
-        activation: one of ``ACTIVATIONS``, after every hidden layer.
-        output_activation: None, or one of ``ACTIVATIONS`` after the last layer (the sigmoid output of
+        activation: a name in ``manualbp.nn.ACTIVATIONS``, after every hidden layer.
+        output_activation: None, or a name in ``manualbp.nn.ACTIVATIONS`` after the last layer (the sigmoid output of
             "Neural Networks and Deep Learning").
         layers: ``"manual"`` for manualbp's layers, ``"torch"`` for ``torch.nn``'s. Both draw the same initial
             weights, so the two train side by side from the same start.
@@ -39,9 +31,9 @@ def build_mlp(
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             modules.append(mnn.Linear(fan_in, fan_out, dtype=dtype))
             if i < len(sizes) - 2:
-                modules.append(ACTIVATIONS[activation]())
+                modules.append(mnn.ACTIVATIONS[activation]())
             elif output_activation is not None:
-                modules.append(ACTIVATIONS[output_activation]())
+                modules.append(mnn.ACTIVATIONS[output_activation]())
         model = mnn.Sequential(*modules)  # each Linear and its activation run as one Function
         if init == "normal":
             with torch.no_grad():

@@ -1,0 +1,69 @@
+"""Checkpoints written atomically: a reader sees the previous file or the new one, never half of one."""
+
+import contextlib
+import os
+
+import torch
+
+FILENAME = "checkpoint.pt"
+KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "global_step", "epoch_rng", "best_accuracy", "best_epoch")
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be found or read; the message says what to do."""
+
+
+class SaveError(CheckpointError):
+    """A checkpoint could not be written (a full disk, a file-size limit); the previous one is left as it was."""
+
+
+def save(state, run_dir):
+    """Write ``state`` to ``run_dir/checkpoint.pt``: first to a temporary file beside it, then rename.
+
+    If the write fails (a full disk, a file-size limit, an interrupt), the temporary file is removed and the
+    previous checkpoint is left as it was; the failure is raised as SaveError.
+    """
+    path = os.path.join(run_dir, FILENAME)
+    temporary = path + ".tmp"
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)  # atomic on POSIX and Windows when both live in one folder
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if not isinstance(error, Exception):  # KeyboardInterrupt: the caller decides what an interrupt means
+            raise
+        raise SaveError(
+            f"could not write {path} ({cause(error)}): free disk space or lift the file-size limit"
+        ) from error
+    return path
+
+
+def load(run_dir):
+    """Read the checkpoint of ``run_dir``, raising CheckpointError with a clear message if it cannot."""
+    if not os.path.isdir(run_dir):
+        raise CheckpointError(f"--resume {run_dir}: no such run directory")
+    path = os.path.join(run_dir, FILENAME)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"--resume {run_dir}: it holds no {FILENAME}; was it made by train.py?")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"--resume {run_dir}: {FILENAME} is unreadable, corrupt or not a checkpoint ({cause(error)}); "
+            "the run cannot be continued: start a new one"
+        ) from error
+    missing = [key for key in (*KEYS, "config") if not isinstance(saved, dict) or key not in saved]
+    if missing:
+        raise CheckpointError(
+            f"--resume {run_dir}: {FILENAME} lacks {', '.join(missing)}: it was not written by this train.py, "
+            "so the run cannot be continued: start a new one"
+        )
+    return saved
+
+
+def cause(error):
+    """One line that names ``error``: its type, and its message's first line when it has one."""
+    lines = [line.strip() for line in str(error).strip().split("\n") if line.strip()]
+    name = type(error).__name__
+    return f"{name}: {lines[0]}" if lines else name

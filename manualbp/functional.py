@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch.nn import _reduction
 
-from manualbp import fast
+from manualbp import autograd, fast
 
 __all__ = [
     "cross_entropy",
@@ -20,6 +20,7 @@ __all__ = [
     "leaky_relu",
     "linear",
     "linear_activation",
+    "mlp",
     "mse_loss",
     "relu",
     "sigmoid",
@@ -63,6 +64,60 @@ def linear_activation(input, weight, bias=None, activation="relu"):
     if activation not in fast.ACTIVATIONS:
         raise ValueError(f"linear_activation: activation must be one of {sorted(fast.ACTIVATIONS)}, got {activation!r}")
     return _on_rows(fast.linear_activation, *_linear_operands("linear_activation", input, weight, bias), activation)
+
+
+def mlp(input, weights, biases, activations):
+    """aᴸ = f_L(⋯ f_1(x W₁ᵀ + b₁) ⋯): a whole multilayer perceptron as one Function, one autograd node, whose
+    backward is the textbook backpropagation loop. See ``manualbp.autograd.MLP``.
+
+    The outputs and gradients are those of ``linear`` and the activations called layer by layer, to the bit.
+
+    Args:
+        input: ``(*, n₀)``.
+        weights: one ``(n_l, n_{l−1})`` tensor per layer.
+        biases: one ``(n_l,)`` tensor (or None) per layer.
+        activations: one name per layer, ``"relu"``, ``"leaky-relu"`` (slope 0.01), ``"sigmoid"``, ``"tanh"`` or
+            ``"gelu"``, or None for no activation (a last layer giving logits, say).
+
+    Returns:
+        ``(*, n_L)``.
+    """
+    weights, biases, activations = list(weights), list(biases), tuple(activations)
+    if not weights or not len(weights) == len(biases) == len(activations):
+        raise ValueError(
+            f"mlp: weights, biases and activations need one entry per layer, got {len(weights)}, {len(biases)} "
+            f"and {len(activations)}"
+        )
+    unknown = [name for name in activations if name is not None and name not in autograd.mlp.ACTIVATIONS]
+    if unknown:
+        raise ValueError(
+            f"mlp: activation {unknown[0]!r} is not one of {sorted(autograd.mlp.ACTIVATIONS)} (or None for none)"
+        )
+    width = input.shape[-1] if input.dim() > 0 else None
+    for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+        if weight.dim() != 2 or weight.shape[1] != width:
+            raise RuntimeError(
+                f"mlp: layer {layer + 1}'s weight must be 2-D (out_features, {width}) to take "
+                f"{'the input' if layer == 0 else f'layer {layer} output'} of width {width}, got shape "
+                f"{tuple(weight.shape)}"
+            )
+        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+            raise RuntimeError(
+                f"mlp: layer {layer + 1}'s bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
+            )
+        width = weight.shape[0]
+    tensors = {"input": input} | {f"weight {i + 1}": w for i, w in enumerate(weights)}
+    tensors |= {f"bias {i + 1}": b for i, b in enumerate(biases) if b is not None}
+    if _autocast_enabled(input):  # as for linear: every operand in the autocast dtype, cast outside the Function
+        dtype = torch.get_autocast_dtype(input.device.type)
+        tensors = {name: t.to(dtype) for name, t in tensors.items()}
+    _check_same("mlp", "dtype", **tensors)
+    _check_same("mlp", "device", **tensors)
+    input = tensors["input"]
+    parameters = [tensors.get(f"{kind} {i + 1}") for i in range(len(weights)) for kind in ("weight", "bias")]
+    rows = input if input.dim() == 2 else input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    output = fast.mlp(rows, activations, *parameters)[0]
+    return output if input.dim() == 2 else output.reshape(*input.shape[:-1], width)
 
 
 def _on_rows(route, input, weight, *args):

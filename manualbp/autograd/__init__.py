@@ -9,10 +9,12 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
 - ``linear.py``: ``Linear``, z = x Wᵀ + b.
 - ``activation.py``: ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, a = f(z).
 - ``loss.py``: ``MSELoss``, ``CrossEntropyLoss``.
+- ``mlp.py``: ``MLP``, a whole multilayer perceptron as one Function, its backward the textbook backprop loop.
 """
 
 from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from manualbp.autograd.linear import Linear
 from manualbp.autograd.loss import CrossEntropyLoss, MSELoss
+from manualbp.autograd.mlp import MLP
 
-__all__ = ["GELU", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sigmoid", "Tanh"]
+__all__ = ["GELU", "MLP", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sigmoid", "Tanh"]

@@ -32,6 +32,7 @@ mse_loss = Route(autograd.MSELoss)
 cross_entropy = Route(autograd.CrossEntropyLoss)
 one_hot_cross_entropy = Route(OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
+mlp = Route(autograd.MLP)
 
 __all__ = [
     "ACTIVATIONS",
@@ -44,6 +45,7 @@ __all__ = [
     "leaky_relu",
     "linear",
     "linear_activation",
+    "mlp",
     "mse_loss",
     "one_hot_cross_entropy",
     "relu",

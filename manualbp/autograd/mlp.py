@@ -1,0 +1,150 @@
+"""Backpropagation as it is taught: a whole multilayer perceptron as one Function, its backward the textbook loop."""
+
+import torch
+
+from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+
+# a = f(z) by each activation's own forward, and t · f′(z) by its own times_derivative, which needs the output a
+# (ReLU, sigmoid, tanh) or the input z (leaky ReLU with PyTorch's default slope 0.01, GELU): the third entry
+ACTIVATIONS = {
+    "relu": (ReLU.forward, lambda t, z, a: ReLU.times_derivative(t, a), False),
+    "sigmoid": (Sigmoid.forward, lambda t, z, a: Sigmoid.times_derivative(t, a), False),
+    "tanh": (Tanh.forward, lambda t, z, a: Tanh.times_derivative(t, a), False),
+    "leaky-relu": (lambda z: LeakyReLU.forward(z, 0.01), lambda t, z, a: LeakyReLU.times_derivative(t, z, 0.01), True),
+    "gelu": (lambda z: GELU.forward(z, "none"), lambda t, z, a: GELU.times_derivative(t, z, "none"), True),
+}
+
+
+def _needs_z(activation):
+    return activation is not None and ACTIVATIONS[activation][2]
+
+
+class MLP(torch.autograd.Function):
+    r"""aᴸ = f_L(W_L ⋯ f_1(W_1 x + b_1) ⋯ + b_L): every Linear layer and its activation, as one Function.
+
+    Forward, layer by layer (a⁰ = x; ``activations[l]`` is f_l's name, or None for no activation):
+
+        zˡ = aˡ⁻¹ Wˡᵀ + bˡ,    aˡ = f_l(zˡ)
+
+    Backward is the algorithm of backpropagation as one loop. With g = ∂C/∂aᴸ (``grad_output``, from the loss):
+
+        δᴸ = ∂C/∂aᴸ ⊙ f_L′(zᴸ)                  what the output layer's pre-activations should do
+        δˡ = (δˡ⁺¹ Wˡ⁺¹) ⊙ f_l′(zˡ)             each neuron sums the suggestions of every neuron it feeds,
+                                                  weighted by the weights, then scales by its own slope
+        ∂C/∂Wˡ = δˡᵀ aˡ⁻¹    ∂C/∂bˡ = Σ_rows δˡ    every weight: the error of the neuron it feeds times the
+                                                  activation it carries; summed over the examples of the batch
+        ∂C/∂x = δ¹ W¹
+
+    The f′ are the activations' own (``times_derivative`` of ReLU, Sigmoid, …), and each product is the one the
+    Linear layer's backward computes, so the gradients equal those of the per-layer Functions to the bit. What the
+    loop saves is the autograd graph: one node for the whole network rather than one per layer.
+
+    Forward mode (``jvp``) runs the same layers in the forward order: żˡ = ȧˡ⁻¹ Wˡᵀ + aˡ⁻¹ Ẇˡᵀ + ḃˡ, ȧˡ = f_l′(zˡ)·żˡ.
+
+    Shapes: x: ``(rows, n₀)``; ``parameters``: W¹, b¹, W², b², … with Wˡ ``(n_l, n_{l−1})`` and bˡ ``(n_l,)`` (a
+    bias may be None); aᴸ and grad_output: ``(rows, n_L)``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, activations, *parameters):
+        # every hidden layer's a, and the z its f′ needs, are outputs too, so that setup_context can keep them
+        zs, outputs, a = [], [], x
+        for activation, weight, bias in zip(activations, parameters[::2], parameters[1::2], strict=True):
+            z = a.mm(weight.t()) if bias is None else torch.addmm(bias, a, weight.t())  # as Linear.forward
+            a = z if activation is None else ACTIVATIONS[activation][0](z)
+            zs.append(z)
+            outputs.append(a)
+        return a, *outputs[:-1], *(z for z, activation in zip(zs, activations, strict=True) if _needs_z(activation))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, activations, *parameters = inputs
+        a, *intermediates = output
+        ctx.save_for_backward(x, *parameters[::2], a, *intermediates)
+        # the jvp runs the layers again beside the tangents (forward mode is one pass, so it keeps nothing)
+        ctx.save_for_forward(x, *parameters)
+        ctx.activations = activations
+        ctx.has_bias = [bias is not None for bias in parameters[1::2]]
+        ctx.set_materialize_grads(False)  # an output nobody used gets None, not a tensor of zeros
+
+    @staticmethod
+    def backward(ctx, grad_output, *grad_intermediates):
+        x, weights, zs, outputs = MLP.saved(ctx)
+        # gradients into the hidden a's and z's, which are outputs too: None in ordinary use (a double backward,
+        # which differentiates this loop through them, sends some)
+        extra_a, extra_z = MLP.per_layer(ctx, grad_intermediates)
+        inputs = [x, *outputs[:-1]]  # aˡ⁻¹ of every layer
+        grads = []
+        grad_a = grad_output  # ∂C/∂aᴸ, from the loss
+        for layer in reversed(range(len(weights))):
+            grad_a = _add(grad_a, extra_a[layer])
+            activation = ctx.activations[layer]
+            delta = grad_a  # δˡ = ∂C/∂zˡ = ∂C/∂aˡ ⊙ f′(zˡ)
+            if activation is not None and grad_a is not None:
+                delta = ACTIVATIONS[activation][1](grad_a, zs[layer], outputs[layer])
+            delta = _add(delta, extra_z[layer])
+            if delta is None:  # nothing reaches this layer from above (a double backward may start lower down)
+                grads[:0] = [None, None]
+                continue
+            grad_bias = delta.sum(0) if ctx.has_bias[layer] else None  # ∂C/∂bˡ = Σ_rows δˡ
+            grads[:0] = [delta.t().mm(inputs[layer]), grad_bias]  # ∂C/∂Wˡ = δˡᵀ aˡ⁻¹
+            grad_a = delta.mm(weights[layer])  # ∂C/∂aˡ⁻¹ = δˡ Wˡ: each neuron sums what the next layer suggests
+        return grad_a, None, *grads
+
+    @staticmethod
+    def jvp(ctx, x_tangent, _, *parameter_tangents):
+        x, *parameters = ctx.saved_tensors
+        a, a_tangent = x, x_tangent
+        hidden_tangents, z_tangents = [], []
+        for layer, activation in enumerate(ctx.activations):
+            weight, bias = parameters[2 * layer], parameters[2 * layer + 1]
+            weight_tangent, bias_tangent = parameter_tangents[2 * layer], parameter_tangents[2 * layer + 1]
+            z = a.mm(weight.t()) if bias is None else torch.addmm(bias, a, weight.t())
+            # żˡ = ȧˡ⁻¹ Wˡᵀ + aˡ⁻¹ Ẇˡᵀ + ḃˡ, each term where its input has a tangent (ḃ broadcast to every row)
+            z_tangent = _add(
+                None if a_tangent is None else a_tangent.mm(weight.t()),
+                None if weight_tangent is None else a.mm(weight_tangent.t()),
+                None if bias_tangent is None else bias_tangent.expand_as(z),
+            )
+            a = z if activation is None else ACTIVATIONS[activation][0](z)
+            a_tangent = z_tangent  # ȧˡ = f′(zˡ) · żˡ
+            if activation is not None and z_tangent is not None:
+                a_tangent = ACTIVATIONS[activation][1](z_tangent, z, a)
+            # an output with no tangent yet gets zeros: forward AD wants a tangent for every output it tracks
+            hidden_tangents.append(torch.zeros_like(a) if a_tangent is None else a_tangent)
+            if _needs_z(activation):
+                z_tangents.append(torch.zeros_like(z) if z_tangent is None else z_tangent)
+        return hidden_tangents[-1], *hidden_tangents[:-1], *z_tangents
+
+    @staticmethod
+    def saved(ctx):
+        """``(x, weights, zs, activations)`` of every layer as setup_context saved them (z None where f′ does not
+        need it)."""
+        x, *rest = ctx.saved_tensors
+        layers = len(ctx.activations)
+        weights, output, hidden, kept_zs = (
+            rest[:layers],
+            rest[layers],
+            rest[layers + 1 : 2 * layers],
+            rest[2 * layers :],
+        )
+        return x, weights, MLP.per_layer(ctx, [*hidden, *kept_zs])[1], [*hidden, output]
+
+    @staticmethod
+    def per_layer(ctx, intermediates):
+        """The forward's extra outputs (hidden a's, then the kept z's) as two lists with one entry per layer: the
+        a's (None for the last layer, the output itself) and the z's (None where f′ does not need z)."""
+        layers = len(ctx.activations)
+        hidden, kept = intermediates[: layers - 1], iter(intermediates[layers - 1 :])
+        zs = [next(kept) if _needs_z(activation) else None for activation in ctx.activations]
+        return [*hidden, None], zs
+
+
+def _add(*terms):
+    """The sum of the terms that are not None (None if all are), a tensor of its own (never a view of a term)."""
+    present = [term for term in terms if term is not None]
+    if not present:
+        return None
+    return sum(present[1:], present[0]) if len(present) > 1 else present[0].clone()

@@ -58,10 +58,14 @@ FUNCTIONS = [
 ]
 
 
+def test_every_reference_function_is_checked():
+    names = {"Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "MSELoss", "CrossEntropyLoss", "MLP"}
+    assert {function.__name__ for function in FUNCTIONS} == names
+
+
 @pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.__name__)
-def test_each_reference_function_has_forward_setup_context_and_backward_in_its_class(function):
-    assert len(FUNCTIONS) == 8
-    for method in ("forward", "setup_context", "backward"):
+def test_each_reference_function_has_forward_setup_context_backward_and_jvp_in_its_class(function):
+    for method in ("forward", "setup_context", "backward", "jvp"):
         assert method in vars(function), f"{function.__name__}.{method} is not defined in its class"
     # the shape of PyTorch's "Extending torch.autograd" note: forward takes no ctx
     assert "ctx" not in function.forward.__code__.co_varnames[: function.forward.__code__.co_argcount]

@@ -1,0 +1,527 @@
+"""manualbp against PyTorch on PyTorch's own test samples: every input torch's test suite feeds its ops and modules.
+
+For each ``manualbp.functional`` op, the OpInfo of the same op in ``torch.testing._internal``'s ``op_db`` gives its
+``sample_inputs``, ``reference_inputs`` (extremal values, NaN, empty and large tensors, strided views) and
+``error_inputs``; each sample is also run again with every tensor made non-contiguous (``sample.noncontiguous()``).
+For each module, the ModuleInfo in ``module_db`` gives constructor arguments and forward inputs; the torch module is
+built from them, and a deep copy converted by ``manualbp.convert``. Every sample, in float32 and float64, on the CPU
+and on CUDA where there is one, must give:
+
+- PyTorch's outputs (values, shape, dtype, strides) and gradients for a random upstream gradient, bit for bit where
+  manualbp runs the same arithmetic as PyTorch (``EXACT``), else within ``assert_close``'s tolerance for the dtype;
+- its inputs unmodified;
+- an autograd graph of manualbp's nodes (with the views and reshapes ``manualbp.functional`` wraps around them);
+- for an error input, the exception type PyTorch raises (the messages are manualbp's own);
+- in float64, ``gradcheck`` and ``gradgradcheck`` with forward-mode AD and batched gradients at PyTorch's tight
+  tolerance (atol 1e-8, rtol 1e-6): on every third sample in the default run, on every sample, non-contiguous
+  ones too, in the slow set (``pytest -m slow``).
+
+``python tests/test_conformance.py`` prints the per-op and per-module table (samples, pass, exact, fail).
+"""
+
+import copy
+import dataclasses
+import sys
+
+import pytest
+import torch
+from conftest import DEVICES
+from torch.autograd import gradcheck, gradgradcheck
+from torch.testing._internal.common_methods_invocations import op_db  # slow (seconds): imported once, here
+from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
+
+import manualbp
+import manualbp.functional as F
+
+# manualbp.functional's ops and the OpInfo PyTorch tests each with
+OPS = {
+    "linear": "nn.functional.linear",
+    "relu": "nn.functional.relu",
+    "leaky_relu": "nn.functional.leaky_relu",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "gelu": "nn.functional.gelu",
+    "mse_loss": "nn.functional.mse_loss",
+    "cross_entropy": "nn.functional.cross_entropy",
+}
+OPINFOS = {name: next(op for op in op_db if op.name == OPS[name] and op.variant_test_name == "") for name in OPS}
+
+# the torch.nn modules manualbp.convert replaces, and the functional op each calls
+MODULES = {
+    torch.nn.Linear: "linear",
+    torch.nn.ReLU: "relu",
+    torch.nn.LeakyReLU: "leaky_relu",
+    torch.nn.Sigmoid: "sigmoid",
+    torch.nn.Tanh: "tanh",
+    torch.nn.GELU: "gelu",
+    torch.nn.MSELoss: "mse_loss",
+    torch.nn.CrossEntropyLoss: "cross_entropy",
+}
+MODULEINFOS = {cls: next(info for info in module_db if info.module_cls is cls) for cls in MODULES}
+
+# Every sample is judged in the functional form of its call, (args, kwargs) as ``manualbp.functional``'s op takes
+# them (a module's parameters and constructor arguments included), by the predicates below.
+
+
+def _always(args, kwargs):
+    return True
+
+
+def _never(args, kwargs):
+    return False
+
+
+def _linear_on_matrices(args, kwargs):
+    # a 2-D weight and an input of two or more dimensions: torch's addmm/mm on rows, as manualbp's. A 1-D input is
+    # torch's matrix-vector product and a 1-D weight its dot products, summed in another order than a matrix product
+    input, weight = args[:2]
+    return input.dim() >= 2 and weight.dim() == 2
+
+
+def _plain_index_targets(args, kwargs):
+    # class indices without smoothing, on (N, C) logits: log_softmax then nll_loss, torch's own kernels. Smoothing
+    # is written out (summed in another order), and torch's kernels for (N, C, d...) logits run in another order
+    input, target = args[:2]
+    return not target.is_floating_point() and input.dim() <= 2 and kwargs.get("label_smoothing", 0.0) == 0.0
+
+
+# Where manualbp's arithmetic is PyTorch's own, on the CPU: (outputs exact, gradients exact). Elsewhere the
+# hand-derived formula rounds differently (GELU's f′, cross-entropy's softmax − q, against torch's fused kernels)
+EXACT = {
+    "linear": (_linear_on_matrices, _linear_on_matrices),
+    "relu": (_always, _always),
+    "leaky_relu": (_always, _always),
+    "sigmoid": (_always, _always),
+    "tanh": (_always, _always),
+    "gelu": (_always, _never),
+    "mse_loss": (_always, _always),
+    "cross_entropy": (_plain_index_targets, _never),
+}
+
+# Samples of PyTorch's that manualbp does not support: op -> [(predicate, reason)]. Listed here, never skipped
+# silently; they count in the table as "unsupported".
+UNSUPPORTED = {}
+
+
+def _every_target_ignored_under_mean(args, kwargs):
+    target = args[1]
+    ignore_index = kwargs.get("ignore_index", -100)
+    return (
+        not target.is_floating_point()
+        and kwargs.get("reduction", "mean") == "mean"
+        and bool((target == ignore_index).all())
+    )
+
+
+# Library bugs these samples find, reported with a reproduction (test_known_bug_... below): op -> [(predicate,
+# reason)]. A sample matching one must still fail, so that the entry goes once the bug is fixed.
+KNOWN_BUGS = {
+    "cross_entropy": [
+        (
+            _every_target_ignored_under_mean,
+            "every target is ignore_index under reduction='mean': the loss is 0/0 = nan, as torch's; torch's gradient "
+            "is 0 (nll_loss's backward writes nothing), manualbp's nan (g/0 = inf, times q = 0)",
+        )
+    ],
+}
+
+
+def listed(table, name, args, kwargs):
+    """The reason ``table`` gives for this call of op ``name``, or None."""
+    return next((reason for predicate, reason in table.get(name, ()) if predicate(args, kwargs)), None)
+
+
+# Autograd nodes that may sit between manualbp's nodes and the leaves: the views, reshapes and casts with which
+# manualbp.functional folds a layout into the one its Function takes (a reshape of a non-contiguous tensor copies)
+PLUMBING = {
+    "ViewBackward0",
+    "UnsafeViewBackward0",
+    "ReshapeAliasBackward0",
+    "CloneBackward0",
+    "SqueezeBackward0",
+    "SqueezeBackward1",
+    "UnsqueezeBackward0",
+    "PermuteBackward0",
+    "ExpandBackward0",
+    "ToCopyBackward0",
+}
+
+DTYPES = [torch.float32, torch.float64]
+
+
+@dataclasses.dataclass
+class Tally:
+    """One row of the conformance table."""
+
+    samples: int = 0
+    passed: int = 0
+    exact: int = 0
+    unsupported: int = 0
+    known_bugs: int = 0
+    failures: list = dataclasses.field(default_factory=list)
+
+    def judge(self, name, args, kwargs, label, check):
+        """Count one sample, judged by ``check()`` (which raises on a failure, else returns whether all was bit for
+        bit), unless the tables above list it."""
+        self.samples += 1
+        if listed(UNSUPPORTED, name, args, kwargs):
+            self.unsupported += 1
+            return
+        bug = listed(KNOWN_BUGS, name, args, kwargs)
+        try:
+            exact = check()
+        except Exception as error:  # noqa: BLE001 - every failure is collected and reported
+            if bug:
+                self.known_bugs += 1
+            else:
+                self.failures.append(f"{label}: {type(error).__name__}: {error}")
+            return
+        if bug:
+            self.failures.append(f"{label} passes: the bug is fixed, remove its KNOWN_BUGS entry ({bug})")
+            return
+        self.passed += 1
+        self.exact += exact
+
+
+def sample_id(sample):
+    """A short description of a sample: shapes, dtypes and keyword arguments."""
+
+    def describe(value):
+        if torch.is_tensor(value):
+            strided = "" if value.is_contiguous() else ",nc"
+            return f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}{strided}"
+        return repr(value)
+
+    positional = [describe(value) for value in (sample.input, *sample.args)]
+    keywords = [f"{key}={describe(value)}" for key, value in sample.kwargs.items()]
+    return f"({', '.join(positional + keywords)})"
+
+
+def op_samples(name, device, dtype, seed=0):
+    """PyTorch's samples for op ``name``: its sample inputs, its reference inputs, and the sample inputs again with
+    every tensor non-contiguous, as ``(source, sample)``. The samples are drawn from torch's global generator,
+    seeded with ``seed`` first."""
+    op = OPINFOS[name]
+    torch.manual_seed(seed)
+    yield from (("sample", s) for s in op.sample_inputs(device, dtype, requires_grad=True))
+    yield from (("reference", s) for s in op.reference_inputs(device, dtype, requires_grad=True))
+    yield from (("noncontiguous", s.noncontiguous()) for s in op.sample_inputs(device, dtype, requires_grad=True))
+
+
+def module_samples(module_cls, device, dtype, seed=0):
+    """PyTorch's module inputs for ``module_cls`` (constructor and forward arguments), drawn after seeding."""
+    info = MODULEINFOS[module_cls]
+    torch.manual_seed(seed)
+    return info.module_inputs_func(info, device=device, dtype=dtype, requires_grad=True, training=True)
+
+
+def _same(a, b):
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def _upstream(output):
+    """A random upstream gradient for ``output``, the same for every call with the same shape."""
+    generator = torch.Generator().manual_seed(output.numel())
+    return torch.randn(output.shape, generator=generator, dtype=output.dtype).to(output.device)
+
+
+def graph_nodes(output, inputs):
+    """The type names of the autograd nodes between ``output`` and ``inputs`` (leaves, or non-leaves whose own
+    history is not walked)."""
+    stop = {t.grad_fn for t in inputs if t.grad_fn is not None}
+    seen, stack, names = set(), [output.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in stop:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def assert_manualbp_graph(output, inputs):
+    """``output``'s graph back to ``inputs`` holds manualbp's nodes (custom Function nodes) and plumbing only."""
+    names = graph_nodes(output, inputs)
+    custom = [name for name in names if name.endswith("Backward") and not name[-1].isdigit()]
+    others = [name for name in names if name not in custom and name not in PLUMBING and name != "AccumulateGrad"]
+    assert custom and not others, f"manualbp nodes {custom}, other nodes {others}"
+
+
+def compare(manual_fn, torch_fn, args, kwargs, manual_vars, torch_vars, exact, strict):
+    """Call both on the same ``args`` and ``kwargs`` (manualbp first, its inputs checked untouched before torch
+    runs); compare the outputs, then the gradients of upstream · output with respect to each side's variables (the
+    same tensors, or each model's own parameters too). ``exact``: (outputs, gradients) must be equal bit for bit,
+    where ``strict``. Returns whether everything was.
+    """
+    tensors = [t for t in (*args, *kwargs.values()) if torch.is_tensor(t)]
+    snapshot = [t.detach().clone() for t in tensors]
+    manual_out = manual_fn(*args, **kwargs)
+    for before, after in zip(snapshot, tensors, strict=True):
+        assert _same(before, after), "manualbp modified an input"
+    torch_out = torch_fn(*args, **kwargs)
+    torch.testing.assert_close(manual_out, torch_out, equal_nan=True, check_stride=True)
+    outputs_exact = _same(manual_out, torch_out)
+    assert outputs_exact or not (strict and exact[0]), f"output off by {(manual_out - torch_out).abs().max()}"
+    if not torch_out.requires_grad:
+        return outputs_exact
+    assert_manualbp_graph(manual_out, manual_vars)
+    upstream = _upstream(torch_out)
+    manual_grads = torch.autograd.grad(manual_out, manual_vars, upstream, allow_unused=True, materialize_grads=True)
+    torch_grads = torch.autograd.grad(torch_out, torch_vars, upstream, allow_unused=True, materialize_grads=True)
+    grads_exact = True
+    for manual_grad, torch_grad in zip(manual_grads, torch_grads, strict=True):
+        torch.testing.assert_close(manual_grad, torch_grad, equal_nan=True)
+        grads_exact = grads_exact and _same(manual_grad, torch_grad)
+    assert grads_exact or not (strict and exact[1]), "gradients not bit for bit"
+    return outputs_exact and grads_exact
+
+
+def _strict(device):
+    # exactness is asserted on the CPU only: a GPU compiler may fuse a·b + c into one rounding in one kernel only
+    return torch.device(device).type == "cpu"
+
+
+def run_op(name, device, dtype):
+    tally = Tally()
+    for source, sample in op_samples(name, device, dtype):
+        args, kwargs = (sample.input, *sample.args), sample.kwargs
+        wanted = [t for t in (*args, *kwargs.values()) if torch.is_tensor(t) and t.requires_grad]
+        exact = tuple(predicate(args, kwargs) for predicate in EXACT[name])
+
+        def check(args=args, kwargs=kwargs, wanted=wanted, exact=exact):
+            return compare(getattr(F, name), OPINFOS[name].op, args, kwargs, wanted, wanted, exact, _strict(device))
+
+        tally.judge(name, args, kwargs, f"{source} {sample_id(sample)}", check)
+    return tally
+
+
+def build(module_cls, constructor_input, device, dtype):
+    """The torch module a ModuleInfo's constructor input describes, and a converted deep copy of it."""
+    torch_module = module_cls(*constructor_input.args, **constructor_input.kwargs).to(device=device, dtype=dtype)
+    manual_module = manualbp.convert(copy.deepcopy(torch_module))
+    assert type(manual_module).__module__.startswith("manualbp."), type(manual_module)
+    return manual_module, torch_module
+
+
+def run_module(module_cls, device, dtype):
+    name = MODULES[module_cls]
+    tally = Tally()
+    for module_input in module_samples(module_cls, device, dtype):
+        manual_module, torch_module = build(module_cls, module_input.constructor_input, device, dtype)
+        forward = module_input.forward_input
+        inputs = (*forward.args, *forward.kwargs.values())
+        # the functional form of the call: Linear's (x, weight, bias); a loss's (input, target) and its settings
+        args = (*inputs, *torch_module.parameters())
+        kwargs = module_input.constructor_input.kwargs
+        wanted = [t for t in inputs if torch.is_tensor(t) and t.requires_grad]
+        exact = tuple(predicate(args, kwargs) for predicate in EXACT[name])
+
+        def check(manual=manual_module, reference=torch_module, forward=forward, wanted=wanted, exact=exact):
+            manual_vars, torch_vars = wanted + list(manual.parameters()), wanted + list(reference.parameters())
+            return compare(
+                manual, reference, forward.args, forward.kwargs, manual_vars, torch_vars, exact, _strict(device)
+            )
+
+        tally.judge(name, args, kwargs, module_input.desc or "default", check)
+    return tally
+
+
+def raised(fn, *args, **kwargs):
+    """The exception type ``fn(*args, **kwargs)`` raises, or None."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - the type is the result
+        return type(error)
+    return None
+
+
+def op_error_cases(name, device):
+    """``(sample, torch's exception type, manualbp's)`` for each of the OpInfo's error inputs."""
+    op = OPINFOS[name]
+    for error_input in op.error_inputs(device) if op.error_inputs_func else ():
+        s = error_input.sample_input
+        yield s, raised(op.op, s.input, *s.args, **s.kwargs), raised(getattr(F, name), s.input, *s.args, **s.kwargs)
+
+
+def module_error_cases(module_cls, device):
+    """``(description, torch's exception type, manualbp's)`` for each of the ModuleInfo's error inputs."""
+    info = MODULEINFOS[module_cls]
+    if info.module_error_inputs_func is None:
+        return
+    for error in info.module_error_inputs_func(
+        info, device=device, dtype=torch.float32, requires_grad=True, training=True
+    ):
+        module_input = error.module_error_input
+        constructor, forward = module_input.constructor_input, module_input.forward_input
+        if error.error_on == ModuleErrorEnum.CONSTRUCTION_ERROR:
+            manual_class = type(manualbp.convert(module_cls.__new__(module_cls)))
+            yield (
+                f"constructor {constructor.args} {constructor.kwargs}",
+                raised(module_cls, *constructor.args, **constructor.kwargs),
+                raised(manual_class, *constructor.args, **constructor.kwargs),
+            )
+            continue
+        manual_module, torch_module = build(module_cls, constructor, device, torch.float32)
+        yield (
+            f"forward {[tuple(t.shape) for t in forward.args]} {constructor.kwargs}",
+            raised(torch_module, *forward.args, **forward.kwargs),
+            raised(manual_module, *forward.args, **forward.kwargs),
+        )
+
+
+TIGHT = {"eps": 1e-6, "atol": 1e-8, "rtol": 1e-6}
+FIRST = {"check_forward_ad": True, "check_batched_grad": True, "check_batched_forward_grad": True}
+SECOND = {"check_fwd_over_rev": True, "check_rev_over_rev": True, "check_batched_grad": True}
+
+
+def differentiable(fn, sample):
+    """``(f, leaves)``: ``f(*leaves)`` = ``fn`` called on ``sample`` with its tensors that require grad replaced by
+    ``leaves``, the form gradcheck takes."""
+    args, kwargs = [sample.input, *sample.args], dict(sample.kwargs)
+    slots = [(args, i) for i, v in enumerate(args) if torch.is_tensor(v) and v.requires_grad]
+    slots += [(kwargs, key) for key, v in kwargs.items() if torch.is_tensor(v) and v.requires_grad]
+
+    def f(*leaves):
+        new_args, new_kwargs = list(args), dict(kwargs)
+        for (where, key), leaf in zip(slots, leaves, strict=True):
+            (new_args if where is args else new_kwargs)[key] = leaf
+        return fn(*new_args, **new_kwargs)
+
+    return f, [where[key] for where, key in slots]
+
+
+def gradcheck_samples(name, device, every):
+    """Every ``every``-th float64 sample input of op ``name`` (the first included), then, for ``every`` = 1, every
+    sample input again with its tensors non-contiguous."""
+    samples = list(OPINFOS[name].sample_inputs(device, torch.float64, requires_grad=True))
+    chosen = samples[::every]
+    return chosen + [s.noncontiguous() for s in samples] if every == 1 else chosen
+
+
+# ------------------------------------------------------------------------------------------------- the tests
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OPS)
+def test_op_matches_torch_on_its_opinfo_samples(name, device, dtype):
+    tally = run_op(name, device, dtype)
+    assert tally.samples > 0
+    assert not tally.failures, "\n".join(tally.failures)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", [name for name in OPS if OPINFOS[name].error_inputs_func])
+def test_op_raises_torchs_exception_types_on_its_opinfo_error_inputs(name, device):
+    cases = list(op_error_cases(name, device))
+    assert cases
+    for sample, torch_error, manual_error in cases:
+        assert torch_error is not None, f"torch accepted {sample_id(sample)}"
+        assert manual_error is torch_error, f"{sample_id(sample)}: manualbp raised {manual_error}, torch {torch_error}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("module_cls", MODULES, ids=lambda cls: cls.__name__)
+def test_converted_module_matches_torch_on_its_moduleinfo_inputs(module_cls, device, dtype):
+    tally = run_module(module_cls, device, dtype)
+    assert tally.samples > 0
+    assert not tally.failures, "\n".join(tally.failures)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "module_cls", [cls for cls in MODULES if MODULEINFOS[cls].module_error_inputs_func], ids=lambda cls: cls.__name__
+)
+def test_converted_module_raises_torchs_exception_types_on_its_moduleinfo_error_inputs(module_cls, device):
+    cases = list(module_error_cases(module_cls, device))
+    assert cases
+    for description, torch_error, manual_error in cases:
+        assert torch_error is not None, f"torch accepted {description}"
+        assert manual_error is torch_error, f"{description}: manualbp raised {manual_error}, torch {torch_error}"
+
+
+def _assert_gradcheck_and_gradgradcheck(name, device, every):
+    samples = gradcheck_samples(name, device, every)
+    assert samples
+    for sample in samples:
+        f, leaves = differentiable(getattr(F, name), sample)
+        assert gradcheck(f, leaves, **TIGHT, **FIRST), sample_id(sample)
+        assert gradgradcheck(f, leaves, **TIGHT, **SECOND), sample_id(sample)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OPS)
+def test_op_gradcheck_and_gradgradcheck_on_every_third_opinfo_sample(name, device):
+    _assert_gradcheck_and_gradgradcheck(name, device, every=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OPS)
+def test_op_gradcheck_and_gradgradcheck_on_every_opinfo_sample_and_its_noncontiguous_twin(name, device):
+    _assert_gradcheck_and_gradgradcheck(name, device, every=1)
+
+
+def _calls(name, device="cpu"):
+    """The functional form (args, kwargs) of every sample and module input of op ``name``, in both dtypes."""
+    for dtype in DTYPES:
+        yield from (((s.input, *s.args), s.kwargs) for _, s in op_samples(name, device, dtype))
+        for module_cls in (cls for cls, op in MODULES.items() if op == name):
+            for module_input in module_samples(module_cls, device, dtype):
+                forward, constructor = module_input.forward_input, module_input.constructor_input
+                module = module_cls(*constructor.args, **constructor.kwargs)
+                yield (*forward.args, *forward.kwargs.values(), *module.parameters()), constructor.kwargs
+
+
+@pytest.mark.parametrize("table", [UNSUPPORTED, KNOWN_BUGS], ids=["UNSUPPORTED", "KNOWN_BUGS"])
+def test_every_listed_exception_matches_one_of_pytorchs_samples_at_least(table):
+    for name, entries in table.items():
+        calls = list(_calls(name))
+        for predicate, reason in entries:
+            assert any(predicate(args, kwargs) for args, kwargs in calls), f"{name}: no sample left for: {reason}"
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["cross_entropy"][0][1])
+def test_known_bug_cross_entropy_gradient_is_zero_where_every_target_is_ignored():
+    logits = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([1, 1])
+    (torch_grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, target, ignore_index=1), logits)
+    (manual_grad,) = torch.autograd.grad(F.cross_entropy(logits, target, ignore_index=1), logits)
+    assert torch.equal(torch_grad, torch.zeros_like(logits))
+    assert torch.equal(manual_grad, torch_grad)
+
+
+# ------------------------------------------------------------------------------------------------- the table
+
+
+def table(device="cpu"):
+    """The markdown conformance table: per op and module, both dtypes together."""
+    columns = ("samples", "pass", "exact", "fail", "unsupported", "known bug", "error inputs (same type)")
+    lines = [
+        "| op / module | PyTorch entry | " + " | ".join(columns) + " |",
+        "| --- | --- |" + " ---: |" * len(columns),
+    ]
+    for name in OPS:
+        tallies = [run_op(name, device, dtype) for dtype in DTYPES]
+        errors = [manual is torch_error for _, torch_error, manual in op_error_cases(name, device)]
+        lines.append(_row(f"`F.{name}`", f'OpInfo "{OPS[name]}"', tallies, errors))
+    for module_cls in MODULES:
+        tallies = [run_module(module_cls, device, dtype) for dtype in DTYPES]
+        errors = [manual is torch_error for _, torch_error, manual in module_error_cases(module_cls, device)]
+        lines.append(_row(f"`{module_cls.__name__}`", f"ModuleInfo nn.{module_cls.__name__}", tallies, errors))
+    return "\n".join(lines)
+
+
+def _row(label, entry, tallies, errors):
+    fields = ("samples", "passed", "exact", "unsupported", "known_bugs")
+    samples, passed, exact, unsupported, known_bugs = (sum(getattr(t, field) for t in tallies) for field in fields)
+    fail = sum(len(t.failures) for t in tallies)
+    error_cell = f"{sum(errors)}/{len(errors)}" if errors else "—"
+    cells = (label, entry, samples, passed, exact, fail, unsupported, known_bugs, error_cell)
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+if __name__ == "__main__":
+    print(table(sys.argv[1] if len(sys.argv) > 1 else "cpu"))

@@ -3,7 +3,8 @@
     python benchmarks/step.py [--device cuda] [--compile] [--quick]
 
 Both models are built by the trainer's ``build_mlp`` from the same seed (the same initial weights) and trained
-on the same random batch; the only difference is whose Functions compute the forward and backward passes.
+on the same random batch; the only difference is whose Functions compute the forward and backward passes. A third
+column runs manualbp's model as one node, ``manualbp.functional.mlp`` (the whole network's backward as one loop).
 """
 
 import os
@@ -15,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 
 from manualbp import functional as manual_functional  # noqa: E402
+from manualbp import nn as mnn  # noqa: E402
 from manualbp_trainer.model import build_mlp  # noqa: E402
 
 # (layer sizes, hidden activation, loss, batch size); the MSE networks end in a sigmoid, as in Nielsen's book
@@ -45,13 +47,29 @@ def make_case(sizes, activation, loss, batch_size, layers, device):
 
 
 def make_step(sizes, activation, loss, batch_size, layers, device, compile=False):
-    """A function that runs one training step of the given network on a fixed random batch."""
-    model, x, _, cost = make_case(sizes, activation, loss, batch_size, layers, device)
+    """A function that runs one training step of the given network on a fixed random batch; ``layers`` is
+    ``"manual"``, ``"torch"`` or ``"mlp"`` (manualbp's model run as one ``manualbp.functional.mlp`` node)."""
+    model, x, _, cost = make_case(sizes, activation, loss, batch_size, "manual" if layers == "mlp" else layers, device)
+    network = as_one_node(model) if layers == "mlp" else model
 
     def forward():
-        return cost(model(x))
+        return cost(network(x))
 
     return training_step(model, torch.compile(forward, fullgraph=True) if compile else forward)
+
+
+def as_one_node(model):
+    """``x ↦ model(x)`` for a Sequential of Linear layers and activations, as one ``manualbp.functional.mlp``."""
+    names = {module: name for name, module in mnn.ACTIVATIONS.items()}
+    weights, biases, activations = [], [], []
+    for module in model:
+        if isinstance(module, torch.nn.Linear):
+            weights.append(module.weight)
+            biases.append(module.bias)
+            activations.append(None)
+        else:
+            activations[-1] = names[type(module)]
+    return lambda x: manual_functional.mlp(x, weights, biases, activations)
 
 
 def training_step(model, forward):
@@ -88,7 +106,7 @@ def main(argv=None):
             torch._dynamo.reset()  # a fresh cache per case: the recompile limit counts all graphs
         steps = {
             layers: make_step(sizes, activation, loss, batch_size, layers, device, args.compile)
-            for layers in ("manual", "torch")
+            for layers in ("manual", "torch", "mlp")
         }
         times = _harness.compare(steps, device, rounds, min_run_time)
         rows.append(
@@ -97,9 +115,11 @@ def main(argv=None):
                 _harness.microseconds(times["manual"]),
                 _harness.microseconds(times["torch"]),
                 _harness.format_ratio(times["manual"], times["torch"]),
+                _harness.microseconds(times["mlp"]),
+                _harness.format_ratio(times["mlp"], times["torch"]),
             ]
         )
-    header = [*CASE_HEADER, "manualbp µs", "torch.nn µs", "ratio (IQR)"]
+    header = [*CASE_HEADER, "manualbp µs", "torch.nn µs", "ratio (IQR)", "one-node MLP µs", "MLP ratio (IQR)"]
     command = "python benchmarks/step.py" + (f" --device {args.device}" if args.device != "cpu" else "")
     command += " --compile" if args.compile else ""
     mode = "torch.compile" if args.compile else "eager"

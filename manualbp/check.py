@@ -72,6 +72,20 @@ def _activation_inputs(generator, dtype):
     return {"z": _away_from_zero(generator, dtype, 64, 100)}
 
 
+def _mlp_inputs(generator, dtype):
+    return {
+        "x": _randn(generator, dtype, 64, 100),
+        "weight1": _randn(generator, dtype, 50, 100) * 0.1,
+        "bias1": _randn(generator, dtype, 50),
+        "weight2": _randn(generator, dtype, 10, 50) * 0.1,
+        "bias2": _randn(generator, dtype, 10),
+    }
+
+
+def _mlp_torch(x, weight1, bias1, weight2, bias2):
+    return torch.relu(tnf.linear(torch.tanh(tnf.linear(x, weight1, bias1)), weight2, bias2))
+
+
 def _mse_inputs(generator, dtype):
     return {"a": _randn(generator, dtype, 64, 10), "y": _randn(generator, dtype, 64, 10)}
 
@@ -126,6 +140,14 @@ CASES = (
     _fused(A.ReLU),
     _fused(A.Sigmoid),
     _fused(A.Tanh),
+    Case(
+        "MLP(tanh,relu)",
+        lambda x, w1, b1, w2, b2: F.mlp(x, [w1, w2], [b1, b2], ["tanh", "relu"]),
+        lambda x, w1, b1, w2, b2: A.MLP.apply(x, ("tanh", "relu"), w1, b1, w2, b2)[0],
+        _mlp_torch,
+        _mlp_inputs,
+        ("x", "weight1", "bias1", "weight2", "bias2"),
+    ),
     Case(
         "MSELoss", F.mse_loss, lambda a, y: A.MSELoss.apply(a, y, None, "mean"), tnf.mse_loss, _mse_inputs, ("a", "y")
     ),

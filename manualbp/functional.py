@@ -42,18 +42,23 @@ def linear(input, weight, bias=None):
         ``(*, out_features)``.
 
     A 1-D weight ``(in_features,)`` is one neuron, as in ``torch.nn.functional.linear``: the output is then
-    ``(*)``, and a bias must be a 0-D tensor (on a 1-D input only, as in PyTorch).
+    ``(*)``, and a bias must be a 0-D tensor (on a 1-D input only, as in PyTorch). A bias of shape ``()`` or
+    ``(1,)`` is broadcast over the outputs, as PyTorch broadcasts it.
     """
-    if weight.dim() == 1:
-        if bias is not None and (bias.dim() != 0 or input.dim() != 1):
-            raise RuntimeError(
-                f"linear: with a 1-D weight, a bias must be 0-D and the input 1-D, got bias of shape "
-                f"{tuple(bias.shape)} and input of shape {tuple(input.shape)}"
-            )
-        row = weight.unsqueeze(0)  # one neuron: a (1, in_features) weight, then its output dimension dropped
-        bias = None if bias is None else bias.unsqueeze(0)
-        return _on_rows(fast.linear, *_linear_operands("linear", input, row, bias)).squeeze(-1)
-    return _on_rows(fast.linear, *_linear_operands("linear", input, weight, bias))
+    try:
+        if weight.dim() == 1:
+            if bias is not None and (bias.dim() != 0 or input.dim() != 1):
+                raise RuntimeError(
+                    f"linear: with a 1-D weight, a bias must be 0-D and the input 1-D, got bias of shape "
+                    f"{tuple(bias.shape)} and input of shape {tuple(input.shape)}"
+                )
+            row = weight.unsqueeze(0)  # one neuron: a (1, in_features) weight, then its output dimension dropped
+            bias = None if bias is None else bias.unsqueeze(0)
+            return _on_rows(fast.linear, *_linear_operands("linear", input, row, bias)).squeeze(-1)
+        return _on_rows(fast.linear, *_linear_operands("linear", input, weight, bias))
+    except AttributeError:  # costs nothing unless raised: a non-tensor argument is torch's TypeError
+        _check_tensors("linear", input=input, weight=weight, bias=bias)
+        raise
 
 
 def linear_activation(input, weight, bias=None, activation="relu"):
@@ -63,7 +68,12 @@ def linear_activation(input, weight, bias=None, activation="relu"):
     """
     if activation not in fast.ACTIVATIONS:
         raise ValueError(f"linear_activation: activation must be one of {sorted(fast.ACTIVATIONS)}, got {activation!r}")
-    return _on_rows(fast.linear_activation, *_linear_operands("linear_activation", input, weight, bias), activation)
+    try:
+        operands = _linear_operands("linear_activation", input, weight, bias)
+    except AttributeError:
+        _check_tensors("linear_activation", input=input, weight=weight, bias=bias)
+        raise
+    return _on_rows(fast.linear_activation, *operands, activation)
 
 
 def mlp(input, weights, biases, activations):
@@ -142,10 +152,12 @@ def _linear_operands(function, input, weight, bias):
             f"to match weight of shape {tuple(weight.shape)}"
         )
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise RuntimeError(
-            f"{function}: bias must have shape ({weight.shape[0]},) to match weight of shape "
-            f"{tuple(weight.shape)}, got {tuple(bias.shape)}"
-        )
+        if tuple(bias.shape) not in ((), (1,)):
+            raise RuntimeError(
+                f"{function}: bias must have shape ({weight.shape[0]},) (or () or (1,), broadcast) to match weight "
+                f"of shape {tuple(weight.shape)}, got {tuple(bias.shape)}"
+            )
+        bias = bias.expand(weight.shape[0])  # one number for every output: a view, whose backward sums ∂C/∂b
     if _autocast_enabled(input):
         # what autocast does for torch's own linear: cast every operand to the autocast dtype, as an
         # ordinary (differentiable) cast outside the Function, so the backward runs in that dtype too
@@ -170,8 +182,12 @@ def relu(input, inplace=False):
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
-    """a = z if z > 0 else negative_slope·z. See ``manualbp.autograd.LeakyReLU``."""
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+    """a = z if z > 0 else negative_slope·z. See ``manualbp.autograd.LeakyReLU``.
+
+    ``negative_slope`` is a number (a bool or a 0-D tensor counts, as in PyTorch)."""
+    if isinstance(negative_slope, torch.Tensor) and negative_slope.dim() == 0:
+        negative_slope = negative_slope.item()
+    if not isinstance(negative_slope, (int, float)):
         raise TypeError(f"leaky_relu: negative_slope must be a number, got {type(negative_slope).__name__}")
     return _maybe_inplace(fast.leaky_relu(input, float(negative_slope)), input, inplace)
 
@@ -260,23 +276,28 @@ def cross_entropy(
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    if not input.is_floating_point():
-        raise RuntimeError(f"cross_entropy: input must hold floating-point logits, got dtype {input.dtype}")
-    if input.dim() == 0:
-        raise ValueError("cross_entropy: input must have a class dimension, (C,), (N, C) or (N, C, d₁, …), got ()")
+    try:
+        floating = input.is_floating_point()
+        probabilities = target.shape == input.shape
+    except AttributeError:  # costs nothing unless raised: a non-tensor argument is torch's TypeError
+        _check_tensors("cross_entropy", input=input, target=target, weight=weight)
+        raise
+    if not floating:  # torch's type: its log_softmax kernel is not implemented for integers
+        raise NotImplementedError(f"cross_entropy: input must hold floating-point logits, got dtype {input.dtype}")
+    if probabilities:  # first, as in PyTorch: a 0-D input with a 0-D integer target fails here
+        _check_probability_target(target, ignore_index)
+    if input.dim() == 0:  # torch's type: the class dimension, 1, is out of range
+        raise IndexError("cross_entropy: input must have a class dimension, (C,), (N, C) or (N, C, d₁, …), got ()")
     num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
     if weight is not None and tuple(weight.shape) != (num_classes,):
         raise RuntimeError(
             f"cross_entropy: weight must have shape ({num_classes},), one per class, got {tuple(weight.shape)}"
         )
-    probabilities = target.shape == input.shape
-    if probabilities:
-        _check_probability_target(target, ignore_index)
-    else:
+    if not probabilities:
         _check_index_target(input, target)
     unbatched = input.dim() == 1
-    if unbatched:
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    if unbatched:  # one row; a class index may come as () or, as PyTorch also takes it, (1,)
+        input, target = input.unsqueeze(0), target.unsqueeze(0) if probabilities else target.reshape(1)
     input, weight = _autocast_to_float32(input, weight)
     if probabilities and target.dtype is not input.dtype:  # PyTorch promotes here rather than refusing
         dtype = torch.promote_types(input.dtype, target.dtype)
@@ -331,11 +352,18 @@ def _check_index_target(input, target):
             f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target batch_size "
             f"({target.shape[0]})"
         )
-    if tuple(target.shape) != expected:
+    if tuple(target.shape) != expected and not (input.dim() == 1 and tuple(target.shape) == (1,)):
         raise RuntimeError(
             f"cross_entropy: for input of shape {tuple(input.shape)}, target must have shape {expected} (class "
             f"indices) or {tuple(input.shape)} (class probabilities), got {tuple(target.shape)}"
         )
+
+
+def _check_tensors(function, **tensors):
+    """Raise TypeError, as ``torch.nn.functional`` does, for an argument that is not a tensor (None: absent)."""
+    for name, value in tensors.items():
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(f"{function}: {name} must be a Tensor, got {type(value).__name__}")
 
 
 def _check_reduction(reduction):

@@ -32,6 +32,7 @@ from conftest import DEVICES
 from torch.autograd import gradcheck, gradgradcheck
 from torch.testing._internal.common_methods_invocations import op_db  # slow (seconds): imported once, here
 from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
+from torch.testing._internal.opinfo.core import SampleInput
 
 import manualbp
 import manualbp.functional as F
@@ -75,10 +76,12 @@ def _never(args, kwargs):
 
 
 def _linear_on_matrices(args, kwargs):
-    # a 2-D weight and an input of two or more dimensions: torch's addmm/mm on rows, as manualbp's. A 1-D input is
+    # a 2-D weight, an input of two or more dimensions and a bias per output: torch's addmm/mm on rows, as
+    # manualbp's. A 1-D input is
     # torch's matrix-vector product and a 1-D weight its dot products, summed in another order than a matrix product
-    input, weight = args[:2]
-    return input.dim() >= 2 and weight.dim() == 2
+    input, weight, bias = (*args, None)[:3]
+    # a bias broadcast from () or (1,) is summed once more, by its view's backward: in another order than torch's
+    return input.dim() >= 2 and weight.dim() == 2 and (bias is None or bias.shape == (weight.shape[0],))
 
 
 def _plain_index_targets(args, kwargs):
@@ -101,9 +104,23 @@ EXACT = {
     "cross_entropy": (_plain_index_targets, _never),
 }
 
-# Samples of PyTorch's that manualbp does not support: op -> [(predicate, reason)]. Listed here, never skipped
-# silently; they count in the table as "unsupported".
-UNSUPPORTED = {}
+
+def _bias_of_two_or_more_dimensions(args, kwargs):
+    return len(args) > 2 and args[2] is not None and args[2].dim() >= 2
+
+
+# Samples that manualbp does not support: op -> [(predicate, reason)]. Listed here, never skipped silently; they
+# count in the table as "unsupported".
+UNSUPPORTED = {
+    "linear": [
+        (
+            _bias_of_two_or_more_dimensions,
+            "a bias of two or more dimensions, which torch's addmm/matmul broadcast against the output (a matrix "
+            "added row by row, or one that reshapes the output): the hand-derived Linear takes one bias per output "
+            "feature, ∂C/∂b = Σ_rows g. Biases of shape (), (1,) and (out_features,) are supported",
+        )
+    ],
+}
 
 
 def _every_target_ignored_under_mean(args, kwargs):
@@ -202,13 +219,54 @@ def sample_id(sample):
 
 def op_samples(name, device, dtype, seed=0):
     """PyTorch's samples for op ``name``: its sample inputs, its reference inputs, and the sample inputs again with
-    every tensor non-contiguous, as ``(source, sample)``. The samples are drawn from torch's global generator,
-    seeded with ``seed`` first."""
+    every tensor non-contiguous, then ``extra_samples``, as ``(source, sample)``. The samples are drawn from
+    torch's global generator, seeded with ``seed`` first."""
     op = OPINFOS[name]
     torch.manual_seed(seed)
     yield from (("sample", s) for s in op.sample_inputs(device, dtype, requires_grad=True))
     yield from (("reference", s) for s in op.reference_inputs(device, dtype, requires_grad=True))
     yield from (("noncontiguous", s.noncontiguous()) for s in op.sample_inputs(device, dtype, requires_grad=True))
+    yield from (("extra", s) for s in extra_samples(name, device, dtype))
+
+
+def extra_samples(name, device, dtype):
+    """Calls PyTorch accepts that its OpInfos do not sample (found by trying calls torch.nn.functional takes)."""
+
+    def make(*shape):
+        return torch.randn(shape, device=device, dtype=dtype).requires_grad_()
+
+    index = torch.tensor([1], device=device)
+    samples = {
+        "linear": [  # biases broadcast to every output
+            SampleInput(make(4, 3), make(2, 3), make()),
+            SampleInput(make(2, 4, 3), make(2, 3), make(1)),
+            SampleInput(make(4, 3), make(2, 3), make(1, 2)),
+        ],
+        "leaky_relu": [SampleInput(make(5), True), SampleInput(make(5), torch.tensor(-0.5))],  # slopes torch takes
+        # a (C,) input with a (1,) target: torch's forward takes it, its backward fails ("size mismatch"), so the
+        # outputs only are compared (manualbp's backward takes it too)
+        "cross_entropy": [SampleInput(make(3).detach(), index), SampleInput(make(3).detach(), index, reduction="none")],
+    }
+    return samples.get(name, [])
+
+
+def extra_error_inputs(name, device):
+    """Calls PyTorch refuses that its OpInfos do not try, as ``(args, kwargs)``."""
+    x, index = torch.randn(4, 3, device=device), torch.tensor([0, 1, 2, 0], device=device)
+    scalar, long_input = torch.tensor(1.0, device=device), torch.ones(4, 3, dtype=torch.long, device=device)
+    calls = {
+        "linear": [((x.tolist(), torch.randn(2, 3)), {}), ((x, 3.0), {}), ((x, torch.randn(2, 3), 1.0), {})],
+        "leaky_relu": [((x, "0.1"), {}), ((x, torch.tensor([0.1])), {})],
+        "mse_loss": [((x.tolist(), x), {}), ((x, 1.0), {})],
+        "cross_entropy": [
+            ((x.tolist(), index), {}),
+            ((x, index.tolist()), {}),
+            ((scalar, torch.tensor(0, device=device)), {}),  # a 0-D input
+            ((scalar, scalar), {}),
+            ((long_input, index), {}),  # integer logits
+        ],
+    }
+    return calls.get(name, [])
 
 
 def module_samples(module_cls, device, dtype, seed=0):
@@ -354,11 +412,14 @@ def raised(fn, *args, **kwargs):
 
 
 def op_error_cases(name, device):
-    """``(sample, torch's exception type, manualbp's)`` for each of the OpInfo's error inputs."""
+    """``(description, torch's exception type, manualbp's)`` for each of the OpInfo's error inputs, then for each
+    of ``extra_error_inputs``."""
     op = OPINFOS[name]
-    for error_input in op.error_inputs(device) if op.error_inputs_func else ():
-        s = error_input.sample_input
-        yield s, raised(op.op, s.input, *s.args, **s.kwargs), raised(getattr(F, name), s.input, *s.args, **s.kwargs)
+    errors = op.error_inputs(device) if op.error_inputs_func else ()
+    calls = [((e.sample_input.input, *e.sample_input.args), e.sample_input.kwargs) for e in errors]
+    for args, kwargs in calls + extra_error_inputs(name, device):
+        description = sample_id(SampleInput(*args, **kwargs))
+        yield description, raised(op.op, *args, **kwargs), raised(getattr(F, name), *args, **kwargs)
 
 
 def module_error_cases(module_cls, device):
@@ -429,13 +490,15 @@ def test_op_matches_torch_on_its_opinfo_samples(name, device, dtype):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", [name for name in OPS if OPINFOS[name].error_inputs_func])
-def test_op_raises_torchs_exception_types_on_its_opinfo_error_inputs(name, device):
+@pytest.mark.parametrize(
+    "name", [name for name in OPS if OPINFOS[name].error_inputs_func or extra_error_inputs(name, "cpu")]
+)
+def test_op_raises_torchs_exception_types_on_its_opinfo_error_inputs_and_ours(name, device):
     cases = list(op_error_cases(name, device))
     assert cases
-    for sample, torch_error, manual_error in cases:
-        assert torch_error is not None, f"torch accepted {sample_id(sample)}"
-        assert manual_error is torch_error, f"{sample_id(sample)}: manualbp raised {manual_error}, torch {torch_error}"
+    for description, torch_error, manual_error in cases:
+        assert torch_error is not None, f"torch accepted {description}"
+        assert manual_error is torch_error, f"{description}: manualbp raised {manual_error}, torch {torch_error}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

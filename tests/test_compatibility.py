@@ -303,18 +303,18 @@ def test_module_forward_and_backward_hooks_fire_as_in_torch():
 
     def run(model, loss):
         fired, handed = [], []  # (kind, module name) in order; what each hook was handed
+
+        def recorder(kind, name):
+            def hook(module, *arguments):  # (args,), (args, output) or (grad_input, grad_output)
+                fired.append((kind, name))
+                handed.append(arguments)
+
+            return hook
+
         for name, module in model.named_modules():
-            module.register_forward_pre_hook(
-                lambda m, args, name=name: fired.append(("pre", name)) or handed.append(args)
-            )
-            module.register_forward_hook(
-                lambda m, args, out, name=name: fired.append(("forward", name)) or handed.append(out)
-            )
-            module.register_full_backward_hook(
-                lambda m, grad_in, grad_out, name=name: (
-                    fired.append(("backward", name)) or handed.append((grad_in, grad_out))
-                )
-            )
+            module.register_forward_pre_hook(recorder("pre", name))
+            module.register_forward_hook(recorder("forward", name))
+            module.register_full_backward_hook(recorder("backward", name))
         loss(model(x.clone().requires_grad_()), y).backward()
         return fired, handed
 

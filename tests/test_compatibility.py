@@ -21,17 +21,17 @@ IN, HIDDEN, CLASSES, BATCH = 6, 8, 4, 5
 
 
 def make_models(dtype=torch.float32, seed=0):
-    """``(manualbp model, torch.nn model)``: the same parameters, the first converted from a deep copy."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    reference = torch.nn.Sequential(
-        torch.nn.Linear(IN, HIDDEN),
-        torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, HIDDEN),
-        torch.nn.Tanh(),
-        torch.nn.Linear(HIDDEN, CLASSES),
-    ).to(dtype)
-    torch.random.set_rng_state(generator_state)
+    """``(manualbp model, torch.nn model)``: the same parameters, the first converted from a deep copy. The
+    parameters are drawn from ``seed``, the global generator left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reference = torch.nn.Sequential(
+            torch.nn.Linear(IN, HIDDEN),
+            torch.nn.ReLU(),
+            torch.nn.Linear(HIDDEN, HIDDEN),
+            torch.nn.Tanh(),
+            torch.nn.Linear(HIDDEN, CLASSES),
+        ).to(dtype)
     manual = manualbp.convert(copy.deepcopy(reference))
     assert type(manual) is manualbp.nn.Sequential
     return manual, reference

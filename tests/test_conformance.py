@@ -123,27 +123,10 @@ UNSUPPORTED = {
 }
 
 
-def _every_target_ignored_under_mean(args, kwargs):
-    target = args[1]
-    ignore_index = kwargs.get("ignore_index", -100)
-    return (
-        not target.is_floating_point()
-        and kwargs.get("reduction", "mean") == "mean"
-        and bool((target == ignore_index).all())
-    )
-
-
-# Library bugs these samples find, reported with a reproduction (test_known_bug_... below): op -> [(predicate,
-# reason)]. A sample matching one must still fail, so that the entry goes once the bug is fixed.
-KNOWN_BUGS = {
-    "cross_entropy": [
-        (
-            _every_target_ignored_under_mean,
-            "every target is ignore_index under reduction='mean': the loss is 0/0 = nan, as torch's; torch's gradient "
-            "is 0 (nll_loss's backward writes nothing), manualbp's nan (g/0 = inf, times q = 0)",
-        )
-    ],
-}
+# Library bugs these samples find, reported with a reproduction: op -> [(predicate, reason)]. A sample matching one
+# must still fail, so that the entry goes once the bug is fixed. (Every target ignored under "mean" was one: fixed,
+# see test_the_gradient_is_zero_where_every_target_is_ignored.)
+KNOWN_BUGS = {}
 
 
 def listed(table, name, args, kwargs):
@@ -555,7 +538,7 @@ def _calls(name, device="cpu"):
                 yield (*forward.args, *forward.kwargs.values(), *module.parameters()), constructor.kwargs
 
 
-@pytest.mark.parametrize("table", [UNSUPPORTED, KNOWN_BUGS], ids=["UNSUPPORTED", "KNOWN_BUGS"])
+@pytest.mark.parametrize("table", [UNSUPPORTED, KNOWN_BUGS], ids=["UNSUPPORTED", "KNOWN_BUGS"])  # KNOWN_BUGS: empty
 def test_every_listed_exception_matches_one_of_pytorchs_samples_at_least(table):
     for name, entries in table.items():
         calls = list(_calls(name))
@@ -563,8 +546,7 @@ def test_every_listed_exception_matches_one_of_pytorchs_samples_at_least(table):
             assert any(predicate(args, kwargs) for args, kwargs in calls), f"{name}: no sample left for: {reason}"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["cross_entropy"][0][1])
-def test_known_bug_cross_entropy_gradient_is_zero_where_every_target_is_ignored():
+def test_the_gradient_is_zero_where_every_target_is_ignored():
     logits = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     target = torch.tensor([1, 1])
     (torch_grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, target, ignore_index=1), logits)

@@ -171,6 +171,9 @@ class CrossEntropyLoss(torch.autograd.Function):
             u = torch.zeros_like(log_probs)  # u = ∂C/∂ℓ
             if grad_loss is not None:
                 u = -target_distribution(target, weight, ctx.ignore_index, ctx.label_smoothing, log_probs) * grad_loss
+                if not target.is_floating_point():
+                    # an ignored row asks nothing: its q is 0, but g/D is inf when every row is ignored (D = 0)
+                    u = u.where((target != ctx.ignore_index).unsqueeze(1), 0)
             if grad_log_probs is not None:
                 u = u + grad_log_probs
             # ∂C/∂z = u − p Σ_c u_c  (= g(p Σ_c q_c − q) when nothing flows into ℓ itself)

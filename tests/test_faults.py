@@ -128,11 +128,14 @@ def one_line(stderr):
 # ---- fast, in-process: the default run -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+# the end of the first epoch, whose events a resume must keep, and steps drawn by three seeds
+STOPS = [STEPS, *(random.Random(seed).randrange(1, EPOCHS * STEPS) for seed in range(3))]
+
+
+@pytest.mark.parametrize("at", STOPS)
 def test_ctrl_c_at_a_seeded_step_resumes_bit_identical_with_each_epoch_logged_once(
-    capsys, tmp_path, idx_dir, reference, seed
+    capsys, tmp_path, idx_dir, reference, at
 ):
-    at = random.Random(seed).randrange(1, EPOCHS * STEPS)
     code, lines = main(capsys, argv(idx_dir, tmp_path, "run"), stop=StopAt(at))
     run = str(tmp_path / "run")
     assert code == 130 and lines[-1] == f"interrupted: saved the run in {run}; continue it with --resume {run}"
@@ -370,7 +373,7 @@ def test_more_ctrl_c_while_the_stopped_run_shuts_down_print_no_traceback(tmp_pat
     for line in process.stderr:  # the run has stopped and saved; Python is about to shut down
         if line.startswith("interrupted:"):
             break
-    for _ in range(3):
+    while process.poll() is None:  # keep pressing Ctrl-C until it has exited, Python's shutdown included
         process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130

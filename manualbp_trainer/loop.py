@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -247,7 +248,7 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
     every rank calls this: each trains on its share of every global batch of ``config.batch_size`` examples, and
     rank 0 alone writes TensorBoard events and checkpoints.
     """
-    stop = stop if stop is not None else _Never()
+    stop = stop if stop is not None else threading.Event()  # never set: the run ends with its epochs
     rank, world_size = distributed.rank_and_world_size()
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
     train_set, test_set = data.load(config.dataset, config.data_root, config.data_dir, device, dtype, config.normalize)
@@ -307,13 +308,6 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
         run_dir=run_dir,
         interrupted=state.epoch < config.epochs,
     )
-
-
-class _Never:
-    """The stop event of a run that nothing stops but the end of its epochs."""
-
-    def is_set(self):
-        return False
 
 
 def _forward(network, functional, loss_name, world_size, compile):

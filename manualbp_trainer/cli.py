@@ -258,6 +258,11 @@ def main(argv=None, stop=None):
         if config.nesterov and config.momentum == 0:
             raise ValueError("--nesterov needs a --momentum above 0: pass --momentum 0.9, say, or --no-nesterov")
         if config.device == "cuda" and not torch.cuda.is_available():
+            if "device" not in explicit:  # the device the resumed run was made on
+                raise ValueError(
+                    f"--resume {args.resume}: the run trained on cuda and no CUDA device is available "
+                    "here: pass --device cpu to continue it on the CPU"
+                )
             raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
         config = dataclasses.replace(config, device=str(resolve_device(config.device)))
         if args.resume is None:
@@ -305,7 +310,6 @@ class _CtrlC:
 def _resumed_config(run_dir, saved, explicit):
     """The saved run's Config, with the flags that may differ when resuming; a finished run is refused."""
     values = dict(saved["config"])
-    values["device"] = "auto"  # where the run was made says nothing about where it continues
     values.update({name: value for name, value in explicit.items() if name in RESUMABLE})
     try:
         values["hidden"] = tuple(values["hidden"])

@@ -1,6 +1,7 @@
 """The command line of train.py: parse, check, pick the run directory, train, report. Errors are one line."""
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -9,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 import torch
 
@@ -270,19 +272,39 @@ def main(argv=None, stop=None):
             _check_memory(config)
     except (ValueError, data.DataError, checkpoint.CheckpointError, OSError) as error:
         parser.exit(2, f"train.py: error: {error}\n")
-    if distributed.launched_by_torchrun():
-        distributed.init(config.device)
-        # every rank must stop at the same step, so Ctrl-C is torchrun's: it ends the whole job
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            return _run(parser, args, config, resume, stop or threading.Event())
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            distributed.shutdown()
-    if stop is not None:
-        return _run(parser, args, config, resume, stop)
-    with _CtrlC() as ctrl_c:
-        return _run(parser, args, config, resume, ctrl_c.stop, ctrl_c.training)
+    with _writer_thread_errors_told_once():
+        if distributed.launched_by_torchrun():
+            distributed.init(config.device)
+            # every rank must stop at the same step, so Ctrl-C is torchrun's: it ends the whole job
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                return _run(parser, args, config, resume, stop or threading.Event())
+            finally:
+                signal.signal(signal.SIGINT, previous)
+                distributed.shutdown()
+        if stop is not None:
+            return _run(parser, args, config, resume, stop)
+        with _CtrlC() as ctrl_c:
+            return _run(parser, args, config, resume, ctrl_c.stop, ctrl_c.training)
+
+
+@contextlib.contextmanager
+def _writer_thread_errors_told_once():
+    """TensorBoard writes events from a thread of its own. When that fails (a full disk), the writer raises the
+    error again in the main thread at its next call, where the run reports it in one line; the thread's own
+    traceback would only say it twice."""
+    previous = threading.excepthook
+
+    def hook(args):
+        frames = traceback.extract_tb(args.exc_traceback)
+        if not (isinstance(args.exc_value, OSError) and any("tensorboard" in frame.filename for frame in frames)):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 class _CtrlC:
@@ -443,7 +465,12 @@ def _run(parser, args, config, resume, stop, training=None):
             f"smaller --hidden sizes or --batch-size\n",
         )
     except OSError as error:  # TensorBoard's event file, on a full disk or in a folder that went away
-        parser.exit(1, f"train.py: error: {prefix}could not write into {run_dir} ({error}); {_what_is_kept(run_dir)}\n")
+        kept = _what_is_kept(run_dir, resumable=True)
+        parser.exit(
+            1,
+            f"train.py: error: {prefix}could not write TensorBoard's events into {run_dir} "
+            f"({error.strerror or error}): free disk space, or raise the file-size limit (ulimit -f); {kept}\n",
+        )
     except KeyboardInterrupt:  # a second Ctrl-C, or under torchrun the first: stop now, keep what was saved
         parser.exit(
             130,

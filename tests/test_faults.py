@@ -312,6 +312,26 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_leaves_no_tempor
     assert_each_epoch_logged_once(run, reference(EPOCHS, *big))
 
 
+@pytest.mark.slow
+def test_a_full_disk_while_logging_says_so_in_one_line_and_the_run_resumes(capsys, tmp_path, idx_dir, reference):
+    flags = ("--hidden", "256", "--log-every", "1")  # an epoch's events ≈ 0.6 MB, the checkpoint ≈ 1.6 MB
+    assert main(capsys, argv(idx_dir, tmp_path, "full", *flags), stop=StopAt(STEPS))[0] == 130  # epoch 1 saved
+    run = str(tmp_path / "full")
+    before = Path(run, "checkpoint.pt").read_bytes()
+    process = train_py(["--resume", run, "--no-progress"], preexec_fn=_limit_file_size(300_000))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert one_line(stderr) == (  # and no traceback from TensorBoard's writer thread
+        f"train.py: error: could not write TensorBoard's events into {run} (File too large): free disk space, or "
+        f"raise the file-size limit (ulimit -f); the last good checkpoint (epoch 1) is kept in {run}: continue "
+        f"with --resume {run}"
+    )
+    assert leftovers(run) == [] and Path(run, "checkpoint.pt").read_bytes() == before
+    assert main(capsys, ["--resume", run, "--no-progress"], stop=StopAt(10**9))[0] == 0
+    assert_bit_identical(reference(EPOCHS, *flags), run)
+    assert_each_epoch_logged_once(run, reference(EPOCHS, *flags))  # the cut-short events file included
+
+
 def _drop_root_override():
     """Make this root child subject to file permissions: without CAP_DAC_OVERRIDE (and CAP_DAC_READ_SEARCH) in
     its bounding set, the root it runs as after exec has them no more."""

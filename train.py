@@ -6,8 +6,7 @@ import sys
 from manualbp_trainer.cli import main
 
 if __name__ == "__main__":
-    try:
-        status = main()
-    finally:  # the run is saved and over: a Ctrl-C while Python shuts down would only print a traceback
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(status)
+    # Ctrl-C is handled while main trains (manualbp_trainer.cli._CtrlC); before and after, in Python's start-up
+    # and shutdown, it could only print a traceback ("Exception ignored in atexit callback")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(main())

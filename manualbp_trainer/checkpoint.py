@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 
 import torch
 
@@ -33,8 +34,12 @@ def save(state, run_dir):
             os.remove(temporary)
         if not isinstance(error, Exception):  # KeyboardInterrupt: the caller decides what an interrupt means
             raise
+        # torch's zip writer reports a short write as "unexpected pos …", without the OS's reason
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write was cut short"
+        free = shutil.disk_usage(run_dir).free
         raise SaveError(
-            f"could not write {path} ({cause(error)}): free disk space or lift the file-size limit"
+            f"could not write {path} ({reason}; {free / 1e6:,.0f} MB free on its disk): free disk space, or raise "
+            "the file-size limit (ulimit -f)"
         ) from error
     return path
 
@@ -48,10 +53,12 @@ def load(run_dir):
         raise CheckpointError(f"--resume {run_dir}: it holds no {FILENAME}; was it made by train.py?")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except PermissionError as error:
+        raise CheckpointError(f"--resume {run_dir}: {FILENAME} is unreadable ({error.strerror})") from error
+    except Exception as error:  # torch.load's message would only mislead (it suggests weights_only=False)
         raise CheckpointError(
-            f"--resume {run_dir}: {FILENAME} is unreadable, corrupt or not a checkpoint ({cause(error)}); "
-            "the run cannot be continued: start a new one"
+            f"--resume {run_dir}: {FILENAME} is corrupt or not a checkpoint (torch.load raised "
+            f"{type(error).__name__}): the run cannot be continued; start a new one"
         ) from error
     missing = [key for key in (*KEYS, "config") if not isinstance(saved, dict) or key not in saved]
     if missing:

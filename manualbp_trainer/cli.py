@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 import torch
 
@@ -199,6 +200,17 @@ def config_from_args(args):
     return Config(**values), explicit
 
 
+def _make_run_dir(path):
+    try:
+        os.makedirs(path)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise ValueError(
+            f"cannot make the run directory {path} ({error.strerror}): choose a writable --logdir"
+        ) from error
+
+
 def _new_run_dir(args, config):
     if args.run_name is not None:
         if not args.run_name or os.sep in args.run_name or args.run_name in (".", ".."):
@@ -206,7 +218,7 @@ def _new_run_dir(args, config):
         path = os.path.join(args.logdir, args.run_name)
         if os.path.exists(path):
             raise ValueError(f"{path} already exists: choose another --run-name, or continue it with --resume {path}")
-        os.makedirs(path)
+        _make_run_dir(path)
         return path
     hidden = "-".join(map(str, config.hidden))
     base = (
@@ -216,7 +228,7 @@ def _new_run_dir(args, config):
     for attempt in range(1, 1000):
         path = os.path.join(args.logdir, base if attempt == 1 else f"{base}-{attempt}")
         try:
-            os.makedirs(path)  # exist_ok=False: an existing run is never reused
+            _make_run_dir(path)  # exist_ok=False: an existing run is never reused
             return path
         except FileExistsError:
             continue
@@ -227,7 +239,7 @@ def main(argv=None, stop=None):
     """Run train.py's command line; return the exit status (argument and setup errors exit via SystemExit).
 
     ``stop`` is an event that stops the run at the next step boundary once set (``threading.Event``). By default
-    the first Ctrl-C sets it and a second one stops at once; under torchrun Ctrl-C is left to torchrun.
+    the first Ctrl-C sets it and a second one stops at once (``_CtrlC``); under torchrun Ctrl-C is torchrun's.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -248,6 +260,11 @@ def main(argv=None, stop=None):
         if config.nesterov and config.momentum == 0:
             raise ValueError("--nesterov needs a --momentum above 0: pass --momentum 0.9, say, or --no-nesterov")
         if config.device == "cuda" and not torch.cuda.is_available():
+            if "device" not in explicit:  # the device the resumed run was made on
+                raise ValueError(
+                    f"--resume {args.resume}: the run trained on cuda and no CUDA device is available "
+                    "here: pass --device cpu to continue it on the CPU"
+                )
             raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
         config = dataclasses.replace(config, device=str(resolve_device(config.device)))
         if args.resume is None:
@@ -255,43 +272,66 @@ def main(argv=None, stop=None):
             _check_memory(config)
     except (ValueError, data.DataError, checkpoint.CheckpointError, OSError) as error:
         parser.exit(2, f"train.py: error: {error}\n")
-    if not distributed.launched_by_torchrun():
+    with _writer_thread_errors_told_once():
+        if distributed.launched_by_torchrun():
+            distributed.init(config.device)
+            # every rank must stop at the same step, so Ctrl-C is torchrun's: it ends the whole job
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                return _run(parser, args, config, resume, stop or threading.Event())
+            finally:
+                signal.signal(signal.SIGINT, previous)
+                distributed.shutdown()
         if stop is not None:
             return _run(parser, args, config, resume, stop)
-        with _ctrl_c_stops() as stop:
-            return _run(parser, args, config, resume, stop)
-    distributed.init(config.device)
-    try:  # every rank must stop at the same step, so Ctrl-C is left to torchrun, which ends the whole job
-        return _run(parser, args, config, resume, stop or threading.Event())
-    finally:
-        distributed.shutdown()
+        with _CtrlC() as ctrl_c:
+            return _run(parser, args, config, resume, ctrl_c.stop, ctrl_c.training)
 
 
 @contextlib.contextmanager
-def _ctrl_c_stops():
-    """An event the first Ctrl-C sets: the run stops at the next step boundary and saves its position. A second
-    Ctrl-C while it trains stops at once (KeyboardInterrupt); one after the run has stopped is ignored."""
-    stop = threading.Event()
-    stopped = threading.Event()
+def _writer_thread_errors_told_once():
+    """TensorBoard writes events from a thread of its own. When that fails (a full disk), the writer raises the
+    error again in the main thread at its next call, where the run reports it in one line; the thread's own
+    traceback would only say it twice."""
+    previous = threading.excepthook
 
-    def handle(signum, frame):
-        if not stop.is_set():
-            stop.set()
-        elif not stopped.is_set():
-            raise KeyboardInterrupt
+    def hook(args):
+        frames = traceback.extract_tb(args.exc_traceback)
+        if not (isinstance(args.exc_value, OSError) and any("tensorboard" in frame.filename for frame in frames)):
+            previous(args)
 
-    previous = signal.signal(signal.SIGINT, handle)
+    threading.excepthook = hook
     try:
-        yield stop
+        yield
     finally:
-        stopped.set()
-        signal.signal(signal.SIGINT, previous)
+        threading.excepthook = previous
+
+
+class _CtrlC:
+    """SIGINT on a run of one process. The first Ctrl-C sets ``stop``: the run stops at the next step boundary and
+    saves its position. A second one while ``training`` is set stops it at once (KeyboardInterrupt); once the run
+    has returned, Ctrl-C is ignored: the run is saved, and all that is left is to say so."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.training = threading.Event()
+
+    def _handle(self, signum, frame):
+        if self.stop.is_set() and self.training.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
 
 
 def _resumed_config(run_dir, saved, explicit):
     """The saved run's Config, with the flags that may differ when resuming; a finished run is refused."""
     values = dict(saved["config"])
-    values["device"] = "auto"  # where the run was made says nothing about where it continues
     values.update({name: value for name, value in explicit.items() if name in RESUMABLE})
     try:
         values["hidden"] = tuple(values["hidden"])
@@ -374,14 +414,17 @@ def _what_is_kept(run_dir, resumable=False):
     try:
         saved = checkpoint.load(run_dir)
     except checkpoint.CheckpointError:
-        return f"no epoch had finished, so {run_dir} holds no checkpoint, only the TensorBoard events so far"
+        return f"no checkpoint was saved: {run_dir} holds only the TensorBoard events so far"
     position = f"epoch {saved['epoch']}" + (f", step {saved['step']}" if saved["step"] else "")
     then = f": continue with --resume {run_dir}" if resumable else ""
     return f"the last good checkpoint ({position}) is kept in {run_dir}{then}"
 
 
-def _run(parser, args, config, resume, stop):
-    """Pick the run directory (rank 0 does, under torchrun), train, and report; errors end the process."""
+def _run(parser, args, config, resume, stop, training=None):
+    """Pick the run directory (rank 0 does, under torchrun), train, and report; errors end the process.
+
+    ``training`` (an event) is set while ``train`` runs.
+    """
     rank, world_size = distributed.rank_and_world_size()
     prefix = f"rank {rank}: " if world_size > 1 else ""
     run_dir = error = None
@@ -395,8 +438,14 @@ def _run(parser, args, config, resume, stop):
     run_dir, error = distributed.broadcast_from_rank_0((run_dir, error))
     if error is not None:
         parser.exit(2, f"train.py: error: {prefix}{error}\n")
+    training = training or threading.Event()
+    training.set()
     try:
-        result = train(config, run_dir, resume=resume, progress=not args.no_progress and sys.stderr.isatty(), stop=stop)
+        try:
+            progress = not args.no_progress and sys.stderr.isatty()
+            result = train(config, run_dir, resume=resume, progress=progress, stop=stop)
+        finally:
+            training.clear()
     except data.DataError as error:
         _remove_if_empty(run_dir)
         parser.exit(2, f"train.py: error: {prefix}{error}\n")
@@ -416,7 +465,12 @@ def _run(parser, args, config, resume, stop):
             f"smaller --hidden sizes or --batch-size\n",
         )
     except OSError as error:  # TensorBoard's event file, on a full disk or in a folder that went away
-        parser.exit(1, f"train.py: error: {prefix}could not write into {run_dir} ({error}); {_what_is_kept(run_dir)}\n")
+        kept = _what_is_kept(run_dir, resumable=True)
+        parser.exit(
+            1,
+            f"train.py: error: {prefix}could not write TensorBoard's events into {run_dir} "
+            f"({error.strerror or error}): free disk space, or raise the file-size limit (ulimit -f); {kept}\n",
+        )
     except KeyboardInterrupt:  # a second Ctrl-C, or under torchrun the first: stop now, keep what was saved
         parser.exit(
             130,

@@ -9,7 +9,9 @@ to a run that was never stopped.
 import dataclasses
 import json
 import math
+import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -246,16 +248,16 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
     every rank calls this: each trains on its share of every global batch of ``config.batch_size`` examples, and
     rank 0 alone writes TensorBoard events and checkpoints.
     """
-    stop = stop if stop is not None else _Never()
+    stop = stop if stop is not None else threading.Event()  # never set: the run ends with its epochs
     rank, world_size = distributed.rank_and_world_size()
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
     train_set, test_set = data.load(config.dataset, config.data_root, config.data_dir, device, dtype, config.normalize)
-    if rank == 0:
-        processes = f" ({world_size} processes)" if world_size > 1 else ""
-        print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
     state = create_state(config, train_set.images.shape[1], len(train_set), device, dtype)
     if resume is not None:
         load_checkpoint(state, resume)
+    if rank == 0:
+        processes = f" ({world_size} processes)" if world_size > 1 else ""
+        print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
     # DistributedDataParallel averages the gradients over the ranks during the backward pass
     network = state.model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(state.model)
     functional = manual_functional if config.layers == "manual" else torch.nn.functional
@@ -308,13 +310,6 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
     )
 
 
-class _Never:
-    """The stop event of a run that nothing stops but the end of its epochs."""
-
-    def is_set(self):
-        return False
-
-
 def _forward(network, functional, loss_name, world_size, compile):
     """``forward(x, target) -> (output, loss)``: the batch mean on one process, the sum under torchrun."""
     reduction = "mean" if world_size == 1 else "sum"
@@ -347,6 +342,7 @@ def _writer(config, run_dir, state, resumed):
     """TensorBoard's writer for rank 0. A resumed run first drops what was logged after its checkpoint: the
     steps it is about to log again. A new run starts with its configuration and the HPARAMS table's entry."""
     if resumed:  # events at the checkpoint's own step were written before it (flushed), so they stay
+        _wait_for_a_later_second(run_dir)
         return SummaryWriter(run_dir, purge_step=state.global_step + 1)
     writer = SummaryWriter(run_dir)
     writer.add_text("config", "```\n" + json.dumps(dataclasses.asdict(config), indent=2) + "\n```")
@@ -355,6 +351,16 @@ def _writer(config, run_dir, state, resumed):
     for summary in hparams(hparam_values, dict.fromkeys(METRICS, float("nan"))):
         writer.file_writer.add_summary(summary)
     return writer
+
+
+def _wait_for_a_later_second(run_dir):
+    """TensorBoard reads a run's event files in the order of their names, which begin with the second each file
+    was made: a resumed run's file must begin in a later second than those before it, or TensorBoard would read
+    its purge first and the old file's events after it (a resume within a second of the start is then slowed by
+    less than a second)."""
+    made = [int(name.split(".")[3]) for name in os.listdir(run_dir) if name.startswith("events.out.tfevents.")]
+    while made and time.time() < max(made) + 1:
+        time.sleep(max(made) + 1 - time.time())
 
 
 def _hparam(value):

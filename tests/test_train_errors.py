@@ -146,7 +146,7 @@ def test_gzipped_idx_files_train(tmp_path):
         (lambda run: os.makedirs(run), "it holds no checkpoint.pt"),
         (
             lambda run: (os.makedirs(run), _corrupt(run, "checkpoint.pt", b"not a checkpoint")),
-            "checkpoint.pt is unreadable",
+            "checkpoint.pt is corrupt or not a checkpoint",
         ),
     ],
     ids=["missing", "no-checkpoint", "corrupt"],

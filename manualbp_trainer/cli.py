@@ -40,7 +40,7 @@ NIELSEN = {
 }
 PRESETS = {"nielsen": NIELSEN}
 # what may differ when a run is resumed: where it runs and where its data lies, not what it computes
-RESUMABLE = {"device", "compile", "data_root", "data_dir", "log_every"}
+RESUMABLE = {"device", "compile", "data_root", "data_dir", "log_every", "pictures"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -178,6 +178,16 @@ def build_parser():
         ),
     )
     run.add_argument("--log-every", type=_positive(int), help=_with_default("steps between logged values", d.log_every))
+    run.add_argument(
+        "--pictures",
+        action=argparse.BooleanOptionalAction,
+        help=_with_default(
+            "each epoch, draw what one test image per class asks of every output, hidden neuron and first-layer "
+            "weight, and how single examples' gradients agree with their batch (TensorBoard's IMAGES and "
+            "HISTOGRAMS tabs; about 2 s an epoch on a CPU)",
+            d.pictures,
+        ),
+    )
     run.add_argument("--logdir", default="runs", help="parent folder of the run directories (default: %(default)s)")
     run.add_argument("--run-name", help="the run directory's name (default: from the time and the config)")
     run.add_argument(
@@ -252,7 +262,8 @@ def main(argv=None, stop=None):
                 flags = ", ".join("--" + name.replace("_", "-") for name in changed) or "--preset"
                 raise ValueError(
                     f"{flags} cannot change when resuming: --resume continues the run as it was "
-                    "configured (only --device, --compile, --data-dir, --data-root and --log-every may differ)"
+                    "configured (only --device, --compile, --data-dir, --data-root, --log-every and --pictures may "
+                    "differ)"
                 )
             resume = checkpoint.load(args.resume)
             config = _resumed_config(args.resume, resume, explicit)

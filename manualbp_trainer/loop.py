@@ -62,6 +62,7 @@ class Config:
     device: str = "auto"
     compile: bool = False
     log_every: int = 100
+    pictures: bool = True
 
 
 @dataclass
@@ -389,6 +390,8 @@ def _log_epoch(writer, state, config, probe, test_set, predictions, test_loss, t
     wrong = summaries.misclassified_grid(test_set.images, test_set.labels, predictions)
     if wrong is not None:
         writer.add_image("misclassified", wrong, step)
+    if config.pictures:
+        summaries.log_pictures(writer, model, config.loss, test_set, probe, step)
     max_abs, max_rel = summaries.gradient_agreement(model, config.loss, *probe)
     writer.add_scalar("gradient_agreement/max_abs_diff", max_abs, step)
     writer.add_scalar("gradient_agreement/max_rel_diff", max_rel, step)

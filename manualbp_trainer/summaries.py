@@ -8,6 +8,7 @@ import torchvision
 from PIL import Image, ImageDraw
 
 import manualbp
+from manualbp_trainer import pictures
 from manualbp_trainer.model import linear_layers
 
 
@@ -78,3 +79,22 @@ def gradient_agreement(model, loss_name, x, target):
         max_abs = max(max_abs, difference)
         max_rel = max(max_rel, difference / max(builtin.abs().max().item(), torch.finfo(builtin.dtype).tiny))
     return max_abs, max_rel
+
+
+def log_pictures(writer, model, loss_name, test_set, probe, step, examples=16):
+    """What one example asks of the network, for the first test image of each class (``asks/<class>``: the
+    figure of ``pictures.figure``), and how single examples agree with their mini-batch: the cosine of each of
+    ``examples`` probe examples' gradients with the batch gradient (``agreement/example_vs_batch_cosine``), and the
+    largest difference between their mean and the batch gradient (``agreement/mean_minus_batch_max_diff``:
+    rounding, since the batch gradient *is* their mean)."""
+    for index in pictures.examples_per_class(test_set.labels):
+        x, label = test_set.images[index], int(test_set.labels[index])
+        target = test_set.labels[index]
+        if loss_name == "mse":
+            target = torch.nn.functional.one_hot(target, 10).to(x.dtype)
+        figure = pictures.figure(x, label, pictures.requests(model, x, target, loss_name))
+        writer.add_figure(f"asks/{label}", figure, step)
+    x, target = probe[0][:examples], probe[1][:examples]
+    cosines, max_diff = pictures.per_example_agreement(model, x, target, loss_name)
+    writer.add_histogram("agreement/example_vs_batch_cosine", cosines.cpu(), step)
+    writer.add_scalar("agreement/mean_minus_batch_max_diff", max_diff, step)

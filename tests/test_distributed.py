@@ -25,6 +25,7 @@ FLAGS = [
     "--log-every",
     "4",
     "--no-progress",
+    "--no-pictures",
     "--device",
     "cpu",
 ]
@@ -101,7 +102,7 @@ def test_a_run_resumed_under_torchrun_ends_with_the_weights_of_an_uninterrupted_
     assert cli.main([*common, "--run-name", "whole"]) == 0
     # 17 steps an epoch: stop 4 steps into the second
     assert cli.main([*common, "--run-name", "interrupted"], stop=StopAt(21)) == 130
-    finished = torchrun("--resume", os.path.join(logdir, "interrupted"), "--no-progress")
+    finished = torchrun("--resume", os.path.join(logdir, "interrupted"), "--no-progress", "--no-pictures")
     assert finished.returncode == 0, finished.stderr[-3000:]
     state = torch.load(os.path.join(logdir, "interrupted", "checkpoint.pt"), weights_only=True)
     assert state["global_step"] == 2 * 17

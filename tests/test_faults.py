@@ -27,7 +27,18 @@ from manualbp_trainer import cli, data, loop
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8  # 400 training examples in batches of 50
 EPOCHS = 3
-FLAGS = ["--hidden", "32", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
+FLAGS = [
+    "--hidden",
+    "32",
+    "--batch-size",
+    "50",
+    "--log-every",
+    "2",
+    "--no-progress",
+    "--no-pictures",
+    "--device",
+    "cpu",
+]
 EPOCH_TAGS = ("test/accuracy", "test/loss", "gradient_agreement/max_abs_diff", "gradient_agreement/max_rel_diff")
 
 
@@ -141,7 +152,7 @@ def test_ctrl_c_at_a_seeded_step_resumes_bit_identical_with_each_epoch_logged_on
     assert code == 130 and lines[-1] == f"interrupted: saved the run in {run}; continue it with --resume {run}"
     saved = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)
     assert (saved["epoch"], saved["step"]) == divmod(at, STEPS)
-    assert main(capsys, ["--resume", run, "--no-progress"], stop=StopAt(10**9))[0] == 0
+    assert main(capsys, ["--resume", run, "--no-progress", "--no-pictures"], stop=StopAt(10**9))[0] == 0
     assert_bit_identical(reference(), run)
     assert_each_epoch_logged_once(run, reference())
     assert leftovers(run) == []
@@ -214,7 +225,7 @@ def test_a_corrupt_checkpoint_is_one_line_with_exit_2_and_is_left_as_it_was(
     run = shutil.copytree(reference(), tmp_path / "damaged")
     damage(os.path.join(run, "checkpoint.pt"))
     before = snapshot(run)
-    code, lines = main(capsys, ["--resume", str(run), "--no-progress"])
+    code, lines = main(capsys, ["--resume", str(run), "--no-progress", "--no-pictures"])
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"train.py: error: --resume {run}: ")
     assert message in lines[0] and "weights_only" not in lines[0], lines[0]
     assert snapshot(run) == before
@@ -267,7 +278,7 @@ def test_a_data_dir_is_named_after_the_data_set_its_files_hold(capsys, tmp_path,
     fashion = _fashion_like(str(tmp_path / "fashion"))
     assert (data.identify(fashion), data.identify(idx_dir)) == ("fashion-mnist", "idx")
     arguments = ["--data-dir", fashion, "--logdir", str(tmp_path / "runs"), "--hidden", "8", "--epochs", "1"]
-    assert main(capsys, [*arguments, "--no-progress"])[0] == 0
+    assert main(capsys, [*arguments, "--no-progress", "--no-pictures"])[0] == 0
     (run,) = os.listdir(tmp_path / "runs")
     assert "_fashion-mnist_" in run
     config = torch.load(tmp_path / "runs" / run / "checkpoint.pt", weights_only=True)["config"]
@@ -297,7 +308,7 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_leaves_no_tempor
     assert main(capsys, argv(idx_dir, tmp_path, "full", *big), stop=StopAt(STEPS))[0] == 130  # epoch 1 saved
     run = str(tmp_path / "full")
     before = Path(run, "checkpoint.pt").read_bytes()
-    process = train_py(["--resume", run, "--no-progress"], preexec_fn=_limit_file_size(2_000_000))
+    process = train_py(["--resume", run, "--no-progress", "--no-pictures"], preexec_fn=_limit_file_size(2_000_000))
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1
     line = one_line(stderr)
@@ -307,7 +318,7 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_leaves_no_tempor
         f"(epoch 1) is kept in {run}: continue with --resume {run}"
     )
     assert leftovers(run) == [] and Path(run, "checkpoint.pt").read_bytes() == before
-    assert main(capsys, ["--resume", run, "--no-progress"], stop=StopAt(10**9))[0] == 0
+    assert main(capsys, ["--resume", run, "--no-progress", "--no-pictures"], stop=StopAt(10**9))[0] == 0
     assert_bit_identical(reference(EPOCHS, *big), run)
     assert_each_epoch_logged_once(run, reference(EPOCHS, *big))
 
@@ -318,7 +329,7 @@ def test_a_full_disk_while_logging_says_so_in_one_line_and_the_run_resumes(capsy
     assert main(capsys, argv(idx_dir, tmp_path, "full", *flags), stop=StopAt(STEPS))[0] == 130  # epoch 1 saved
     run = str(tmp_path / "full")
     before = Path(run, "checkpoint.pt").read_bytes()
-    process = train_py(["--resume", run, "--no-progress"], preexec_fn=_limit_file_size(300_000))
+    process = train_py(["--resume", run, "--no-progress", "--no-pictures"], preexec_fn=_limit_file_size(300_000))
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1
     assert one_line(stderr) == (  # and no traceback from TensorBoard's writer thread
@@ -327,7 +338,7 @@ def test_a_full_disk_while_logging_says_so_in_one_line_and_the_run_resumes(capsy
         f"with --resume {run}"
     )
     assert leftovers(run) == [] and Path(run, "checkpoint.pt").read_bytes() == before
-    assert main(capsys, ["--resume", run, "--no-progress"], stop=StopAt(10**9))[0] == 0
+    assert main(capsys, ["--resume", run, "--no-progress", "--no-pictures"], stop=StopAt(10**9))[0] == 0
     assert_bit_identical(reference(EPOCHS, *flags), run)
     assert_each_epoch_logged_once(run, reference(EPOCHS, *flags))  # the cut-short events file included
 
@@ -395,7 +406,7 @@ def test_a_signal_after_a_seeded_epoch_then_resume_ends_bit_identical_with_each_
         assert leftovers(run) == []
     saved = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)
     assert epoch <= saved["epoch"] < LONG and saved["global_step"] == saved["epoch"] * STEPS + saved["step"]
-    assert main(capsys, ["--resume", run, "--no-progress"], stop=StopAt(10**9))[0] == 0
+    assert main(capsys, ["--resume", run, "--no-progress", "--no-pictures"], stop=StopAt(10**9))[0] == 0
     assert_bit_identical(reference(LONG), run)
     assert_each_epoch_logged_once(run, reference(LONG), epochs=LONG)
     assert leftovers(run) == []  # a temporary file that kill -9 cut short was replaced

@@ -28,6 +28,7 @@ def test_one_epoch_on_real_fashion_mnist_reaches_80_percent_and_is_named_fashion
             "--logdir",
             str(tmp_path),
             "--no-progress",
+            "--no-pictures",
         ],
         cwd=ROOT,
         capture_output=True,

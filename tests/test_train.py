@@ -12,7 +12,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from manualbp_trainer import cli, loop
 
-SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress"]
+SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def scalar_values(accumulator, tag):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, idx_dir):
     tmp_path = tmp_path_factory.mktemp("trained")
-    code, run_dir = run(tmp_path, idx_dir)
+    code, run_dir = run(tmp_path, idx_dir, "--pictures")
     assert code == 0
     return run_dir
 
@@ -74,6 +74,11 @@ def test_event_file_holds_every_scalar_histogram_image_and_text(trained):
     tiles = accumulator.Images("first_layer_weights")[-1]
     assert tiles.width > 28 * 5 and tiles.height > 28 * 5  # 32 hidden neurons as 28×28 tiles, 6 to a row
     assert "config/text_summary" in tags["tensors"]
+    # what one test image per class asks of the network, each epoch; how single examples agree with their batch
+    assert {f"asks/{label}" for label in range(10)} <= set(tags["images"])
+    assert [image.step for image in accumulator.Images("asks/3")] == [8, 16]
+    assert "agreement/example_vs_batch_cosine" in tags["histograms"]
+    assert max(scalar_values(accumulator, "agreement/mean_minus_batch_max_diff")) < 1e-6
     for accuracy in ("train/accuracy", "test/accuracy"):
         assert all(0.0 <= v <= 1.0 for v in scalar_values(accumulator, accuracy))
     assert max(scalar_values(accumulator, "gradient_agreement/max_rel_diff")) < 1e-4
@@ -169,7 +174,7 @@ def test_interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one
     assert code == 130
     saved = torch.load(os.path.join(interrupted, "checkpoint.pt"), weights_only=True)
     assert (saved["epoch"], saved["step"]) == divmod(stop_at, 8)
-    assert cli.main(["--resume", interrupted, "--no-progress"]) == 0
+    assert cli.main(["--resume", interrupted, "--no-progress", "--no-pictures"]) == 0
     whole = torch.load(os.path.join(tmp_path / "runs" / "whole", "checkpoint.pt"), weights_only=True)
     resumed = torch.load(os.path.join(interrupted, "checkpoint.pt"), weights_only=True)
     for key in whole["model"]:

@@ -110,7 +110,9 @@ def _images_bytes(n):
 def test_bad_idx_files_are_one_line_errors(capsys, tmp_path, damage, message):
     folder = write_idx_dir(str(tmp_path / "idx"))
     damage(folder)
-    code, lines = fail(capsys, ["--data-dir", folder, "--logdir", str(tmp_path / "runs"), "--no-progress"])
+    code, lines = fail(
+        capsys, ["--data-dir", folder, "--logdir", str(tmp_path / "runs"), "--no-progress", "--no-pictures"]
+    )
     assert code == 2 and message in lines[-1] and lines[-1].startswith("train.py: error:")
     assert all("Traceback" not in line for line in lines)
 
@@ -119,7 +121,9 @@ def test_corrupt_gzipped_idx_file_is_a_one_line_error(capsys, tmp_path):
     folder = write_idx_dir(str(tmp_path / "idx"), gz=True)
     with gzip.open(os.path.join(folder, "t10k-images-idx3-ubyte.gz"), "wb") as f:
         f.write(IMAGES_MAGIC.to_bytes(4, "big") + b"\x00\x00")
-    code, lines = fail(capsys, ["--data-dir", folder, "--logdir", str(tmp_path / "runs"), "--no-progress"])
+    code, lines = fail(
+        capsys, ["--data-dir", folder, "--logdir", str(tmp_path / "runs"), "--no-progress", "--no-pictures"]
+    )
     assert code == 2 and "t10k-images-idx3-ubyte.gz is not a valid IDX file" in lines[-1]
 
 
@@ -135,6 +139,7 @@ def test_gzipped_idx_files_train(tmp_path):
         "--epochs",
         "1",
         "--no-progress",
+        "--no-pictures",
     ]
     assert cli.main(argv) == 0
 
@@ -177,7 +182,18 @@ def test_an_existing_run_is_never_overwritten(capsys, tmp_path):
 
 def test_two_runs_with_the_same_config_in_the_same_second_get_two_directories(tmp_path):
     folder = write_idx_dir(str(tmp_path / "idx"), n_train=100, n_test=50)
-    argv = ["--data-dir", folder, "--logdir", str(tmp_path / "runs"), "--hidden", "8", "--epochs", "1", "--no-progress"]
+    argv = [
+        "--data-dir",
+        folder,
+        "--logdir",
+        str(tmp_path / "runs"),
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--no-pictures",
+    ]
     assert cli.main(argv) == 0 and cli.main(argv) == 0
     assert len(os.listdir(tmp_path / "runs")) == 2
 
@@ -210,6 +226,7 @@ def test_a_loss_that_turns_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
             "--log-every",
             "4",
             "--no-progress",
+            "--no-pictures",
         ],
     )
     assert code == 1
@@ -239,6 +256,7 @@ def test_ctrl_c_saves_the_position_and_exits_cleanly_with_status_130(tmp_path):
         "--epochs",
         "50",
         "--no-progress",
+        "--no-pictures",
     ]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
@@ -272,7 +290,7 @@ def test_an_interrupt_that_cannot_wait_for_the_step_boundary_exits_130_and_keeps
     monkeypatch.setattr(loop, "_loss", loss_interrupted_in_epoch_2)
     run = tmp_path / "runs" / "cut"
     argv = ["--data-dir", folder, "--logdir", str(tmp_path / "runs"), "--run-name", "cut", "--batch-size", "50"]
-    code, lines = fail(capsys, [*argv, "--epochs", "3", "--no-progress"])
+    code, lines = fail(capsys, [*argv, "--epochs", "3", "--no-progress", "--no-pictures"])
     assert code == 130
     assert lines[-1] == (
         f"train.py: stopped: {run} keeps the checkpoint of the last finished epoch, if any; "

@@ -123,7 +123,8 @@ def _explain(args):
     print(f"{args.run_dir}: test image {index}, class {label}, predicted {predicted}")
     print(pictures.format_chain_rule(pictures.chain_rule(model, x, target, config.loss, args.row, args.column)))
     if args.out is not None:
-        figure = pictures.figure(x, label, pictures.requests(model, x, target, config.loss))
+        names = pictures.class_names(config.dataset)
+        figure = pictures.figure(x, label, pictures.requests(model, x, target, config.loss), names)
         figure.savefig(args.out)
         print(f"the figure: {args.out}")
     return 0

@@ -391,7 +391,8 @@ def _log_epoch(writer, state, config, probe, test_set, predictions, test_loss, t
     if wrong is not None:
         writer.add_image("misclassified", wrong, step)
     if config.pictures:
-        summaries.log_pictures(writer, model, config.loss, test_set, probe, step)
+        names = summaries.pictures.class_names(config.dataset)
+        summaries.log_pictures(writer, model, config.loss, test_set, probe, step, names)
     max_abs, max_rel = summaries.gradient_agreement(model, config.loss, *probe)
     writer.add_scalar("gradient_agreement/max_abs_diff", max_abs, step)
     writer.add_scalar("gradient_agreement/max_rel_diff", max_rel, step)

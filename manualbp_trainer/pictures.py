@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # no screen: figures are drawn to images (TensorBoard, PN
 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import torchvision  # noqa: E402
 from torch.func import functional_call, grad, vmap  # noqa: E402
 
 import manualbp  # noqa: E402
@@ -79,18 +80,14 @@ def figure(image, label, result, class_names=None, hardest=4, side=28):
     ax = fig.add_subplot(grid[0, 1:])
     output, nudge = result.activations[-1].float().cpu().numpy(), result.nudges[-1].float().cpu().numpy()
     positions = torch.arange(len(output)).float().numpy()
-    ax.bar(positions - 0.2, output, width=0.4, color="0.7", label="output aᴸ")
-    ax.bar(
-        positions + 0.2,
-        nudge,
-        width=0.4,
-        color=["tab:green" if v > 0 else "tab:red" for v in nudge],
-        label="nudge −∂C/∂aᴸ",
-    )
-    ax.axhline(0, color="black", linewidth=0.5)
+    ax.bar(positions - 0.2, output, width=0.4, color="0.7")
+    ax.set_ylabel("output aᴸ (grey)", fontsize=8)
     ax.set_xticks(positions, names, fontsize=7)
+    nudges = ax.twinx()  # the nudges on a scale of their own: a confident output is asked for little
+    nudges.bar(positions + 0.2, nudge, width=0.4, color=["tab:green" if v > 0 else "tab:red" for v in nudge])
+    nudges.axhline(0, color="black", linewidth=0.5)
+    nudges.set_ylabel("nudge −∂C/∂aᴸ", fontsize=8)
     ax.set_title(f"what the example asks of each output (target {names[label]}, C = {result.loss:.3f})")
-    ax.legend(fontsize=7, loc="upper right")
 
     for layer, nudge in enumerate(hidden):
         ax = fig.add_subplot(grid[1 + layer, :])
@@ -217,6 +214,11 @@ def _loss(loss_name, output, target, torch_layers=False):
     if loss_name == "mse":
         return functional.mse_loss(output, target)
     return functional.cross_entropy(output, target)
+
+
+def class_names(dataset):
+    """The classes' names for the figures: Fashion-MNIST's garments, else None (the digits name themselves)."""
+    return list(torchvision.datasets.FashionMNIST.classes) if dataset == "fashion-mnist" else None
 
 
 def examples_per_class(labels, classes=10):

@@ -81,7 +81,7 @@ def gradient_agreement(model, loss_name, x, target):
     return max_abs, max_rel
 
 
-def log_pictures(writer, model, loss_name, test_set, probe, step, examples=16):
+def log_pictures(writer, model, loss_name, test_set, probe, step, names=None, examples=16):
     """What one example asks of the network, for the first test image of each class (``asks/<class>``: the
     figure of ``pictures.figure``), and how single examples agree with their mini-batch: the cosine of each of
     ``examples`` probe examples' gradients with the batch gradient (``agreement/example_vs_batch_cosine``), and the
@@ -92,7 +92,7 @@ def log_pictures(writer, model, loss_name, test_set, probe, step, examples=16):
         target = test_set.labels[index]
         if loss_name == "mse":
             target = torch.nn.functional.one_hot(target, 10).to(x.dtype)
-        figure = pictures.figure(x, label, pictures.requests(model, x, target, loss_name))
+        figure = pictures.figure(x, label, pictures.requests(model, x, target, loss_name), names)
         writer.add_figure(f"asks/{label}", figure, step)
     x, target = probe[0][:examples], probe[1][:examples]
     cosines, max_diff = pictures.per_example_agreement(model, x, target, loss_name)

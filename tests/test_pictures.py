@@ -84,7 +84,7 @@ def test_figure_has_the_image_the_outputs_each_hidden_layer_and_the_weights_aske
     model = build_mlp([784, 20, 12, 10], "relu", None, "manual")
     asked = pictures.requests(model, torch.randn(784), torch.tensor(2), "cross-entropy")
     figure = pictures.figure(torch.randn(784), 2, asked, hardest=4)
-    assert len(figure.axes) == 1 + 1 + 2 + 4  # image, outputs, two hidden layers, four weight pictures
+    assert len(figure.axes) == 1 + 2 + 2 + 4  # image, outputs and their nudges, two hidden layers, four weights
     assert figure.axes[1].get_title().startswith("what the example asks of each output (target 2")
 
 

@@ -45,25 +45,30 @@ def save(state, run_dir):
 
 
 def load(run_dir):
-    """Read the checkpoint of ``run_dir``, raising CheckpointError with a clear message if it cannot."""
+    """Read the checkpoint of ``run_dir`` to continue it, raising CheckpointError with a clear message if it cannot."""
+    return read(run_dir, (*KEYS, "config"), "--resume ")
+
+
+def read(run_dir, keys, flag=""):
+    """Read ``run_dir``'s checkpoint and check it holds ``keys``; errors name the run after ``flag``."""
     if not os.path.isdir(run_dir):
-        raise CheckpointError(f"--resume {run_dir}: no such run directory")
+        raise CheckpointError(f"{flag}{run_dir}: no such run directory")
     path = os.path.join(run_dir, FILENAME)
     if not os.path.isfile(path):
-        raise CheckpointError(f"--resume {run_dir}: it holds no {FILENAME}; was it made by train.py?")
+        raise CheckpointError(f"{flag}{run_dir}: it holds no {FILENAME}; was it made by train.py?")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError as error:
-        raise CheckpointError(f"--resume {run_dir}: {FILENAME} is unreadable ({error.strerror})") from error
+        raise CheckpointError(f"{flag}{run_dir}: {FILENAME} is unreadable ({error.strerror})") from error
     except Exception as error:  # torch.load's message would only mislead (it suggests weights_only=False)
         raise CheckpointError(
-            f"--resume {run_dir}: {FILENAME} is corrupt or not a checkpoint (torch.load raised "
+            f"{flag}{run_dir}: {FILENAME} is corrupt or not a checkpoint (torch.load raised "
             f"{type(error).__name__}): the run cannot be continued; start a new one"
         ) from error
-    missing = [key for key in (*KEYS, "config") if not isinstance(saved, dict) or key not in saved]
+    missing = [key for key in keys if not isinstance(saved, dict) or key not in saved]
     if missing:
         raise CheckpointError(
-            f"--resume {run_dir}: {FILENAME} lacks {', '.join(missing)}: it was not written by this train.py, "
+            f"{flag}{run_dir}: {FILENAME} lacks {', '.join(missing)}: it was not written by this train.py, "
             "so the run cannot be continued: start a new one"
         )
     return saved

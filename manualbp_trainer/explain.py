@@ -12,8 +12,7 @@ import sys
 
 import torch
 
-from manualbp_trainer import data, pictures
-from manualbp_trainer.checkpoint import FILENAME
+from manualbp_trainer import checkpoint, data, pictures
 from manualbp_trainer.loop import Config
 from manualbp_trainer.model import build_mlp
 
@@ -24,19 +23,8 @@ class ExplainError(Exception):
 
 def load_run(run_dir):
     """``(model, config)`` of the run in ``run_dir``: its last checkpoint's MLP, on the CPU."""
-    if not os.path.isdir(run_dir):
-        raise ExplainError(f"{run_dir}: no such run directory: pass a folder that train.py made under runs/")
-    path = os.path.join(run_dir, FILENAME)
-    if not os.path.isfile(path):
-        raise ExplainError(f"{run_dir} holds no {FILENAME}: it is not a train.py run, or it never finished an epoch")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ExplainError(
-            f"{path} is corrupt or not a checkpoint ({type(error).__name__}): train a new run"
-        ) from error
-    if not isinstance(saved, dict) or "model" not in saved or "config" not in saved:
-        raise ExplainError(f"{path} is not a train.py checkpoint (it lacks the model or the config)")
+    saved = checkpoint.read(run_dir, ("model", "config"))
+    path = os.path.join(run_dir, checkpoint.FILENAME)
     fields = {name: value for name, value in saved["config"].items() if name in Config.__dataclass_fields__}
     config = Config(**{**fields, "hidden": tuple(fields.get("hidden", ()))})
     state = saved["model"]
@@ -95,7 +83,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return _explain(args)
-    except (ExplainError, data.DataError) as error:
+    except (ExplainError, checkpoint.CheckpointError, data.DataError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
 

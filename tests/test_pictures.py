@@ -107,7 +107,7 @@ def test_explain_prints_the_chain_rule_and_draws_the_figure(run_dir, tmp_path, c
     "argv, message",
     [
         (["{missing}"], "no such run directory"),
-        (["{empty}"], "holds no checkpoint.pt"),
+        (["{empty}"], "it holds no checkpoint.pt; was it made by train.py?"),
         (["{run}", "--index", "100000"], "--index 100000 is out of range: the test set has 200 images"),
         (["{other}"], "holds a checkpoint of another model"),
         (["{corrupt}"], "is corrupt or not a checkpoint"),

@@ -6,21 +6,32 @@ import sys
 import pytest
 import torch
 
+from manualbp import check
 from manualbp.check import CASES
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "manualbp.check", *args], capture_output=True, text=True, timeout=300)
+def _main(capsys, *args):
+    """``check.main(args)`` in this process: ``(exit status, stdout, stderr)``; argparse's exits included."""
+    try:
+        code = check.main(list(args))
+    except SystemExit as exit:
+        code = exit.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _rows(output):
+    return [line.split() for line in output.splitlines() if line.split() and line.split()[0] in {c.name for c in CASES}]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_check_prints_a_row_per_gradient_and_exits_zero(dtype):
-    result = _run("--dtype", dtype)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def test_check_prints_a_row_per_tier_and_gradient_and_exits_zero(capsys, dtype):
+    code, output, error = _main(capsys, "--dtype", dtype)
+    assert code == 0, error
+    lines = output.splitlines()
     header = next(line for line in lines if line.startswith("layer"))
     assert header.split() == ["layer", "tier", "quantity", "exact", "approximate", "maxdiff"]
-    rows = [line.split() for line in lines if line.split() and line.split()[0] in {c.name for c in CASES}]
+    rows = _rows(output)
     assert len(rows) == 2 * sum(1 + len(case.differentiable) for case in CASES)  # each tier
     assert {row[1] for row in rows} == {"reference", "fast"}
     assert all(row[-2] == "True" for row in rows)  # every row within tolerance
@@ -30,13 +41,20 @@ def test_check_prints_a_row_per_gradient_and_exits_zero(dtype):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_check_on_cuda_without_a_gpu_is_a_one_line_error_with_exit_2():
-    result = _run("--device", "cuda")
-    assert result.returncode == 2
+def test_check_on_cuda_without_a_gpu_is_a_one_line_error_with_exit_2(capsys):
+    code, _, error = _main(capsys, "--device", "cuda")
+    assert code == 2
+    assert "no CUDA device is available here; use --device cpu" in error.strip().splitlines()[-1]
+
+
+def test_check_rejects_an_unknown_dtype_with_exit_2(capsys):
+    code, _, error = _main(capsys, "--dtype", "float16")
+    assert code == 2 and "invalid choice: 'float16'" in error
+
+
+@pytest.mark.slow
+def test_python_dash_m_manualbp_check_runs_as_a_user_runs_it():
+    result = subprocess.run([sys.executable, "-m", "manualbp.check"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "no CUDA device is available here; use --device cpu" in result.stderr.strip().splitlines()[-1]
-
-
-def test_check_rejects_an_unknown_dtype_with_exit_2():
-    result = _run("--dtype", "float16")
-    assert result.returncode == 2 and "invalid choice: 'float16'" in result.stderr
+    assert result.stdout.splitlines()[-1].endswith("within tolerance")

@@ -243,7 +243,9 @@ MODULES = [
 @pytest.mark.parametrize(
     "torch_class, manual_class, args, kwargs, shape", MODULES, ids=lambda v: getattr(v, "__name__", None)
 )
-def test_module_has_torchs_init_and_state_and_matches_it_in_train_and_eval(torch_class, manual_class, args, kwargs, shape):
+def test_module_has_torchs_init_and_state_and_matches_it_in_train_and_eval(
+    torch_class, manual_class, args, kwargs, shape
+):
     torch.manual_seed(0)
     theirs = torch_class(*args, **kwargs)
     torch.manual_seed(0)

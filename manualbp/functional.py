@@ -413,7 +413,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     _check_tensors("max_pool2d", input=input)
     batched = _batched_image("max_pool2d", input)
     kernel_size = _pair("max_pool2d", "kernel_size", kernel_size, 1)
-    stride = kernel_size if stride is None or stride == [] else _pair("max_pool2d", "stride", stride, 1)
+    stride = kernel_size if _unset(stride) else _pair("max_pool2d", "stride", stride, 1)
     padding, dilation = _pair("max_pool2d", "padding", padding, 0), _pair("max_pool2d", "dilation", dilation, 1)
     output, indices = fast.max_pool2d(batched, kernel_size, stride, padding, dilation, bool(ceil_mode))
     if input.dim() == 3:
@@ -427,15 +427,15 @@ def avg_pool2d(
     """y = the mean over each window. See ``manualbp.autograd.AvgPool2d``.
 
     Input ``(N, C, H, W)`` or ``(C, H, W)``; ``stride`` defaults to ``kernel_size``; ``count_include_pad`` counts
-    padding zeros in the divisor; ``divisor_override`` (a positive int) replaces the divisor.
+    padding zeros in the divisor; ``divisor_override`` (a nonzero int) replaces the divisor.
     """
     _check_tensors("avg_pool2d", input=input)
     batched = _batched_image("avg_pool2d", input)
     kernel_size = _pair("avg_pool2d", "kernel_size", kernel_size, 1)
-    stride = kernel_size if stride is None or stride == [] else _pair("avg_pool2d", "stride", stride, 1)
+    stride = kernel_size if _unset(stride) else _pair("avg_pool2d", "stride", stride, 1)
     padding = _pair("avg_pool2d", "padding", padding, 0)
-    if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override <= 0):
-        raise RuntimeError(f"avg_pool2d: divisor_override must be a positive int or None, got {divisor_override!r}")
+    if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override == 0):
+        raise RuntimeError(f"avg_pool2d: divisor_override must be a nonzero int or None, got {divisor_override!r}")
     arguments = (kernel_size, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override)
     output = fast.avg_pool2d(batched, *arguments)
     return output if input.dim() == 4 else output.squeeze(0)
@@ -608,6 +608,11 @@ def _single(function, name, value, low):
     if not isinstance(single, int) or single < low:
         raise ValueError(f"{function}: {name} must be an int ≥ {low} (or a 1-tuple of one), got {value!r}")
     return single
+
+
+def _unset(stride):
+    """Whether a pooling stride is left to default to the kernel size: None or empty, as PyTorch takes it."""
+    return stride is None or (not isinstance(stride, int) and len(stride) == 0)
 
 
 def _batched_image(function, input):

@@ -445,11 +445,11 @@ def adaptive_avg_pool2d(input, output_size):
     """y = the mean over an ``output_size`` grid of windows tiling the input. See
     ``manualbp.autograd.AdaptiveAvgPool2d``. ``output_size``: an int or a pair, None keeping the input's size."""
     _check_tensors("adaptive_avg_pool2d", input=input)
-    batched = _batched_image("adaptive_avg_pool2d", input)
+    batched = _batched_image("adaptive_avg_pool2d", input, ValueError)
     if isinstance(output_size, int) or output_size is None:
         output_size = (output_size, output_size)
     if len(output_size) != 2:
-        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
+        raise RuntimeError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
     output_size = tuple(size if size is not None else batched.shape[2 + i] for i, size in enumerate(output_size))
     output = fast.adaptive_avg_pool2d(batched, output_size)
     return output if input.dim() == 4 else output.squeeze(0)
@@ -596,7 +596,7 @@ def _pair(function, name, value, low):
     if len(pair) == 1:
         pair = pair * 2
     if len(pair) != 2 or not all(isinstance(v, int) and v >= low for v in pair):
-        raise ValueError(f"{function}: {name} must be an int ≥ {low} or a pair of them, got {value!r}")
+        raise RuntimeError(f"{function}: {name} must be an int ≥ {low} or a pair of them, got {value!r}")
     return pair
 
 
@@ -606,7 +606,7 @@ def _single(function, name, value, low):
     if isinstance(single, tuple) and len(single) == 1:
         single = single[0]
     if not isinstance(single, int) or single < low:
-        raise ValueError(f"{function}: {name} must be an int ≥ {low} (or a 1-tuple of one), got {value!r}")
+        raise RuntimeError(f"{function}: {name} must be an int ≥ {low} (or a 1-tuple of one), got {value!r}")
     return single
 
 
@@ -615,8 +615,8 @@ def _unset(stride):
     return stride is None or (not isinstance(stride, int) and len(stride) == 0)
 
 
-def _batched_image(function, input):
-    """A ``(C, H, W)`` or ``(N, C, H, W)`` input as ``(N, C, H, W)`` (a view)."""
+def _batched_image(function, input, error=RuntimeError):
+    """A ``(C, H, W)`` or ``(N, C, H, W)`` input as ``(N, C, H, W)`` (a view); else ``error``, torch's type."""
     if input.dim() not in (3, 4):
-        raise RuntimeError(f"{function}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got {input.dim()}-D")
+        raise error(f"{function}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got {input.dim()}-D")
     return input if input.dim() == 4 else input.unsqueeze(0)

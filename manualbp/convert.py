@@ -13,19 +13,29 @@ _TORCH_TO_MANUAL = {
     torch.nn.GELU: nn.GELU,
     torch.nn.MSELoss: nn.MSELoss,
     torch.nn.CrossEntropyLoss: nn.CrossEntropyLoss,
+    torch.nn.Conv1d: nn.Conv1d,
+    torch.nn.Conv2d: nn.Conv2d,
+    torch.nn.MaxPool2d: nn.MaxPool2d,
+    torch.nn.AvgPool2d: nn.AvgPool2d,
+    torch.nn.AdaptiveAvgPool2d: nn.AdaptiveAvgPool2d,
+    torch.nn.BatchNorm1d: nn.BatchNorm1d,
+    torch.nn.BatchNorm2d: nn.BatchNorm2d,
+    torch.nn.Dropout: nn.Dropout,
     torch.nn.Sequential: nn.Sequential,  # runs each Linear and its ReLU/Sigmoid/Tanh as one node
 }
 _MANUAL_TO_TORCH = {manual: torch_class for torch_class, manual in _TORCH_TO_MANUAL.items()}
 
 
 def convert(model, to="manualbp"):
-    """Make every Linear, activation and loss of ``model`` compute its gradients with manualbp, or undo that.
+    """Make every Linear, convolution, pooling, batch-norm, dropout, activation and loss layer of ``model`` compute
+    its gradients with manualbp, or undo that.
 
     Every module (``model`` itself included, at any depth) whose type is exactly one of ``torch.nn``'s
-    ``Linear``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``MSELoss``, ``CrossEntropyLoss`` or
-    ``Sequential`` becomes its ``manualbp.nn`` twin. The module objects stay the same: only their class changes,
-    which is sound because each manualbp class is a subclass that adds no state. So parameters, buffers, hooks,
-    devices and any optimiser already holding the parameters are untouched.
+    ``Linear``, ``Conv1d``, ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``BatchNorm1d``,
+    ``BatchNorm2d``, ``Dropout``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``MSELoss``,
+    ``CrossEntropyLoss`` or ``Sequential`` becomes its ``manualbp.nn`` twin. The module objects stay the same:
+    only their class changes, which is sound because each manualbp class is a subclass that adds no state. So
+    parameters, buffers, hooks, devices and any optimiser already holding the parameters are untouched.
 
     A ``torch.nn.Sequential`` becomes ``manualbp.nn.Sequential``, which runs each Linear and the ReLU, Sigmoid or
     Tanh after it as one autograd node (the same numbers to the bit; a pair with hooks runs module by module), so a

@@ -15,11 +15,18 @@ from torch.nn import _reduction
 from manualbp import autograd, fast
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "batch_norm",
+    "conv1d",
+    "conv2d",
     "cross_entropy",
+    "dropout",
     "gelu",
     "leaky_relu",
     "linear",
     "linear_activation",
+    "max_pool2d",
     "mlp",
     "mse_loss",
     "relu",
@@ -327,6 +334,169 @@ def cross_entropy(
     return loss
 
 
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """z = W ⋆ x + b. See ``manualbp.autograd.Conv2d`` for the derivation.
+
+    Args:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+        weight: ``(C_out, C_in / groups, kh, kw)``.
+        bias: ``(C_out,)`` or None.
+        stride, dilation: an int or a pair. padding: an int, a pair, ``"valid"`` (0) or ``"same"`` (output the
+            size of the input; stride 1 only). An odd total of ``"same"`` padding puts the extra zero after the
+            input, as PyTorch does, by padding the input before the Function.
+        groups: splits the channels into that many independent convolutions.
+
+    Returns:
+        ``(N, C_out, H_out, W_out)`` (or unbatched).
+    """
+    _check_tensors("conv2d", input=input, weight=weight, bias=bias)
+    if input.dim() not in (3, 4) or weight.dim() != 4:
+        raise RuntimeError(
+            f"conv2d: expected a 3-D (unbatched) or 4-D input and a 4-D weight, got input of shape "
+            f"{tuple(input.shape)} and weight of shape {tuple(weight.shape)}"
+        )
+    batched = input if input.dim() == 4 else input.unsqueeze(0)
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise RuntimeError(
+            f"conv2d: groups must be a positive int dividing out_channels={weight.shape[0]}, got {groups}"
+        )
+    if batched.shape[1] != weight.shape[1] * groups:
+        raise RuntimeError(
+            f"conv2d: input of shape {tuple(input.shape)} has {batched.shape[1]} channels, but weight of shape "
+            f"{tuple(weight.shape)} with groups={groups} expects {weight.shape[1] * groups}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise RuntimeError(f"conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    _check_same("conv2d", "dtype", input=input, weight=weight, bias=bias)
+    _check_same("conv2d", "device", input=input, weight=weight, bias=bias)
+    stride, dilation = _pair("conv2d", "stride", stride, 1), _pair("conv2d", "dilation", dilation, 1)
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        if stride != (1, 1):
+            raise ValueError("conv2d: padding='same' is not supported for strided convolutions")
+        total = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
+        padding = (total[0] // 2, total[1] // 2)
+        extra_h, extra_w = total[0] - 2 * padding[0], total[1] - 2 * padding[1]
+        if extra_h or extra_w:  # the odd zero goes after the input, as in PyTorch
+            batched = torch.nn.functional.pad(batched, (0, extra_w, 0, extra_h))
+    elif isinstance(padding, str):
+        raise ValueError(f"conv2d: padding must be 'valid', 'same', an int or a pair, got {padding!r}")
+    else:
+        padding = _pair("conv2d", "padding", padding, 0)
+    output = fast.conv2d(batched, weight, bias, stride, padding, dilation, groups)
+    return output if input.dim() == 4 else output.squeeze(0)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """z = W ⋆ x + b along one axis: ``conv2d`` on an image of height 1 (the same derivation, one node
+    ``Conv2dBackward``). Input ``(N, C_in, L)`` or ``(C_in, L)``, weight ``(C_out, C_in / groups, k)``; the other
+    arguments an int (or a 1-tuple), padding also ``"valid"`` or ``"same"``."""
+    _check_tensors("conv1d", input=input, weight=weight, bias=bias)
+    if input.dim() not in (2, 3) or weight.dim() != 3:
+        raise RuntimeError(
+            f"conv1d: expected a 2-D (unbatched) or 3-D input and a 3-D weight, got input of shape "
+            f"{tuple(input.shape)} and weight of shape {tuple(weight.shape)}"
+        )
+    stride, dilation = _single("conv1d", "stride", stride, 1), _single("conv1d", "dilation", dilation, 1)
+    padding = padding if isinstance(padding, str) else (0, _single("conv1d", "padding", padding, 0))
+    output = conv2d(input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, stride), padding, (1, dilation), groups)
+    return output.squeeze(-2)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """y = the maximum over each window; the gradient goes to the argmax. See ``manualbp.autograd.MaxPool2d``.
+
+    Input ``(N, C, H, W)`` or ``(C, H, W)``; ``stride`` defaults to ``kernel_size``. With ``return_indices`` also
+    returns the argmax of each window, an index into the flattened H · W plane, as PyTorch does.
+    """
+    _check_tensors("max_pool2d", input=input)
+    batched = _batched_image("max_pool2d", input)
+    kernel_size = _pair("max_pool2d", "kernel_size", kernel_size, 1)
+    stride = kernel_size if _unset(stride) else _pair("max_pool2d", "stride", stride, 1)
+    padding, dilation = _pair("max_pool2d", "padding", padding, 0), _pair("max_pool2d", "dilation", dilation, 1)
+    output, indices = fast.max_pool2d(batched, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    if input.dim() == 3:
+        output, indices = output.squeeze(0), indices.squeeze(0)
+    return (output, indices) if return_indices else output
+
+
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
+    """y = the mean over each window. See ``manualbp.autograd.AvgPool2d``.
+
+    Input ``(N, C, H, W)`` or ``(C, H, W)``; ``stride`` defaults to ``kernel_size``; ``count_include_pad`` counts
+    padding zeros in the divisor; ``divisor_override`` (a nonzero int) replaces the divisor.
+    """
+    _check_tensors("avg_pool2d", input=input)
+    batched = _batched_image("avg_pool2d", input)
+    kernel_size = _pair("avg_pool2d", "kernel_size", kernel_size, 1)
+    stride = kernel_size if _unset(stride) else _pair("avg_pool2d", "stride", stride, 1)
+    padding = _pair("avg_pool2d", "padding", padding, 0)
+    if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override == 0):
+        raise RuntimeError(f"avg_pool2d: divisor_override must be a nonzero int or None, got {divisor_override!r}")
+    arguments = (kernel_size, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override)
+    output = fast.avg_pool2d(batched, *arguments)
+    return output if input.dim() == 4 else output.squeeze(0)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """y = the mean over an ``output_size`` grid of windows tiling the input. See
+    ``manualbp.autograd.AdaptiveAvgPool2d``. ``output_size``: an int or a pair, None keeping the input's size."""
+    _check_tensors("adaptive_avg_pool2d", input=input)
+    batched = _batched_image("adaptive_avg_pool2d", input, ValueError)
+    if isinstance(output_size, int) or output_size is None:
+        output_size = (output_size, output_size)
+    if len(output_size) != 2:
+        raise RuntimeError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
+    output_size = tuple(size if size is not None else batched.shape[2 + i] for i, size in enumerate(output_size))
+    output = fast.adaptive_avg_pool2d(batched, output_size)
+    return output if input.dim() == 4 else output.squeeze(0)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """y = γ (x − μ)/√(v + ε) + β per channel. See ``manualbp.autograd.BatchNorm``.
+
+    In training, μ and v are the batch's, and ``running_mean``/``running_var`` (if given) are moved towards them
+    in place by ``momentum``, as PyTorch moves them; in eval the running statistics are used.
+
+    Args:
+        input: ``(N, C, *)``.
+        running_mean, running_var, weight, bias: ``(C,)`` or None.
+    """
+    _check_tensors("batch_norm", input=input, running_mean=running_mean, running_var=running_var)
+    _check_tensors("batch_norm", weight=weight, bias=bias)
+    if input.dim() < 2:
+        raise ValueError(f"batch_norm: expected an input (N, C, *) of 2 or more dimensions, got {input.dim()}-D")
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError("batch_norm: running_mean and running_var must be given in evaluation mode")
+    channels = input.shape[1]
+    tensors = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
+    for name, value in tensors.items():
+        if value is not None and tuple(value.shape) != (channels,):
+            raise RuntimeError(f"batch_norm: {name} must have shape ({channels},), got {tuple(value.shape)}")
+    return fast.batch_norm(input, weight, bias, running_mean, running_var, bool(training), momentum, eps)
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    """y = x · m, m_i = 1/(1 − p) with probability 1 − p, else 0; the identity when not training.
+    See ``manualbp.autograd.Dropout``.
+
+    On the CPU the mask is drawn as PyTorch's dropout draws it (``bernoulli_(1 − p)`` on an ``empty_like`` of the
+    input, then divided by 1 − p), so the same generator state gives the same mask and the same output, to the
+    bit. On CUDA PyTorch runs a fused kernel with its own draws: the masks there differ.
+    """
+    _check_tensors("dropout", input=input)
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0 or input.numel() == 0:
+        return input  # as PyTorch: no draw, no node
+    # at p = 1 every value is dropped and PyTorch draws nothing: neither do we
+    mask = input.new_zeros(()) if p == 1 else torch.empty_like(input).bernoulli_(1 - p).div_(1 - p)
+    return _maybe_inplace(fast.dropout(input, mask), input, inplace)
+
+
 def _check_probability_target(target, ignore_index):
     if not target.is_floating_point():
         raise RuntimeError(
@@ -418,3 +588,35 @@ def _autocast_enabled(input):
 def _maybe_inplace(output, input, inplace):
     # the copy is recorded by autograd, so a gradient into the modified input still reaches our backward
     return input.copy_(output) if inplace else output
+
+
+def _pair(function, name, value, low):
+    """``value`` (an int or a sequence of one or two ints, each ≥ ``low``) as a pair of ints."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) == 1:
+        pair = pair * 2
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= low for v in pair):
+        raise RuntimeError(f"{function}: {name} must be an int ≥ {low} or a pair of them, got {value!r}")
+    return pair
+
+
+def _single(function, name, value, low):
+    """``value`` (an int ≥ ``low`` or a 1-sequence of one) as an int."""
+    single = value if isinstance(value, int) else tuple(value)
+    if isinstance(single, tuple) and len(single) == 1:
+        single = single[0]
+    if not isinstance(single, int) or single < low:
+        raise RuntimeError(f"{function}: {name} must be an int ≥ {low} (or a 1-tuple of one), got {value!r}")
+    return single
+
+
+def _unset(stride):
+    """Whether a pooling stride is left to default to the kernel size: None or empty, as PyTorch takes it."""
+    return stride is None or (not isinstance(stride, int) and len(stride) == 0)
+
+
+def _batched_image(function, input, error=RuntimeError):
+    """A ``(C, H, W)`` or ``(N, C, H, W)`` input as ``(N, C, H, W)`` (a view); else ``error``, torch's type."""
+    if input.dim() not in (3, 4):
+        raise error(f"{function}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got {input.dim()}-D")
+    return input if input.dim() == 4 else input.unsqueeze(0)

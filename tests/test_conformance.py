@@ -47,6 +47,11 @@ OPS = {
     "gelu": "nn.functional.gelu",
     "mse_loss": "nn.functional.mse_loss",
     "cross_entropy": "nn.functional.cross_entropy",
+    "conv1d": "nn.functional.conv1d",
+    "conv2d": "nn.functional.conv2d",
+    "max_pool2d": "nn.functional.max_pool2d",
+    "avg_pool2d": "nn.functional.avg_pool2d",
+    "adaptive_avg_pool2d": "nn.functional.adaptive_avg_pool2d",
 }
 OPINFOS = {name: next(op for op in op_db if op.name == OPS[name] and op.variant_test_name == "") for name in OPS}
 
@@ -60,6 +65,13 @@ MODULES = {
     torch.nn.GELU: "gelu",
     torch.nn.MSELoss: "mse_loss",
     torch.nn.CrossEntropyLoss: "cross_entropy",
+    torch.nn.Conv1d: "conv1d",
+    torch.nn.Conv2d: "conv2d",
+    torch.nn.MaxPool2d: "max_pool2d",
+    torch.nn.AvgPool2d: "avg_pool2d",
+    torch.nn.AdaptiveAvgPool2d: "adaptive_avg_pool2d",
+    torch.nn.BatchNorm1d: "batch_norm",
+    torch.nn.BatchNorm2d: "batch_norm",
 }
 MODULEINFOS = {cls: next(info for info in module_db if info.module_cls is cls) for cls in MODULES}
 
@@ -102,6 +114,15 @@ EXACT = {
     "gelu": (_always, _never),
     "mse_loss": (_always, _always),
     "cross_entropy": (_plain_index_targets, _never),
+    # the forward passes are torch's kernels; the backward passes are the derived formulas (im2col's products and
+    # fold, g/d folded back, P_hᵀ g P_w, the one-line batch-norm form), summed in another order, but max-pool's
+    # scatter-add of g to the argmax adds what torch's kernel adds, in the same order
+    "conv1d": (_always, _never),
+    "conv2d": (_always, _never),
+    "max_pool2d": (_always, _always),
+    "avg_pool2d": (_always, _never),
+    "adaptive_avg_pool2d": (_always, _never),
+    "batch_norm": (_always, _never),
 }
 
 
@@ -147,6 +168,7 @@ PLUMBING = {
     "PermuteBackward0",
     "ExpandBackward0",
     "ToCopyBackward0",
+    "ConstantPadNdBackward0",  # the odd zero of an asymmetric padding="same", added before Conv2d (a slice back)
 }
 
 DTYPES = [torch.float32, torch.float64]
@@ -316,6 +338,9 @@ def compare(manual_fn, torch_fn, args, kwargs, manual_vars, torch_vars, exact, s
     for before, after in zip(snapshot, tensors, strict=True):
         assert _same(before, after), "manualbp modified an input"
     torch_out = torch_fn(*args, **kwargs)
+    if isinstance(torch_out, tuple):  # max_pool2d's (output, indices): the indices are torch's kernel's, as they are
+        assert torch.equal(manual_out[1], torch_out[1]), "the indices differ"
+        manual_out, torch_out = manual_out[0], torch_out[0]
     torch.testing.assert_close(manual_out, torch_out, equal_nan=True, check_stride=True)
     outputs_exact = _same(manual_out, torch_out)
     assert outputs_exact or not (strict and exact[0]), f"output off by {(manual_out - torch_out).abs().max()}"
@@ -505,6 +530,11 @@ def test_converted_module_raises_torchs_exception_types_on_its_moduleinfo_error_
         assert manual_error is torch_error, f"{description}: manualbp raised {manual_error}, torch {torch_error}"
 
 
+# max_pool2d's and conv2d's OpInfos sample large inputs, on which every third sample takes minutes (10 and 2 on two
+# CPU cores); the default run thins them further, the slow set still checks every sample
+GRADCHECK_EVERY = {"max_pool2d": 20, "conv2d": 6}
+
+
 def _assert_gradcheck_and_gradgradcheck(name, device, every):
     samples = gradcheck_samples(name, device, every)
     assert samples
@@ -517,7 +547,7 @@ def _assert_gradcheck_and_gradgradcheck(name, device, every):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", OPS)
 def test_op_gradcheck_and_gradgradcheck_on_every_third_opinfo_sample(name, device):
-    _assert_gradcheck_and_gradgradcheck(name, device, every=3)
+    _assert_gradcheck_and_gradgradcheck(name, device, every=GRADCHECK_EVERY.get(name, 3))
 
 
 @pytest.mark.slow

@@ -99,7 +99,8 @@ def test_convert_transformer_encoder_layer_gives_the_same_outputs_and_gradients(
         d_model=16, nhead=2, dim_feedforward=32, dropout=0.0, activation=torch.nn.GELU(), batch_first=True
     )
     original, converted, count = _converted_pair(layer)
-    assert count == 3  # linear1, linear2 and the GELU; attention's out_proj is a subclass, left alone
+    # linear1, linear2, the GELU and the three Dropouts; attention's out_proj is a subclass, left alone
+    assert count == 6
     assert type(converted.linear1) is mnn.Linear and type(converted.activation) is mnn.GELU
     _assert_same_outputs_and_grads(original, converted, torch.randn(4, 5, 16))
 
@@ -110,8 +111,9 @@ def test_convert_torchvision_vit_gives_the_same_outputs_and_gradients():
         image_size=16, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
     )
     original, converted, count = _converted_pair(vit)
-    # each block's MLP (Linear, GELU, Linear) and the head; the encoder's and the head's Sequential
-    assert count == 2 * 3 + 1 + 2
+    # the patch embedding's Conv2d and the encoder's Dropout; each block's MLP (Linear, GELU, Linear, two Dropouts)
+    # and its Dropout; the head; the encoder's and the head's Sequential
+    assert count == 2 + 2 * 6 + 1 + 2
     _assert_same_outputs_and_grads(original, converted, torch.randn(2, 3, 16, 16))
 
 
@@ -119,7 +121,7 @@ def test_convert_torchvision_mlp_with_inplace_relu_gives_the_same_outputs_and_gr
     torch.manual_seed(0)
     mlp = torchvision.ops.MLP(8, [16, 16, 4], activation_layer=torch.nn.ReLU, inplace=True, dropout=0.0)
     original, converted, count = _converted_pair(mlp)
-    assert count == 5
+    assert count == 5 + 3  # and a Dropout after each layer
     _assert_same_outputs_and_grads(original, converted, torch.randn(6, 8))
 
 

@@ -9,12 +9,36 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
 - ``linear.py``: ``Linear``, z = x Wᵀ + b.
 - ``activation.py``: ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, a = f(z).
 - ``loss.py``: ``MSELoss``, ``CrossEntropyLoss``.
+- ``conv.py``: ``Conv2d``, z = W ⋆ x + b (derived through im2col and Linear's rule).
+- ``pooling.py``: ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``.
+- ``normalization.py``: ``BatchNorm``, y = γ x̂ + β, with the compact one-line backward.
+- ``dropout.py``: ``Dropout``, y = x · m for a mask m drawn outside the Function.
 - ``mlp.py``: ``MLP``, a whole multilayer perceptron as one Function, its backward the textbook backprop loop.
 """
 
 from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from manualbp.autograd.conv import Conv2d
+from manualbp.autograd.dropout import Dropout
 from manualbp.autograd.linear import Linear
 from manualbp.autograd.loss import CrossEntropyLoss, MSELoss
 from manualbp.autograd.mlp import MLP
+from manualbp.autograd.normalization import BatchNorm
+from manualbp.autograd.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
-__all__ = ["GELU", "MLP", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sigmoid", "Tanh"]
+__all__ = [
+    "GELU",
+    "MLP",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "BatchNorm",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Dropout",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "MaxPool2d",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+]

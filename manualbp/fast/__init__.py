@@ -33,18 +33,30 @@ cross_entropy = Route(autograd.CrossEntropyLoss)
 one_hot_cross_entropy = Route(OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
+conv2d = Route(autograd.Conv2d)
+max_pool2d = Route(autograd.MaxPool2d)
+avg_pool2d = Route(autograd.AvgPool2d)
+adaptive_avg_pool2d = Route(autograd.AdaptiveAvgPool2d)
+batch_norm = Route(autograd.BatchNorm)
+dropout = Route(autograd.Dropout)
 
 __all__ = [
     "ACTIVATIONS",
     "LinearActivation",
     "OneHotCrossEntropyLoss",
     "Route",
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "batch_norm",
     "classic",
+    "conv2d",
     "cross_entropy",
+    "dropout",
     "gelu",
     "leaky_relu",
     "linear",
     "linear_activation",
+    "max_pool2d",
     "mlp",
     "mse_loss",
     "one_hot_cross_entropy",

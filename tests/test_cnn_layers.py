@@ -1,0 +1,338 @@
+"""The CNN layers (convolution, pooling, batch norm, dropout) against PyTorch and against finite differences.
+
+Each forward pass runs PyTorch's own kernel, so outputs are compared bit for bit; the backward passes are ours, and
+are compared bit for bit where the arithmetic is the same (max-pool's scatter, dropout's product) and with
+``assert_close`` elsewhere. gradcheck and gradgradcheck run in float64 at atol 1e-8 / rtol 1e-6, with forward AD,
+batched gradients and batched forward gradients.
+"""
+
+import copy
+
+import pytest
+import torch
+from conftest import is_manualbp_node
+from torch.autograd import gradcheck, gradgradcheck
+
+import manualbp
+import manualbp.functional as F
+from manualbp import fast
+
+TF = torch.nn.functional
+DOUBLE = torch.float64
+TIGHT = {"eps": 1e-6, "atol": 1e-8, "rtol": 1e-6}
+FIRST = {"check_forward_ad": True, "check_batched_grad": True, "check_batched_forward_grad": True}
+SECOND = {"check_fwd_over_rev": True, "check_rev_over_rev": True, "check_batched_grad": True}
+
+
+def _assert_grad_and_gradgrad(fn, inputs):
+    assert gradcheck(fn, inputs, **TIGHT, **FIRST)
+    assert gradgradcheck(fn, inputs, **TIGHT, **SECOND)
+
+
+def _leaves(*tensors):
+    return tuple(None if t is None else t.detach().requires_grad_() for t in tensors)
+
+
+def _outputs_and_grads(fn, inputs):
+    """fn's output and the gradients of a random upstream gradient (not ``.sum()``) for every input needing one."""
+    output = fn(*inputs)
+    g = torch.randn_like(output)
+    wanted = [t for t in inputs if t is not None and t.requires_grad]
+    return output, torch.autograd.grad(output, wanted, g)
+
+
+def _compare(ours, theirs, inputs, bitwise):
+    torch.manual_seed(1)
+    output, grads = _outputs_and_grads(ours, inputs)
+    torch.manual_seed(1)
+    expected_output, expected_grads = _outputs_and_grads(theirs, inputs)
+    torch.testing.assert_close(output, expected_output, rtol=0, atol=0, equal_nan=True)  # torch's kernel
+    for grad, expected in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected, **({"rtol": 0, "atol": 0} if bitwise else {}))
+
+
+# (input shape, weight shape, bias, stride, padding, dilation, groups)
+CONV2D = {
+    "plain": ((2, 3, 6, 5), (4, 3, 3, 3), True, 1, 0, 1, 1),
+    "strided_padded_dilated": ((2, 4, 7, 6), (6, 2, 3, 2), True, (2, 1), (1, 2), (1, 2), 2),
+    "stride_past_the_kernel": ((1, 2, 8, 7), (3, 2, 2, 2), False, 3, 1, 1, 1),
+    "same_odd_total": ((2, 2, 5, 6), (3, 2, 2, 3), True, 1, "same", 1, 1),
+    "same_dilated": ((1, 2, 6, 6), (2, 2, 3, 3), False, 1, "same", 2, 1),
+    "valid_depthwise": ((2, 3, 5, 5), (3, 1, 3, 3), True, 1, "valid", 1, 3),
+    "unbatched": ((3, 5, 5), (2, 3, 2, 2), True, 1, 1, 1, 1),
+}
+
+
+def _conv2d_inputs(case, dtype):
+    input_shape, weight_shape, bias, *_ = CONV2D[case]
+    x = torch.randn(*input_shape, dtype=dtype)
+    weight = torch.randn(*weight_shape, dtype=dtype)
+    b = torch.randn(weight_shape[0], dtype=dtype) if bias else None
+    return _leaves(x, weight, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+@pytest.mark.parametrize("case", CONV2D)
+def test_conv2d_output_is_torchs_and_grads_match_torchs(case, dtype):
+    *_, stride, padding, dilation, groups = CONV2D[case]
+    _compare(
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, groups),
+        lambda x, w, b: TF.conv2d(x, w, b, stride, padding, dilation, groups),
+        _conv2d_inputs(case, dtype),
+        bitwise=False,
+    )
+
+
+@pytest.mark.parametrize("case", CONV2D)
+def test_conv2d_gradcheck_and_gradgradcheck(case):
+    *_, stride, padding, dilation, groups = CONV2D[case]
+    _assert_grad_and_gradgrad(
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, groups), _conv2d_inputs(case, DOUBLE)
+    )
+
+
+@pytest.mark.parametrize("padding", [0, 2, "same", "valid"])
+def test_conv1d_matches_torch_and_passes_gradcheck(padding):
+    x, weight, bias = _leaves(torch.randn(2, 4, 9, dtype=DOUBLE), torch.randn(6, 2, 3, dtype=DOUBLE), torch.randn(6))
+    bias = bias.to(DOUBLE).detach().requires_grad_()
+    stride = 1 if isinstance(padding, str) else 2
+    ours = lambda x, w, b: F.conv1d(x, w, b, stride, padding, 1, 2)  # noqa: E731
+    _compare(ours, lambda x, w, b: TF.conv1d(x, w, b, stride, padding, 1, 2), (x, weight, bias), bitwise=False)
+    _assert_grad_and_gradgrad(ours, (x, weight, bias))
+
+
+# (kernel_size, stride, padding, dilation, ceil_mode)
+MAX_POOL = {
+    "two_by_two": (2, None, 0, 1, False),
+    "overlapping_padded_dilated_ceil": ((3, 2), (2, 1), 1, (1, 2), True),
+    "ceil_with_overhang": (3, 2, 1, 1, True),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+@pytest.mark.parametrize("case", MAX_POOL)
+def test_max_pool2d_output_indices_and_grads_are_torchs_bitwise(case, dtype):
+    x = _leaves(torch.randn(2, 3, 7, 8, dtype=dtype))
+    _compare(lambda x: F.max_pool2d(x, *MAX_POOL[case]), lambda x: TF.max_pool2d(x, *MAX_POOL[case]), x, True)
+    _, indices = F.max_pool2d(x[0], *MAX_POOL[case], return_indices=True)
+    assert torch.equal(indices, TF.max_pool2d(x[0], *MAX_POOL[case], return_indices=True)[1])
+
+
+@pytest.mark.parametrize("case", MAX_POOL)
+def test_max_pool2d_gradcheck_and_gradgradcheck(case):
+    _assert_grad_and_gradgrad(lambda x: F.max_pool2d(x, *MAX_POOL[case]), _leaves(torch.randn(1, 2, 7, 8).double()))
+
+
+# (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+AVG_POOL = {
+    "two_by_two": (2, None, 0, False, True, None),
+    "padded_ceil_counting_padding": ((3, 2), (2, 1), 1, True, True, None),
+    "padded_ceil_not_counting_padding": (3, 2, 1, True, False, None),
+    "divisor_override": (3, (3, 2), (1, 0), True, False, 5),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+@pytest.mark.parametrize("case", AVG_POOL)
+def test_avg_pool2d_output_is_torchs_and_grads_match_torchs(case, dtype):
+    x = _leaves(torch.randn(2, 3, 7, 8, dtype=dtype))
+    _compare(lambda x: F.avg_pool2d(x, *AVG_POOL[case]), lambda x: TF.avg_pool2d(x, *AVG_POOL[case]), x, False)
+
+
+@pytest.mark.parametrize("case", AVG_POOL)
+def test_avg_pool2d_gradcheck_and_gradgradcheck(case):
+    _assert_grad_and_gradgrad(lambda x: F.avg_pool2d(x, *AVG_POOL[case]), _leaves(torch.randn(1, 2, 7, 8).double()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+@pytest.mark.parametrize("output_size", [1, (3, 3), (5, 3), (None, 2), (7, 8)])
+def test_adaptive_avg_pool2d_output_is_torchs_grads_match_and_gradcheck_passes(output_size, dtype):
+    x = _leaves(torch.randn(2, 3, 7, 8, dtype=dtype))
+    ours = lambda x: F.adaptive_avg_pool2d(x, output_size)  # noqa: E731
+    _compare(ours, lambda x: TF.adaptive_avg_pool2d(x, output_size), x, bitwise=False)
+    if dtype is DOUBLE:
+        _assert_grad_and_gradgrad(ours, _leaves(x[0][:1, :2]))
+
+
+BATCH_NORM_SHAPES = [(6, 3), (3, 2, 5), (2, 3, 3, 2)]
+
+
+def _batch_norm_inputs(shape, affine, dtype):
+    channels = shape[1]
+    x = torch.randn(*shape, dtype=dtype) * 2 + 1
+    weight = torch.randn(channels, dtype=dtype) if affine else None
+    bias = torch.randn(channels, dtype=dtype) if affine else None
+    return _leaves(x, weight, bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", BATCH_NORM_SHAPES)
+def test_batch_norm_output_and_running_statistics_are_torchs_and_grads_match(shape, training, affine, dtype):
+    running = [torch.randn(shape[1], dtype=dtype), torch.rand(shape[1], dtype=dtype) + 0.5]
+    ours_running, torch_running = copy.deepcopy(running), copy.deepcopy(running)
+    _compare(
+        lambda x, w, b: F.batch_norm(x, *ours_running, w, b, training, 0.3, 1e-3),
+        lambda x, w, b: TF.batch_norm(x, *torch_running, w, b, training, 0.3, 1e-3),
+        _batch_norm_inputs(shape, affine, dtype),
+        bitwise=False,
+    )
+    for ours, theirs in zip(ours_running, torch_running, strict=True):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", BATCH_NORM_SHAPES)
+def test_batch_norm_gradcheck_and_gradgradcheck(shape, training):
+    running_mean, running_var = torch.randn(shape[1], dtype=DOUBLE), torch.rand(shape[1], dtype=DOUBLE) + 0.5
+    statistics = (None, None) if training else (running_mean, running_var)  # nothing moved between evaluations
+    _assert_grad_and_gradgrad(
+        lambda x, w, b: F.batch_norm(x, *statistics, w, b, training, 0.1, 1e-5),
+        _batch_norm_inputs(shape, True, DOUBLE),
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_dropout_draws_torchs_mask_on_the_cpu_bitwise(p, dtype):
+    x = _leaves(torch.randn(4, 5, 6, dtype=dtype))
+    _compare(lambda x: F.dropout(x, p), lambda x: TF.dropout(x, p), x, bitwise=True)
+    torch.manual_seed(3)
+    F.dropout(x[0], p)
+    after_ours = torch.rand(3)
+    torch.manual_seed(3)
+    TF.dropout(x[0], p)
+    assert torch.equal(after_ours, torch.rand(3)), "the generator is left where torch's dropout leaves it"
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_dropout_at_p_zero_and_one_matches_torch(p):
+    x = _leaves(torch.tensor([1.0, -2.0, float("inf")]))
+    _compare(lambda x: F.dropout(x, p), lambda x: TF.dropout(x, p), x, bitwise=True)
+
+
+def test_dropout_is_the_identity_in_eval_and_rejects_a_probability_outside_zero_one():
+    x = torch.randn(3)
+    assert F.dropout(x, 0.5, training=False) is x
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        F.dropout(x, 1.5)
+
+
+def test_dropout_gradcheck_and_gradgradcheck_for_a_fixed_mask():
+    x = _leaves(torch.randn(3, 4, dtype=DOUBLE))
+    mask = torch.empty_like(x[0]).bernoulli_(0.6).div_(0.6)
+    _assert_grad_and_gradgrad(lambda x: fast.dropout(x, mask), x)
+
+
+MODULES = [
+    (torch.nn.Conv2d, manualbp.nn.Conv2d, (3, 4, 3), {"stride": 2, "padding": 1}, (2, 3, 8, 8)),
+    (torch.nn.Conv2d, manualbp.nn.Conv2d, (2, 4, 3), {"padding": 1, "padding_mode": "reflect"}, (2, 2, 5, 5)),
+    (torch.nn.Conv1d, manualbp.nn.Conv1d, (2, 4, 3), {"padding": "same"}, (2, 2, 9)),
+    (torch.nn.MaxPool2d, manualbp.nn.MaxPool2d, (3,), {"stride": 2, "padding": 1, "ceil_mode": True}, (2, 3, 7, 7)),
+    (torch.nn.AvgPool2d, manualbp.nn.AvgPool2d, (3,), {"stride": 2, "count_include_pad": False}, (2, 3, 7, 7)),
+    (torch.nn.AdaptiveAvgPool2d, manualbp.nn.AdaptiveAvgPool2d, ((2, 3),), {}, (2, 3, 7, 7)),
+    (torch.nn.BatchNorm1d, manualbp.nn.BatchNorm1d, (3,), {}, (5, 3)),
+    (torch.nn.BatchNorm1d, manualbp.nn.BatchNorm1d, (3,), {"momentum": None}, (5, 3, 4)),
+    (torch.nn.BatchNorm2d, manualbp.nn.BatchNorm2d, (3,), {"affine": False}, (4, 3, 2, 2)),
+    (torch.nn.BatchNorm2d, manualbp.nn.BatchNorm2d, (3,), {"track_running_stats": False}, (4, 3, 2, 2)),
+    (torch.nn.Dropout, manualbp.nn.Dropout, (0.3,), {}, (4, 5)),
+]
+
+
+@pytest.mark.parametrize(
+    "torch_class, manual_class, args, kwargs, shape", MODULES, ids=lambda v: getattr(v, "__name__", None)
+)
+def test_module_has_torchs_init_and_state_and_matches_it_in_train_and_eval(
+    torch_class, manual_class, args, kwargs, shape
+):
+    torch.manual_seed(0)
+    theirs = torch_class(*args, **kwargs)
+    torch.manual_seed(0)
+    ours = manual_class(*args, **kwargs)
+    assert isinstance(ours, torch_class) and repr(ours) == repr(theirs)
+    for (name, value), (their_name, their_value) in zip(
+        ours.state_dict().items(), theirs.state_dict().items(), strict=True
+    ):
+        assert name == their_name and torch.equal(value, their_value)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(*shape)
+    for train in (True, True, False):  # twice in training: the running statistics move, then are used
+        ours.train(train), theirs.train(train)
+        inputs = _leaves(x)
+        torch.manual_seed(2)
+        output, grads = _outputs_and_grads(ours, inputs)
+        torch.manual_seed(2)
+        expected_output, expected_grads = _outputs_and_grads(theirs, inputs)
+        torch.testing.assert_close(output, expected_output)
+        torch.testing.assert_close(grads, expected_grads)
+        for value, their_value in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(value, their_value)
+
+
+def _small_cnn():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Dropout(0.25),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 4 * 4, 10),
+    )
+
+
+def _graph_node_names(output):
+    names, stack, seen = [], [output.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_converted_cnn_gives_torchs_outputs_and_gradients_through_manualbp_nodes(training):
+    torch.manual_seed(0)
+    model = _small_cnn().train(training)
+    converted = manualbp.convert(copy.deepcopy(model))
+    x = torch.randn(3, 1, 8, 8)
+    torch.manual_seed(5)
+    expected = model(x)
+    torch.manual_seed(5)
+    output = converted(x)
+    torch.testing.assert_close(output, expected)
+    g = torch.randn_like(output)
+    expected.backward(g), output.backward(g)
+    for (name, parameter), (_, converted_parameter) in zip(
+        model.named_parameters(), converted.named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(converted_parameter.grad, parameter.grad, msg=name)
+    for buffer, converted_buffer in zip(model.buffers(), converted.buffers(), strict=True):
+        assert torch.equal(buffer, converted_buffer)
+    nodes = _graph_node_names(output)
+    for function in ["Conv2d", "BatchNorm", "MaxPool2d", "ReLU", "Linear"] + (["Dropout"] if training else []):
+        assert any(is_manualbp_node(node, function) for node in nodes), function
+    builtin = {"ConvolutionBackward0", "NativeBatchNormBackward0", "MaxPool2DWithIndicesBackward0", "MulBackward0"}
+    assert not builtin & {type(node).__name__ for node in nodes}
+    manualbp.convert(converted, to="torch")
+    assert [type(m) for m in converted.modules()] == [type(m) for m in model.modules()]
+
+
+def test_functional_checks_raise_torchs_exception_types_with_clear_messages():
+    x, weight = torch.randn(1, 3, 5, 5), torch.randn(4, 3, 3, 3)
+    with pytest.raises(RuntimeError, match="channels"):
+        F.conv2d(x, torch.randn(4, 2, 3, 3))
+    with pytest.raises(ValueError, match="strided"):
+        F.conv2d(x, weight, stride=2, padding="same")
+    with pytest.raises(ValueError, match="padding must be"):
+        F.conv2d(x, weight, padding="full")
+    with pytest.raises(TypeError, match="must be a Tensor"):
+        F.conv2d(x.tolist(), weight)
+    with pytest.raises(RuntimeError, match="3-D .* or 4-D"):
+        F.max_pool2d(torch.randn(5, 5), 2)
+    with pytest.raises(RuntimeError, match="running_mean and running_var"):
+        F.batch_norm(x, None, None, training=False)

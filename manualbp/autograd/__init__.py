@@ -9,12 +9,35 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
 - ``linear.py``: ``Linear``, z = x Wᵀ + b.
 - ``activation.py``: ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, a = f(z).
 - ``loss.py``: ``MSELoss``, ``CrossEntropyLoss``.
+- ``softmax.py``: ``Softmax``, ``LogSoftmax``, along one dimension.
+- ``layer_norm.py``: ``LayerNorm``, y = γ ⊙ (x − μ)/σ + β, with the compact backward.
+- ``sparse.py``: ``Embedding``, a = W[i], whose backward is a scatter-add of rows.
+- ``attention.py``: ``ScaledDotProductAttention``, O = softmax(q kᵀ·scale + mask) v.
 - ``mlp.py``: ``MLP``, a whole multilayer perceptron as one Function, its backward the textbook backprop loop.
 """
 
 from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from manualbp.autograd.attention import ScaledDotProductAttention
+from manualbp.autograd.layer_norm import LayerNorm
 from manualbp.autograd.linear import Linear
 from manualbp.autograd.loss import CrossEntropyLoss, MSELoss
 from manualbp.autograd.mlp import MLP
+from manualbp.autograd.softmax import LogSoftmax, Softmax
+from manualbp.autograd.sparse import Embedding
 
-__all__ = ["GELU", "MLP", "CrossEntropyLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU", "Sigmoid", "Tanh"]
+__all__ = [
+    "GELU",
+    "MLP",
+    "CrossEntropyLoss",
+    "Embedding",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "MSELoss",
+    "ReLU",
+    "ScaledDotProductAttention",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+]

@@ -33,6 +33,11 @@ cross_entropy = Route(autograd.CrossEntropyLoss)
 one_hot_cross_entropy = Route(OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
+softmax = Route(autograd.Softmax)
+log_softmax = Route(autograd.LogSoftmax)
+layer_norm = Route(autograd.LayerNorm)
+embedding = Route(autograd.Embedding)
+scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 
 __all__ = [
     "ACTIVATIONS",
@@ -41,16 +46,21 @@ __all__ = [
     "Route",
     "classic",
     "cross_entropy",
+    "embedding",
     "gelu",
+    "layer_norm",
     "leaky_relu",
     "linear",
     "linear_activation",
+    "log_softmax",
     "mlp",
     "mse_loss",
     "one_hot_cross_entropy",
     "relu",
+    "scaled_dot_product_attention",
     "sequential",
     "sigmoid",
+    "softmax",
     "tanh",
     "target_range",
 ]

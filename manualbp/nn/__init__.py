@@ -6,20 +6,31 @@ weights), parameter names, ``state_dict``, ``repr`` and ``isinstance`` checks ar
 One file per layer family, named as in ``torch/nn/modules/``.
 """
 
-from manualbp.nn.activation import ACTIVATIONS, GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from manualbp.nn.activation import ACTIVATIONS, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from manualbp.nn.attention import MultiheadAttention
 from manualbp.nn.container import Sequential
+from manualbp.nn.layer_norm import LayerNorm
 from manualbp.nn.linear import Linear
 from manualbp.nn.loss import CrossEntropyLoss, MSELoss
+from manualbp.nn.sparse import Embedding
+from manualbp.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "ACTIVATIONS",
     "GELU",
     "CrossEntropyLoss",
+    "Embedding",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "MSELoss",
+    "MultiheadAttention",
     "ReLU",
     "Sequential",
     "Sigmoid",
+    "Softmax",
     "Tanh",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
 ]

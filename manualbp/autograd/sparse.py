@@ -1,0 +1,56 @@
+"""The embedding lookup, a = W[i], whose backward is a scatter-add of rows."""
+
+import torch
+
+
+class Embedding(torch.autograd.Function):
+    r"""a = W[i]: each index i picks row i of the table W (``weight``), one row per index.
+
+    Output row n is a_n = W_{i_n}, so ∂a_{n,d}/∂W_{k,d} = [i_n = k]: a row of W feeds every output row that
+    looked it up, and nothing else. With g = ∂C/∂a the chain rule sums over those output rows:
+
+        ∂C/∂W_k = Σ_{n : i_n = k} g_n
+
+    a scatter-add of the rows of g into a table of zeros (``index_add``). A row never looked up gets 0. The row
+    ``padding_idx`` gets 0 too, by convention (PyTorch's): its g rows are zeroed before the scatter, so padding
+    never trains. That is a choice, not the derivative: the output does depend on W[padding_idx].
+
+    The jvp is the lookup again, of the tangent table: ȧ_n = Ẇ_{i_n}, zero at ``padding_idx`` to match the backward
+    (both treat the padding row as a constant). The indices are not differentiable.
+
+    Shapes: indices: ``(*)``, integer; weight: ``(num_embeddings, embedding_dim)``; a and grad_output:
+    ``(*, embedding_dim)``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(indices, weight, padding_idx):
+        return torch.nn.functional.embedding(indices, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        indices, weight, padding_idx = inputs
+        ctx.save_for_backward(indices)
+        ctx.save_for_forward(indices)
+        ctx.num_embeddings, ctx.padding_idx = weight.shape[0], padding_idx
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (indices,) = ctx.saved_tensors
+        rows = Embedding.without_padding(grad_output, indices, ctx.padding_idx).reshape(-1, grad_output.shape[-1])
+        grad_weight = grad_output.new_zeros(ctx.num_embeddings, grad_output.shape[-1])
+        # ∂C/∂W_k = Σ_{n : i_n = k} g_n: a repeated index adds its rows up
+        return None, grad_weight.index_add(0, indices.reshape(-1), rows), None
+
+    @staticmethod
+    def jvp(ctx, _, weight_tangent, __):
+        (indices,) = ctx.saved_tensors
+        return Embedding.without_padding(weight_tangent[indices], indices, ctx.padding_idx)  # ȧ = Ẇ[i]
+
+    @staticmethod
+    def without_padding(rows, indices, padding_idx):
+        """``rows`` (one per index) with the rows of padding_idx set to 0 (all kept when it is None)."""
+        if padding_idx is None:
+            return rows
+        return rows.masked_fill((indices == padding_idx).unsqueeze(-1), 0)

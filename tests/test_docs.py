@@ -14,7 +14,15 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUIDE = os.path.join(ROOT, "docs", "derivations.md")
-REFERENCE_FILES = {"manualbp/autograd/linear.py", "manualbp/autograd/activation.py", "manualbp/autograd/loss.py"}
+REFERENCE_FILES = {
+    "manualbp/autograd/linear.py",
+    "manualbp/autograd/activation.py",
+    "manualbp/autograd/loss.py",
+    "manualbp/autograd/softmax.py",
+    "manualbp/autograd/layer_norm.py",
+    "manualbp/autograd/sparse.py",
+    "manualbp/autograd/attention.py",
+}
 
 # [text](../path) or [text](../path "Scope"); the text of a titled link is one code span (which may hold "]"), the
 # quote

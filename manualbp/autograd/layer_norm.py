@@ -62,9 +62,9 @@ class LayerNorm(torch.autograd.Function):
             g_hat = grad_output * weight if ctx.has_weight else grad_output  # ĝ = g ⊙ γ
             grad_x = LayerNorm.times_jacobian(g_hat, x_hat, r, ctx.dims)
         if ctx.has_weight and needs_weight_grad:
-            grad_weight = (grad_output * x_hat).sum(examples)  # ∂C/∂γ = Σ g ⊙ x̂
+            grad_weight = LayerNorm.sum_examples(grad_output * x_hat, examples)  # ∂C/∂γ = Σ g ⊙ x̂
         if ctx.has_bias and needs_bias_grad:
-            grad_bias = grad_output.sum(examples)  # ∂C/∂β = Σ g
+            grad_bias = LayerNorm.sum_examples(grad_output, examples)  # ∂C/∂β = Σ g
         return grad_x, None, grad_weight, grad_bias, None
 
     @staticmethod
@@ -75,6 +75,12 @@ class LayerNorm(torch.autograd.Function):
         if ctx.has_weight:
             y_tangent = y_tangent * weight + weight_tangent * x_hat  # γ ⊙ x̂̇ + γ̇ ⊙ x̂
         return y_tangent if bias_tangent is None else y_tangent + bias_tangent  # + β̇
+
+    @staticmethod
+    def sum_examples(t, examples):
+        """t summed over the leading dimensions ``examples``; a single example (none) is t itself (``sum(())`` would
+        sum everything)."""
+        return t.sum(examples) if examples else t
 
     @staticmethod
     def normalize(x, dims, eps):

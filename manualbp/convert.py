@@ -72,7 +72,7 @@ def convert(model, to="manualbp"):
         if target_class is not None:
             module.__class__ = target_class
             if target_class in (nn.TransformerEncoderLayer, torch.nn.TransformerEncoderLayer):
-                activation = module.activation
-                if not isinstance(activation, torch.nn.Module) and activation in activations:
+                activation = getattr(module, "activation", None)
+                if activation is not None and not isinstance(activation, torch.nn.Module) and activation in activations:
                     module.activation = activations[activation]
     return model

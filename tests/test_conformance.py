@@ -75,6 +75,13 @@ MODULES = {
     torch.nn.GELU: "gelu",
     torch.nn.MSELoss: "mse_loss",
     torch.nn.CrossEntropyLoss: "cross_entropy",
+    torch.nn.Softmax: "softmax",
+    torch.nn.LogSoftmax: "log_softmax",
+    torch.nn.LayerNorm: "layer_norm",
+    torch.nn.Embedding: "embedding",
+    torch.nn.MultiheadAttention: "multi_head_attention_forward",
+    torch.nn.TransformerEncoderLayer: "transformer_encoder_layer",
+    torch.nn.TransformerEncoder: "transformer_encoder",
 }
 MODULEINFOS = {cls: next(info for info in module_db if info.module_cls is cls) for cls in MODULES}
 
@@ -122,6 +129,9 @@ EXACT = {
     "layer_norm": (_always, _never),
     "embedding": (_always, _never),
     "scaled_dot_product_attention": (_never, _never),
+    "multi_head_attention_forward": (_never, _never),
+    "transformer_encoder_layer": (_never, _never),
+    "transformer_encoder": (_never, _never),
 }
 
 
@@ -134,8 +144,11 @@ TOLERANCES = {("scaled_dot_product_attention", torch.float32): {"atol": 5e-5, "r
 
 
 def _one_element_layer_norm_in_float32(args, kwargs):
-    input, normalized_shape = args[:2]
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    # the functional form (input, normalized_shape, …) or a module's (input, weight, bias), weight of that shape
+    input, shape = args[0], (args[1:2] or [None])[0]
+    if shape is None:
+        shape = kwargs.get("normalized_shape", ())
+    shape = shape.shape if torch.is_tensor(shape) else (shape,) if isinstance(shape, int) else tuple(shape)
     return input.dtype == torch.float32 and all(size == 1 for size in shape)
 
 
@@ -201,6 +214,16 @@ PLUMBING = {
     "PermuteBackward0",
     "ExpandBackward0",
     "ToCopyBackward0",
+}
+
+# and, inside the composite modules, what joins manualbp's nodes: the packed input projection's three views, the
+# heads' transposes, add_bias_kv's and add_zero_attn's concatenations, the residual adds, and (for the two outputs
+# of MultiheadAttention, compared as one) the concatenation of both
+COMPOSITE = {"SplitBackward0", "TransposeBackward0", "CatBackward0", "MeanBackward1", "SelectBackward0"}
+MODULE_PLUMBING = {
+    torch.nn.MultiheadAttention: COMPOSITE,
+    torch.nn.TransformerEncoderLayer: COMPOSITE | {"AddBackward0"},
+    torch.nn.TransformerEncoder: COMPOSITE | {"AddBackward0"},
 }
 
 DTYPES = [torch.float32, torch.float64]
@@ -346,7 +369,7 @@ def graph_nodes(output, inputs):
     return nodes
 
 
-def assert_manualbp_graph(output, inputs):
+def assert_manualbp_graph(output, inputs, plumbing=frozenset()):
     """``output``'s graph back to ``inputs`` holds manualbp's nodes and ``PLUMBING`` only, and a manualbp node."""
     nodes = graph_nodes(output, inputs)
     ours = [
@@ -354,11 +377,12 @@ def assert_manualbp_graph(output, inputs):
         for node in nodes
         if isinstance(node, torch.autograd.function.BackwardCFunction) and type(node).__name__ in MANUALBP_NODES
     ]
-    others = [type(node).__name__ for node in nodes if type(node).__name__ not in {*ours, *PLUMBING, "AccumulateGrad"}]
+    allowed = {*ours, *PLUMBING, *plumbing, "AccumulateGrad"}
+    others = [type(node).__name__ for node in nodes if type(node).__name__ not in allowed]
     assert ours and not others, f"manualbp nodes {ours}, other nodes {others}"
 
 
-def compare(manual_fn, torch_fn, args, kwargs, manual_vars, torch_vars, exact, strict, tolerance=None):
+def compare(manual_fn, torch_fn, args, kwargs, manual_vars, torch_vars, exact, strict, tolerance=None, plumbing=()):
     """Call both on the same ``args`` and ``kwargs`` (manualbp first, its inputs checked untouched before torch
     runs); compare the outputs, then the gradients of upstream · output with respect to each side's variables (the
     same tensors, or each model's own parameters too). ``exact``: (outputs, gradients) must be equal bit for bit,
@@ -377,7 +401,7 @@ def compare(manual_fn, torch_fn, args, kwargs, manual_vars, torch_vars, exact, s
     assert outputs_exact or not (strict and exact[0]), f"output off by {(manual_out - torch_out).abs().max()}"
     if not torch_out.requires_grad:
         return outputs_exact
-    assert_manualbp_graph(manual_out, manual_vars)
+    assert_manualbp_graph(manual_out, manual_vars, plumbing)
     upstream = _upstream(torch_out)
     manual_grads = torch.autograd.grad(manual_out, manual_vars, upstream, allow_unused=True, materialize_grads=True)
     for before, after in zip(snapshot, tensors, strict=True):
@@ -437,11 +461,32 @@ def run_module(module_cls, device, dtype):
         def check(manual=manual_module, reference=torch_module, forward=forward, wanted=wanted, exact=exact):
             manual_vars, torch_vars = wanted + list(manual.parameters()), wanted + list(reference.parameters())
             return compare(
-                manual, reference, forward.args, forward.kwargs, manual_vars, torch_vars, exact, _strict(device)
+                joined(manual),
+                joined(reference),
+                forward.args,
+                forward.kwargs,
+                manual_vars,
+                torch_vars,
+                exact,
+                _strict(device),
+                plumbing=MODULE_PLUMBING.get(module_cls, ()),
             )
 
         tally.judge(name, args, kwargs, module_input.desc or "default", check)
     return tally
+
+
+def joined(module):
+    """``module`` called, its output as it is or, for several (MultiheadAttention's output and weights), every one
+    flattened and joined into one tensor, so that a single comparison covers them all."""
+
+    def call(*args, **kwargs):
+        output = module(*args, **kwargs)
+        if not isinstance(output, tuple):
+            return output
+        return torch.cat([part.flatten() for part in output if part is not None])
+
+    return call
 
 
 def raised(fn, *args, **kwargs):
@@ -475,7 +520,9 @@ def module_error_cases(module_cls, device):
         module_input = error.module_error_input
         constructor, forward = module_input.constructor_input, module_input.forward_input
         if error.error_on == ModuleErrorEnum.CONSTRUCTION_ERROR:
-            manual_class = type(manualbp.convert(module_cls.__new__(module_cls)))
+            bare = module_cls.__new__(module_cls)
+            torch.nn.Module.__init__(bare)  # a module with no layers yet, only for convert() to name its class
+            manual_class = type(manualbp.convert(bare))
             yield (
                 f"constructor {constructor.args} {constructor.kwargs}",
                 raised(module_cls, *constructor.args, **constructor.kwargs),

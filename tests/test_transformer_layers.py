@@ -531,3 +531,28 @@ def test_convert_swaps_a_function_valued_activation_and_back():
     manualbp.convert(layer, to="torch")
     assert layer.activation is torch.nn.functional.gelu
     assert type(layer) is torch.nn.TransformerEncoderLayer and type(layer.norm1) is torch.nn.LayerNorm
+
+
+def test_converted_torchvision_vit_matches_torch_and_its_graph_holds_no_built_in_transformer_layer():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=16, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    ).double()
+    builtin, manual = _module_pair_of(vit)
+    x = torch.randn(2, 3, 16, 16, dtype=DOUBLE)
+    upstream = torch.randn(2, 5, dtype=DOUBLE)
+    results = []
+    for model in (builtin, manual):
+        x_leaf = x.clone().requires_grad_()
+        out = model(x_leaf)
+        results.append((out, torch.autograd.grad(out, [x_leaf, *model.parameters()], upstream)))
+    (out_torch, grads_torch), (out_manual, grads_manual) = results
+    assert _relative_error(out_manual, out_torch) <= 1e-10
+    for g_manual, g_torch in zip(grads_manual, grads_torch, strict=True):
+        assert _relative_error(g_manual, g_torch) <= 1e-10
+    # the patch embedding is a Conv2d, converted by manualbp's CNN layers, not these; the class token is
+    # concatenated, its row selected for the head, the position embedding added
+    names = _node_names(out_manual) - {"ConvolutionBackward0", "SelectBackward0"}
+    assert not names & BUILT_IN_LAYER_NODES, sorted(names & BUILT_IN_LAYER_NODES)
+    assert names - MANUALBP_NODES <= ALLOWED_NODES, sorted(names - MANUALBP_NODES - ALLOWED_NODES)

@@ -556,3 +556,16 @@ def test_converted_torchvision_vit_matches_torch_and_its_graph_holds_no_built_in
     names = _node_names(out_manual) - {"ConvolutionBackward0", "SelectBackward0"}
     assert not names & BUILT_IN_LAYER_NODES, sorted(names & BUILT_IN_LAYER_NODES)
     assert names - MANUALBP_NODES <= ALLOWED_NODES, sorted(names - MANUALBP_NODES - ALLOWED_NODES)
+
+
+def test_a_query_with_every_key_masked_gets_zero_output_and_zero_gradient_as_in_torch():
+    q, k, v = _qkv()
+    mask = torch.ones(L, S, dtype=torch.bool)
+    mask[1] = False  # query 1 may look at no key
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    assert torch.equal(out[:, :, 1], torch.zeros_like(out[:, :, 1]))
+    upstream = torch.zeros_like(out)
+    upstream[:, :, 1] = 1.0  # a gradient into that query's output alone reaches nothing
+    grads = torch.autograd.grad(out, (q, k, v), upstream)
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)

@@ -15,7 +15,8 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
     The constructor, parameters (``in_proj_weight`` or ``q/k/v_proj_weight``, ``in_proj_bias``, ``out_proj``,
     ``bias_k``, ``bias_v``) and ``state_dict`` are ``torch.nn.MultiheadAttention``'s. Unlike it, there is no
     inference fast path: the same hand-derived code runs in every mode. The returned weights are those before
-    attention dropout (PyTorch's are after it).
+    attention dropout (PyTorch's are after it), and a query whose every key is masked attends to nothing (its
+    output is the output projection's bias) where PyTorch's gives nan.
 
     Shape: query ``(N, L, E)`` with ``batch_first``, ``(L, N, E)`` without, or ``(L, E)`` unbatched; key and value
     likewise with S; output of query's shape; weights ``(N, L, S)`` or ``(N, num_heads, L, S)``.

@@ -569,3 +569,22 @@ def test_a_query_with_every_key_masked_gets_zero_output_and_zero_gradient_as_in_
     upstream[:, :, 1] = 1.0  # a gradient into that query's output alone reaches nothing
     grads = torch.autograd.grad(out, (q, k, v), upstream)
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+
+
+def test_multi_head_attention_forward_gradcheck_and_gradgradcheck():
+    embed, heads = 4, 2
+    query, key = _leaf(2, 1, embed), _leaf(3, 1, embed)  # (L, N, E), (S, N, E)
+    in_proj_weight, in_proj_bias = _leaf(3 * embed, embed), _leaf(3 * embed)
+    out_proj_weight, out_proj_bias = _leaf(embed, embed), _leaf(embed)
+    bias_k, bias_v = _leaf(1, 1, embed), _leaf(1, 1, embed)
+    padding = torch.tensor([[False, True, False]])
+
+    def attention(query, key, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, bias_k, bias_v):
+        output, weights = F.multi_head_attention_forward(
+            query, key, key, embed, heads, in_proj_weight, in_proj_bias, bias_k, bias_v, True, 0.0,
+            out_proj_weight, out_proj_bias, key_padding_mask=padding, need_weights=True,
+        )  # fmt: skip
+        return output, weights
+
+    inputs = (query, key, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, bias_k, bias_v)
+    _assert_grad_and_gradgrad(attention, inputs)

@@ -329,7 +329,8 @@ def scaled_dot_product_attention(
         dropout_p: the probability of dropping each attention weight (applied whenever > 0, as in PyTorch).
         is_causal: query i looks at keys 0 … i only (the mask ``ones(L, S).tril()``); no attn_mask with it.
         scale: the scores' factor; None: 1/√E.
-        enable_gqa: grouped-query attention (fewer key/value heads than query heads) is not supported.
+        enable_gqa: grouped-query attention: key and value may have fewer heads (dimension -3) than the query,
+            each serving a group of consecutive query heads.
 
     Returns:
         ``(*, L, Ev)``.
@@ -351,8 +352,8 @@ def _attention(function, query, key, value, attn_mask, dropout_p, is_causal, sca
             f"{function}: expected query (*, L, E), key (*, S, E) and value (*, S, Ev), got "
             f"{list(query.shape)}, {list(key.shape)} and {list(value.shape)}"
         )
-    if enable_gqa and (query.dim() < 3 or query.shape[-3] != key.shape[-3] or key.shape[-3] != value.shape[-3]):
-        raise NotImplementedError(f"{function}: grouped-query attention (enable_gqa=True) is not implemented")
+    if enable_gqa and query.dim() >= 3 and key.dim() >= 3 and value.dim() >= 3:
+        key, value = _share_heads(function, query, key, value)
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"{function}: dropout_p must be between 0 and 1, got {dropout_p}")
     if is_causal and attn_mask is not None:
@@ -385,6 +386,23 @@ def _attention(function, query, key, value, attn_mask, dropout_p, is_causal, sca
         dropout_mask = keep / (1 - dropout_p) if dropout_p < 1 else keep
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     return fast.scaled_dot_product_attention(query, key, value, attn_mask, dropout_mask, scale)
+
+
+def _share_heads(function, query, key, value):
+    """Grouped-query attention: each of the Hk key/value heads serves Hq/Hk consecutive query heads, so each is
+    repeated that many times (a broadcast view and a copy, whose backward sums the group's gradients)."""
+    query_heads, key_heads, value_heads = query.shape[-3], key.shape[-3], value.shape[-3]
+    if key_heads != value_heads or query_heads % key_heads != 0:
+        raise RuntimeError(
+            f"{function}: with enable_gqa=True, key and value need the same number of heads, dividing the query's "
+            f"{query_heads}; got {key_heads} and {value_heads}"
+        )
+    group = query_heads // key_heads
+
+    def repeat(t):
+        return t.unsqueeze(-3).expand(*t.shape[:-2], group, *t.shape[-2:]).reshape(*t.shape[:-3], -1, *t.shape[-2:])
+
+    return repeat(key), repeat(value)
 
 
 def _additive_mask(function, mask, dtype, allowed):

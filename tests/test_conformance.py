@@ -174,10 +174,6 @@ UNSUPPORTED = {
             "one torch's attention kernels draw, so the values differ by the random draw; the backward with a "
             "dropout mask is gradchecked with a fixed mask in test_transformer_layers.py",
         ),
-        (
-            lambda args, kwargs: kwargs.get("enable_gqa", False) and args[0].shape[:-2] != args[1].shape[:-2],
-            "grouped-query attention (enable_gqa=True with fewer key/value heads than query heads): not implemented",
-        ),
     ],
     "linear": [
         (

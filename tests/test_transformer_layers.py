@@ -240,12 +240,22 @@ def test_attention_dropout_draws_one_mask_per_weight_and_scales_the_kept():
     assert torch.equal(F.scaled_dot_product_attention(q, k, v, dropout_p=1.0), torch.zeros_like(dropped))
 
 
-def test_attention_refuses_a_mask_with_is_causal_and_grouped_query_attention():
+def test_attention_refuses_a_mask_with_is_causal_and_heads_that_do_not_group():
     q, k, v = _qkv()
     with pytest.raises(RuntimeError, match="attn_mask should not be set when is_causal"):
         F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(L, S, dtype=torch.bool), is_causal=True)
-    with pytest.raises(NotImplementedError, match="grouped-query"):
-        F.scaled_dot_product_attention(q, k[:, :1], v[:, :1], enable_gqa=True)
+    with pytest.raises(RuntimeError, match="enable_gqa"):
+        F.scaled_dot_product_attention(_leaf(1, 3, L, E), k, v, enable_gqa=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+def test_grouped_query_attention_matches_torch(dtype):
+    q, k, v = _leaf(2, 4, L, E, dtype=dtype), _leaf(2, 2, S, E, dtype=dtype), _leaf(2, 2, S, EV, dtype=dtype)
+    _assert_same_outputs_and_grads(
+        lambda *t: F.scaled_dot_product_attention(*t, enable_gqa=True),
+        lambda *t: torch.nn.functional.scaled_dot_product_attention(*t, enable_gqa=True),
+        (q, k, v),
+    )
 
 
 # ---- the modules ----

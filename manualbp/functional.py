@@ -290,15 +290,16 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         padding_idx: a row that gets no gradient (negative counts from the end), or None.
         max_norm, norm_type: rescale, in place and without gradient, each looked-up row whose ``norm_type``-norm
             exceeds ``max_norm`` (as PyTorch does, before the lookup).
-        scale_grad_by_freq, sparse: not supported (NotImplementedError).
+        scale_grad_by_freq: divide each row's gradient by how often its index occurs in ``input``.
+        sparse: not supported (NotImplementedError).
 
     Returns:
         ``(*, embedding_dim)``.
     """
     _check_tensors("embedding", input=input, weight=weight)
-    if scale_grad_by_freq or sparse:
+    if sparse:
         raise NotImplementedError(
-            "embedding: scale_grad_by_freq and sparse gradients are not implemented in manualbp; use "
+            "embedding: sparse gradients are not implemented in manualbp (its gradient is a dense table); use "
             "torch.nn.functional.embedding for them"
         )
     if weight.dim() != 2:
@@ -314,7 +315,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if max_norm is not None:
         with torch.no_grad():  # PyTorch's own renormalisation of the table: in place, not differentiated
             torch.embedding_renorm_(weight, input.contiguous(), max_norm, norm_type)
-    return fast.embedding(input, weight, padding_idx)
+    return fast.embedding(input, weight, padding_idx, bool(scale_grad_by_freq))
 
 
 def scaled_dot_product_attention(

@@ -152,9 +152,20 @@ def test_embedding_max_norm_renormalises_the_table_as_torch_does():
     torch.testing.assert_close(manual_weight, torch_weight)
 
 
+@pytest.mark.parametrize("padding_idx", [None, 0])
+def test_embedding_scale_grad_by_freq_matches_torch(padding_idx):
+    weight = _leaf(6, 3)
+    indices = torch.tensor([[0, 2, 5, 2], [5, 2, 1, 0]])  # 2 three times, 0 and 5 twice
+    _assert_same_outputs_and_grads(
+        lambda w: F.embedding(indices, w, padding_idx, scale_grad_by_freq=True),
+        lambda w: torch.nn.functional.embedding(indices, w, padding_idx, scale_grad_by_freq=True),
+        (weight,),
+    )
+
+
 def test_embedding_refuses_what_it_does_not_implement():
-    with pytest.raises(NotImplementedError, match="scale_grad_by_freq"):
-        F.embedding(torch.tensor([1]), torch.randn(3, 2), scale_grad_by_freq=True)
+    with pytest.raises(NotImplementedError, match="sparse"):
+        F.embedding(torch.tensor([1]), torch.randn(3, 2), sparse=True)
     with pytest.raises(RuntimeError, match="int64 or int32"):
         F.embedding(torch.tensor([1.0]), torch.randn(3, 2))
 
@@ -598,3 +609,21 @@ def test_multi_head_attention_forward_gradcheck_and_gradgradcheck():
 
     inputs = (query, key, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, bias_k, bias_v)
     _assert_grad_and_gradgrad(attention, inputs)
+
+
+@pytest.mark.parametrize("padding_idx, scale_grad_by_freq", [(1, False), (None, True), (1, True)])
+def test_embedding_jvp_is_the_transpose_of_its_backward_under_the_padding_and_frequency_conventions(
+    padding_idx, scale_grad_by_freq
+):
+    # finite differences cannot check these conventions (they are not the derivative), but forward and reverse mode
+    # must agree: ⟨J u, g⟩ = ⟨u, Jᵀ g⟩ for any direction u and gradient g
+    indices = torch.tensor([[0, 1, 3, 1], [3, 1, 2, 0]])
+    weight, direction = _leaf(4, 3), torch.randn(4, 3, dtype=DOUBLE)
+
+    def lookup(w):
+        return F.embedding(indices, w, padding_idx, scale_grad_by_freq=scale_grad_by_freq)
+
+    _, tangent = torch.func.jvp(lookup, (weight,), (direction,))
+    g = torch.randn_like(tangent)
+    (grad_weight,) = torch.autograd.grad(lookup(weight), weight, g)
+    torch.testing.assert_close((tangent * g).sum(), (direction * grad_weight).sum())

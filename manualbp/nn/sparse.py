@@ -15,7 +15,8 @@ class Embedding(torch.nn.Embedding):
         num_embeddings, embedding_dim: the table's shape.
         padding_idx: a row that gets no gradient (and is initialised to zeros), or None.
         max_norm, norm_type: rescale looked-up rows whose norm exceeds max_norm, in place.
-        scale_grad_by_freq, sparse: not supported by manualbp (NotImplementedError when called).
+        scale_grad_by_freq: divide each row's gradient by how often its index occurs in the batch.
+        sparse: not supported by manualbp (NotImplementedError when called).
 
     Shape: input ``(*)`` of int64 or int32 indices; output ``(*, embedding_dim)``.
 

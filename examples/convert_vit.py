@@ -1,9 +1,11 @@
-"""Fine-tune a torchvision Vision Transformer whose Linear and GELU layers run manualbp's backward passes.
+"""Fine-tune a torchvision Vision Transformer whose Linear, GELU, LayerNorm and attention layers run manualbp's
+backward passes.
 
     python examples/convert_vit.py
 
-``manualbp.convert`` swaps every ``torch.nn.Linear`` and ``torch.nn.GELU`` of a model for manualbp's twins in
-place (same parameters, same state_dict). This builds a small, randomly initialised ViT, keeps an unconverted
+``manualbp.convert`` swaps every ``torch.nn.Linear``, ``GELU``, ``LayerNorm`` and ``MultiheadAttention`` of a model
+(among others) for manualbp's twins in place (same parameters, same state_dict); the patch embedding, a Conv2d,
+stays PyTorch's here. This builds a small, randomly initialised ViT, keeps an unconverted
 copy, and fine-tunes the converted one on a fixed batch; at every step the unconverted copy, given the same
 weights, must produce the same gradients (up to float rounding).
 """

@@ -101,6 +101,26 @@ def _weighted_cross_entropy_inputs(generator, dtype):
     return inputs
 
 
+def _layer_norm_inputs(generator, dtype):
+    return {
+        "x": _randn(generator, dtype, 64, 100) * 2 + 1,
+        "weight": _randn(generator, dtype, 100),
+        "bias": _randn(generator, dtype, 100),
+    }
+
+
+def _embedding_inputs(generator, dtype):
+    return {"indices": torch.randint(0, 20, (64, 8), generator=generator), "weight": _randn(generator, dtype, 20, 16)}
+
+
+def _attention_inputs(generator, dtype):
+    return {
+        "q": _randn(generator, dtype, 4, 2, 16, 8),
+        "k": _randn(generator, dtype, 4, 2, 24, 8),
+        "v": _randn(generator, dtype, 4, 2, 24, 8),
+    }
+
+
 tnf = torch.nn.functional
 
 
@@ -140,6 +160,46 @@ CASES = (
     _fused(A.ReLU),
     _fused(A.Sigmoid),
     _fused(A.Tanh),
+    Case(
+        "Softmax",
+        lambda z: F.softmax(z, -1),
+        lambda z: A.Softmax.apply(z, -1),
+        lambda z: torch.softmax(z, -1),
+        _activation_inputs,
+        ("z",),
+    ),
+    Case(
+        "LogSoftmax",
+        lambda z: F.log_softmax(z, -1),
+        lambda z: A.LogSoftmax.apply(z, -1),
+        lambda z: torch.log_softmax(z, -1),
+        _activation_inputs,
+        ("z",),
+    ),
+    Case(
+        "LayerNorm",
+        lambda x, weight, bias: F.layer_norm(x, (100,), weight, bias),
+        lambda x, weight, bias: A.LayerNorm.apply(x, (100,), weight, bias, 1e-5),
+        lambda x, weight, bias: tnf.layer_norm(x, (100,), weight, bias),
+        _layer_norm_inputs,
+        ("x", "weight", "bias"),
+    ),
+    Case(
+        "Embedding",
+        F.embedding,
+        lambda indices, weight: A.Embedding.apply(indices, weight, None, False),
+        tnf.embedding,
+        _embedding_inputs,
+        ("weight",),
+    ),
+    Case(
+        "Attention",
+        F.scaled_dot_product_attention,
+        lambda q, k, v: A.ScaledDotProductAttention.apply(q, k, v, None, None, 1 / 8**0.5)[0],
+        tnf.scaled_dot_product_attention,
+        _attention_inputs,
+        ("q", "k", "v"),
+    ),
     Case(
         "MLP(tanh,relu)",
         lambda x, w1, b1, w2, b2: F.mlp(x, [w1, w2], [b1, b2], ["tanh", "relu"]),

@@ -2,7 +2,7 @@
 
 import torch
 
-from manualbp import nn
+from manualbp import functional, nn
 
 _TORCH_TO_MANUAL = {
     torch.nn.Linear: nn.Linear,
@@ -22,8 +22,21 @@ _TORCH_TO_MANUAL = {
     torch.nn.BatchNorm2d: nn.BatchNorm2d,
     torch.nn.Dropout: nn.Dropout,
     torch.nn.Sequential: nn.Sequential,  # runs each Linear and its ReLU/Sigmoid/Tanh as one node
+    torch.nn.Softmax: nn.Softmax,
+    torch.nn.LogSoftmax: nn.LogSoftmax,
+    torch.nn.LayerNorm: nn.LayerNorm,
+    torch.nn.Embedding: nn.Embedding,
+    torch.nn.MultiheadAttention: nn.MultiheadAttention,
+    torch.nn.TransformerEncoderLayer: nn.TransformerEncoderLayer,  # the plain path, never the fused fast path
+    torch.nn.TransformerEncoder: nn.TransformerEncoder,
 }
 _MANUAL_TO_TORCH = {manual: torch_class for torch_class, manual in _TORCH_TO_MANUAL.items()}
+# an encoder layer's activation may be a function rather than a module: these are swapped too
+_TORCH_TO_MANUAL_ACTIVATION = {
+    torch.nn.functional.relu: functional.relu,
+    torch.nn.functional.gelu: functional.gelu,
+}
+_MANUAL_TO_TORCH_ACTIVATION = {manual: torch_fn for torch_fn, manual in _TORCH_TO_MANUAL_ACTIVATION.items()}
 
 
 def convert(model, to="manualbp"):
@@ -32,14 +45,20 @@ def convert(model, to="manualbp"):
 
     Every module (``model`` itself included, at any depth) whose type is exactly one of ``torch.nn``'s
     ``Linear``, ``Conv1d``, ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``BatchNorm1d``,
-    ``BatchNorm2d``, ``Dropout``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``MSELoss``,
-    ``CrossEntropyLoss`` or ``Sequential`` becomes its ``manualbp.nn`` twin. The module objects stay the same:
-    only their class changes, which is sound because each manualbp class is a subclass that adds no state. So
-    parameters, buffers, hooks, devices and any optimiser already holding the parameters are untouched.
+    ``BatchNorm2d``, ``Dropout``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``Softmax``,
+    ``LogSoftmax``, ``LayerNorm``, ``Embedding``, ``MultiheadAttention``, ``TransformerEncoderLayer``,
+    ``TransformerEncoder``, ``MSELoss``, ``CrossEntropyLoss`` or ``Sequential`` becomes its ``manualbp.nn`` twin.
+    The module objects stay the same: only their class changes, which is sound because each manualbp class is a
+    subclass that adds no state. So parameters, buffers, hooks, devices and any optimiser already holding the
+    parameters are untouched.
 
     A ``torch.nn.Sequential`` becomes ``manualbp.nn.Sequential``, which runs each Linear and the ReLU, Sigmoid or
     Tanh after it as one autograd node (the same numbers to the bit; a pair with hooks runs module by module), so a
     converted model runs the same way as one built from ``manualbp.nn``.
+
+    A ``TransformerEncoderLayer`` (or ``TransformerEncoder``) then always runs its plain path, never PyTorch's fused
+    inference kernels, and an ``activation`` given as the function ``torch.nn.functional.relu`` or ``gelu`` becomes
+    ``manualbp.functional``'s (another function is left as it is).
 
     Subclasses of those types (``torch.nn.modules.linear.NonDynamicallyQuantizableLinear`` inside
     ``MultiheadAttention``, say) are left alone: their owners may not call their ``forward``, and a
@@ -58,8 +77,13 @@ def convert(model, to="manualbp"):
     if to not in ("manualbp", "torch"):
         raise ValueError(f"convert: to must be 'manualbp' or 'torch', got {to!r}")
     mapping = _TORCH_TO_MANUAL if to == "manualbp" else _MANUAL_TO_TORCH
+    activations = _TORCH_TO_MANUAL_ACTIVATION if to == "manualbp" else _MANUAL_TO_TORCH_ACTIVATION
     for module in model.modules():
         target_class = mapping.get(type(module))
         if target_class is not None:
             module.__class__ = target_class
+            if target_class in (nn.TransformerEncoderLayer, torch.nn.TransformerEncoderLayer):
+                activation = getattr(module, "activation", None)
+                if activation is not None and not isinstance(activation, torch.nn.Module) and activation in activations:
+                    module.activation = activations[activation]
     return model

@@ -22,6 +22,10 @@ REFERENCE_FILES = {
     "manualbp/autograd/pooling.py",
     "manualbp/autograd/normalization.py",
     "manualbp/autograd/dropout.py",
+    "manualbp/autograd/softmax.py",
+    "manualbp/autograd/layer_norm.py",
+    "manualbp/autograd/sparse.py",
+    "manualbp/autograd/attention.py",
 }
 
 # [text](../path) or [text](../path "Scope"); the text of a titled link is one code span (which may hold "]"), the

@@ -126,6 +126,12 @@ FUNCTIONAL = {
     "gelu": (lambda z: F.gelu(z), lambda z: A.GELU.apply(z, "none")),
     "gelu_tanh": (lambda z: F.gelu(z, approximate="tanh"), lambda z: A.GELU.apply(z, "tanh")),
     "mse_loss": (lambda a, y: F.mse_loss(a, y, reduction="none"), lambda a, y: A.MSELoss.apply(a, y, None, "none")),
+    "softmax": (lambda z: F.softmax(z, -1), lambda z: A.Softmax.apply(z, -1)),
+    "log_softmax": (lambda z: F.log_softmax(z, 0), lambda z: A.LogSoftmax.apply(z, 0)),
+    "layer_norm": (
+        lambda z: F.layer_norm(z, z.shape[-1:]),
+        lambda z: A.LayerNorm.apply(z, tuple(z.shape[-1:]), None, None, 1e-5),
+    ),
 }
 
 

@@ -99,9 +99,11 @@ def test_convert_transformer_encoder_layer_gives_the_same_outputs_and_gradients(
         d_model=16, nhead=2, dim_feedforward=32, dropout=0.0, activation=torch.nn.GELU(), batch_first=True
     )
     original, converted, count = _converted_pair(layer)
-    # linear1, linear2, the GELU and the three Dropouts; attention's out_proj is a subclass, left alone
-    assert count == 6
+    # the layer, its attention, two layer norms, linear1, linear2, the GELU and the three Dropouts; attention's
+    # out_proj is a subclass, left alone (manualbp's MultiheadAttention reads its parameters)
+    assert count == 10
     assert type(converted.linear1) is mnn.Linear and type(converted.activation) is mnn.GELU
+    assert type(converted.self_attn) is mnn.MultiheadAttention and type(converted.norm1) is mnn.LayerNorm
     _assert_same_outputs_and_grads(original, converted, torch.randn(4, 5, 16))
 
 
@@ -111,9 +113,10 @@ def test_convert_torchvision_vit_gives_the_same_outputs_and_gradients():
         image_size=16, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
     )
     original, converted, count = _converted_pair(vit)
-    # the patch embedding's Conv2d and the encoder's Dropout; each block's MLP (Linear, GELU, Linear, two Dropouts)
-    # and its Dropout; the head; the encoder's and the head's Sequential
-    assert count == 2 + 2 * 6 + 1 + 2
+    # the patch embedding's Conv2d and the encoder's Dropout; each block's two layer norms, attention, its MLP
+    # (Linear, GELU, Linear, two Dropouts) and its Dropout; the encoder's final layer norm; the head; the encoder's
+    # and the head's Sequential
+    assert count == 2 + 2 * 9 + 1 + 1 + 2
     _assert_same_outputs_and_grads(original, converted, torch.randn(2, 3, 16, 16))
 
 

@@ -13,17 +13,25 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
 - ``pooling.py``: ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``.
 - ``normalization.py``: ``BatchNorm``, y = γ x̂ + β, with the compact one-line backward.
 - ``dropout.py``: ``Dropout``, y = x · m for a mask m drawn outside the Function.
+- ``softmax.py``: ``Softmax``, ``LogSoftmax``, along one dimension.
+- ``layer_norm.py``: ``LayerNorm``, y = γ ⊙ (x − μ)/σ + β, with the compact backward.
+- ``sparse.py``: ``Embedding``, a = W[i], whose backward is a scatter-add of rows.
+- ``attention.py``: ``ScaledDotProductAttention``, O = softmax(q kᵀ·scale + mask) v.
 - ``mlp.py``: ``MLP``, a whole multilayer perceptron as one Function, its backward the textbook backprop loop.
 """
 
 from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from manualbp.autograd.attention import ScaledDotProductAttention
 from manualbp.autograd.conv import Conv2d
 from manualbp.autograd.dropout import Dropout
+from manualbp.autograd.layer_norm import LayerNorm
 from manualbp.autograd.linear import Linear
 from manualbp.autograd.loss import CrossEntropyLoss, MSELoss
 from manualbp.autograd.mlp import MLP
 from manualbp.autograd.normalization import BatchNorm
 from manualbp.autograd.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from manualbp.autograd.softmax import LogSoftmax, Softmax
+from manualbp.autograd.sparse import Embedding
 
 __all__ = [
     "GELU",
@@ -40,5 +48,10 @@ __all__ = [
     "MaxPool2d",
     "ReLU",
     "Sigmoid",
+    "Embedding",
+    "LayerNorm",
+    "LogSoftmax",
+    "ScaledDotProductAttention",
+    "Softmax",
     "Tanh",
 ]

@@ -39,6 +39,11 @@ avg_pool2d = Route(autograd.AvgPool2d)
 adaptive_avg_pool2d = Route(autograd.AdaptiveAvgPool2d)
 batch_norm = Route(autograd.BatchNorm)
 dropout = Route(autograd.Dropout)
+softmax = Route(autograd.Softmax)
+log_softmax = Route(autograd.LogSoftmax)
+layer_norm = Route(autograd.LayerNorm)
+embedding = Route(autograd.Embedding)
+scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 
 __all__ = [
     "ACTIVATIONS",
@@ -52,17 +57,22 @@ __all__ = [
     "conv2d",
     "cross_entropy",
     "dropout",
+    "embedding",
     "gelu",
+    "layer_norm",
     "leaky_relu",
     "linear",
     "linear_activation",
     "max_pool2d",
+    "log_softmax",
     "mlp",
     "mse_loss",
     "one_hot_cross_entropy",
     "relu",
+    "scaled_dot_product_attention",
     "sequential",
     "sigmoid",
+    "softmax",
     "tanh",
     "target_range",
 ]

@@ -6,14 +6,18 @@ weights), parameter names, ``state_dict``, ``repr`` and ``isinstance`` checks ar
 One file per layer family, named as in ``torch/nn/modules/``.
 """
 
-from manualbp.nn.activation import ACTIVATIONS, GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from manualbp.nn.activation import ACTIVATIONS, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from manualbp.nn.attention import MultiheadAttention
 from manualbp.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from manualbp.nn.container import Sequential
 from manualbp.nn.conv import Conv1d, Conv2d
 from manualbp.nn.dropout import Dropout
+from manualbp.nn.layer_norm import LayerNorm
 from manualbp.nn.linear import Linear
 from manualbp.nn.loss import CrossEntropyLoss, MSELoss
 from manualbp.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from manualbp.nn.sparse import Embedding
+from manualbp.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "ACTIVATIONS",
@@ -26,12 +30,19 @@ __all__ = [
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Embedding",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "MSELoss",
     "MaxPool2d",
+    "MultiheadAttention",
     "ReLU",
     "Sequential",
     "Sigmoid",
+    "Softmax",
     "Tanh",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
 ]

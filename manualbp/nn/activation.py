@@ -4,7 +4,7 @@ import torch
 
 from manualbp import functional as F
 
-__all__ = ["ACTIVATIONS", "GELU", "LeakyReLU", "ReLU", "Sigmoid", "Tanh"]
+__all__ = ["ACTIVATIONS", "GELU", "LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "Softmax", "Tanh"]
 
 
 class ReLU(torch.nn.ReLU):
@@ -94,3 +94,39 @@ class GELU(torch.nn.GELU):
 
 # the activation modules by name: the one registry (the trainer's --activation flag uses these names)
 ACTIVATIONS = {"relu": ReLU, "leaky-relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh, "gelu": GELU}
+
+
+class Softmax(torch.nn.Softmax):
+    r"""p = softmax(z) along ``dim``, with ∂C/∂z = p ⊙ (g − Σ g·p).
+
+    Args:
+        dim: the dimension normalised over (None: PyTorch's deprecated implicit choice, with its warning).
+
+    Shape: input and output ``(*)``.
+
+    Examples::
+
+        >>> manualbp.nn.Softmax(dim=-1)(torch.zeros(2))
+        tensor([0.5000, 0.5000])
+    """
+
+    def forward(self, input):
+        return F.softmax(input, self.dim, _stacklevel=5)
+
+
+class LogSoftmax(torch.nn.LogSoftmax):
+    r"""ℓ = log softmax(z) along ``dim``, with ∂C/∂z = g − p Σg.
+
+    Args:
+        dim: the dimension normalised over (None: PyTorch's deprecated implicit choice, with its warning).
+
+    Shape: input and output ``(*)``.
+
+    Examples::
+
+        >>> manualbp.nn.LogSoftmax(dim=-1)(torch.zeros(2))
+        tensor([-0.6931, -0.6931])
+    """
+
+    def forward(self, input):
+        return F.log_softmax(input, self.dim, _stacklevel=5)

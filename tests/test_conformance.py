@@ -505,7 +505,9 @@ def joined(module):
         output = module(*args, **kwargs)
         if not isinstance(output, tuple):
             return output
-        return torch.cat([part.flatten() for part in output if part is not None])
+        # the differentiable parts (max-pooling's indices are torch's kernel's, compared where the ops are)
+        parts = [part for part in output if part is not None and part.is_floating_point()]
+        return parts[0] if len(parts) == 1 else torch.cat([part.flatten() for part in parts])
 
     return call
 

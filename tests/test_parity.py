@@ -16,8 +16,19 @@ NOT_BITWISE = {
     ("CrossEntropyLoss", "grad z"): "log_softmax_backward's fused kernel evaluates e^ℓ·Σu in one pass",
     ("CrossEntropyLoss(weighted,smoothed)", "forward"): "the smoothing term is summed in a different order",
     ("CrossEntropyLoss(weighted,smoothed)", "grad z"): "as CrossEntropyLoss",
+    ("Softmax", "grad z"): "softmax_backward's fused kernel forms p·(g − Σg·p) in one pass, the formula in three",
+    ("LogSoftmax", "grad z"): "as Softmax: g − e^ℓ·Σg in one fused kernel against rounded tensor ops",
+    ("LayerNorm", "grad x"): "native_layer_norm_backward sums and scales in its own order (a fused kernel)",
+    ("LayerNorm", "grad weight"): "the sums Σ g·x̂ run over the rows in another order",
+    ("LayerNorm", "grad bias"): "as the weight: Σ g in another order",
+    ("Attention", "forward"): "PyTorch's flash-attention CPU kernel accumulates softmax blockwise (online softmax)",
+    ("Attention", "grad q"): "as the forward: the fused kernel's backward against the four derived products",
+    ("Attention", "grad k"): "as grad q",
+    ("Attention", "grad v"): "as grad q",
 }
 ULPS = 4
+# attention's products sum over the keys in blocks in PyTorch's kernel (online softmax), over all keys at once here
+ULPS_FOR = {"Attention": 8}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
@@ -34,8 +45,9 @@ def test_float32_rows_that_cannot_be_bitwise_stay_within_a_few_ulps(key):
     case = next(c for c in CASES if c.name == key[0])
     for seed in range(3):
         row = next(r for r in compare(case, "cpu", torch.float32, seed) if r.quantity == key[1])
-        bound = ULPS * torch.finfo(torch.float32).eps * row.reference_max
-        assert row.maxdiff <= bound, f"{row}: beyond {ULPS} ulps of the largest entry ({NOT_BITWISE[key]})"
+        ulps = ULPS_FOR.get(key[0], ULPS)
+        bound = ulps * torch.finfo(torch.float32).eps * row.reference_max
+        assert row.maxdiff <= bound, f"{row}: beyond {ulps} ulps of the largest entry ({NOT_BITWISE[key]})"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)

@@ -88,9 +88,12 @@ class MLP(torch.autograd.Function):
             if delta is None:  # nothing reaches this layer from above (a double backward may start lower down)
                 grads[:0] = [None, None]
                 continue
-            grad_bias = delta.sum(0) if ctx.has_bias[layer] else None  # ∂C/∂bˡ = Σ_rows δˡ
-            grads[:0] = [delta.t().mm(inputs[layer]), grad_bias]  # ∂C/∂Wˡ = δˡᵀ aˡ⁻¹
-            grad_a = delta.mm(weights[layer])  # ∂C/∂aˡ⁻¹ = δˡ Wˡ: each neuron sums what the next layer suggests
+            needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[2 + 2 * layer : 4 + 2 * layer]
+            grad_weight = delta.t().mm(inputs[layer]) if needs_weight_grad else None  # ∂C/∂Wˡ = δˡᵀ aˡ⁻¹
+            grad_bias = delta.sum(0) if ctx.has_bias[layer] and needs_bias_grad else None  # ∂C/∂bˡ = Σ_rows δˡ
+            grads[:0] = [grad_weight, grad_bias]
+            # ∂C/∂aˡ⁻¹ = δˡ Wˡ: each neuron sums what the next layer suggests (for x itself only if it needs it)
+            grad_a = delta.mm(weights[layer]) if layer > 0 or ctx.needs_input_grad[0] else None
         return grad_a, None, *grads
 
     @staticmethod
@@ -106,7 +109,7 @@ class MLP(torch.autograd.Function):
             z_tangent = _add(
                 None if a_tangent is None else a_tangent.mm(weight.t()),
                 None if weight_tangent is None else a.mm(weight_tangent.t()),
-                None if bias_tangent is None else bias_tangent.expand_as(z),
+                None if bias_tangent is None else bias_tangent.expand_as(z).clone(),  # a tensor of its own
             )
             a = z if activation is None else ACTIVATIONS[activation][0](z)
             a_tangent = z_tangent  # ȧˡ = f′(zˡ) · żˡ
@@ -143,8 +146,6 @@ class MLP(torch.autograd.Function):
 
 
 def _add(*terms):
-    """The sum of the terms that are not None (None if all are), a tensor of its own (never a view of a term)."""
+    """The sum of the terms that are not None (None if all are)."""
     present = [term for term in terms if term is not None]
-    if not present:
-        return None
-    return sum(present[1:], present[0]) if len(present) > 1 else present[0].clone()
+    return sum(present[1:], present[0]) if present else None

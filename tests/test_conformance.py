@@ -650,9 +650,10 @@ def _assert_gradcheck_and_gradgradcheck(name, device, every):
         assert gradgradcheck(f, leaves, **TIGHT, **SECOND), sample_id(sample)
 
 
-# attention's OpInfo samples ((4, 4, 3, 8) and larger) take gradgradcheck about 9 minutes on two cores: in the slow
-# set; test_transformer_layers.py gradchecks attention on small shapes in the default run
-SLOW_GRADCHECK = {"scaled_dot_product_attention"}
+# attention's OpInfo samples ((4, 4, 3, 8) and larger) take gradgradcheck about 9 minutes on two cores, the
+# convolutions' and poolings' tens of seconds: in the slow set; test_transformer_layers.py and test_cnn_layers.py
+# gradcheck them on small shapes in the default run
+SLOW_GRADCHECK = {"scaled_dot_product_attention", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"}
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,0 +1,152 @@
+"""The linear map and what is built from it: ``linear``, ``linear_activation`` (fused) and ``mlp`` (one node)."""
+
+import math
+
+import torch
+
+from manualbp import autograd, fast
+from manualbp.functional._checks import _autocast_enabled, _check_same, _check_tensors, _one_device
+
+__all__ = ["linear", "linear_activation", "mlp"]
+
+
+def linear(input, weight, bias=None):
+    """z = x Wᵀ + b. See ``manualbp.autograd.Linear`` for the derivation.
+
+    Args:
+        input: ``(*, in_features)``.
+        weight: ``(out_features, in_features)``.
+        bias: ``(out_features,)`` or None.
+
+    Returns:
+        ``(*, out_features)``.
+
+    A 1-D weight ``(in_features,)`` is one neuron, as in ``torch.nn.functional.linear``: the output is then
+    ``(*)``, and a bias must be a 0-D tensor (on a 1-D input only, as in PyTorch). A bias of shape ``()`` or
+    ``(1,)`` is broadcast over the outputs, as PyTorch broadcasts it.
+    """
+    try:
+        if weight.dim() == 1:
+            if bias is not None and (bias.dim() != 0 or input.dim() != 1):
+                raise RuntimeError(
+                    f"linear: with a 1-D weight, a bias must be 0-D and the input 1-D, got bias of shape "
+                    f"{tuple(bias.shape)} and input of shape {tuple(input.shape)}"
+                )
+            row = weight.unsqueeze(0)  # one neuron: a (1, in_features) weight, then its output dimension dropped
+            bias = None if bias is None else bias.unsqueeze(0)
+            return _on_rows(fast.linear, *_linear_operands("linear", input, row, bias)).squeeze(-1)
+        return _on_rows(fast.linear, *_linear_operands("linear", input, weight, bias))
+    except AttributeError:  # costs nothing unless raised: a non-tensor argument is torch's TypeError
+        _check_tensors("linear", input=input, weight=weight, bias=bias)
+        raise
+
+
+def linear_activation(input, weight, bias=None, activation="relu"):
+    """a = f(x Wᵀ + b) as one Function, for f = ``"relu"``, ``"sigmoid"`` or ``"tanh"``: the result and gradients
+    of ``relu(linear(input, weight, bias))`` (and so on), with one node in the autograd graph rather than two.
+    See ``manualbp.fast.LinearActivation``.
+    """
+    if activation not in fast.ACTIVATIONS:
+        raise ValueError(f"linear_activation: activation must be one of {sorted(fast.ACTIVATIONS)}, got {activation!r}")
+    try:
+        operands = _linear_operands("linear_activation", input, weight, bias)
+    except AttributeError:
+        _check_tensors("linear_activation", input=input, weight=weight, bias=bias)
+        raise
+    return _on_rows(fast.linear_activation, *operands, activation)
+
+
+def mlp(input, weights, biases, activations):
+    """aᴸ = f_L(⋯ f_1(x W₁ᵀ + b₁) ⋯): a whole multilayer perceptron as one Function, one autograd node, whose
+    backward is the textbook backpropagation loop. See ``manualbp.autograd.MLP``.
+
+    The outputs and gradients are those of ``linear`` and the activations called layer by layer, to the bit.
+
+    Args:
+        input: ``(*, n₀)``.
+        weights: one ``(n_l, n_{l−1})`` tensor per layer.
+        biases: one ``(n_l,)`` tensor (or None) per layer.
+        activations: one name per layer, ``"relu"``, ``"leaky-relu"`` (slope 0.01), ``"sigmoid"``, ``"tanh"`` or
+            ``"gelu"``, or None for no activation (a last layer giving logits, say).
+
+    Returns:
+        ``(*, n_L)``.
+    """
+    weights, biases, activations = list(weights), list(biases), tuple(activations)
+    if not weights or not len(weights) == len(biases) == len(activations):
+        raise ValueError(
+            f"mlp: weights, biases and activations need one entry per layer, got {len(weights)}, {len(biases)} "
+            f"and {len(activations)}"
+        )
+    unknown = [name for name in activations if name is not None and name not in autograd.mlp.ACTIVATIONS]
+    if unknown:
+        raise ValueError(
+            f"mlp: activation {unknown[0]!r} is not one of {sorted(autograd.mlp.ACTIVATIONS)} (or None for none)"
+        )
+    width = input.shape[-1] if input.dim() > 0 else None
+    for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+        if weight.dim() != 2 or weight.shape[1] != width:
+            raise RuntimeError(
+                f"mlp: layer {layer + 1}'s weight must be 2-D (out_features, {width}) to take "
+                f"{'the input' if layer == 0 else f'layer {layer} output'} of width {width}, got shape "
+                f"{tuple(weight.shape)}"
+            )
+        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+            raise RuntimeError(
+                f"mlp: layer {layer + 1}'s bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
+            )
+        width = weight.shape[0]
+    tensors = {"input": input} | {f"weight {i + 1}": w for i, w in enumerate(weights)}
+    tensors |= {f"bias {i + 1}": b for i, b in enumerate(biases) if b is not None}
+    if _autocast_enabled(input):  # as for linear: every operand in the autocast dtype, cast outside the Function
+        dtype = torch.get_autocast_dtype(input.device.type)
+        tensors = {name: t.to(dtype) for name, t in tensors.items()}
+    _check_same("mlp", "dtype", **tensors)
+    _check_same("mlp", "device", **tensors)
+    input = tensors["input"]
+    parameters = [tensors.get(f"{kind} {i + 1}") for i in range(len(weights)) for kind in ("weight", "bias")]
+    rows = input if input.dim() == 2 else input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    output = fast.mlp(rows, activations, *parameters)[0]
+    return output if input.dim() == 2 else output.reshape(*input.shape[:-1], width)
+
+
+def _on_rows(route, input, weight, *args):
+    """``route(input, weight, *args)`` for an input ``(*, in_features)``: its leading dimensions folded into the
+    rows of a matrix and unfolded again, as views outside the Function (so the output is the Function's own)."""
+    if input.dim() == 2:
+        return route(input, weight, *args)
+    rows = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    return route(rows, weight, *args).reshape(*input.shape[:-1], weight.shape[0])
+
+
+def _linear_operands(function, input, weight, bias):
+    """Check the operands of a linear map, and cast them as autocast would; return ``(input, weight, bias)``."""
+    if weight.dim() != 2:
+        raise RuntimeError(
+            f"{function}: weight must be 2-D (out_features, in_features) or, for linear, 1-D (in_features,), got "
+            f"shape {tuple(weight.shape)}"
+        )
+    if input.dim() == 0 or input.shape[-1] != weight.shape[1]:
+        raise RuntimeError(
+            f"{function}: input of shape {tuple(input.shape)} must end in in_features={weight.shape[1]} "
+            f"to match weight of shape {tuple(weight.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        if tuple(bias.shape) not in ((), (1,)):
+            raise RuntimeError(
+                f"{function}: bias must have shape ({weight.shape[0]},) (or () or (1,), broadcast) to match weight "
+                f"of shape {tuple(weight.shape)}, got {tuple(bias.shape)}"
+            )
+        bias = bias.expand(weight.shape[0])  # one number for every output: a view, whose backward sums ∂C/∂b
+    if _autocast_enabled(input):
+        # what autocast does for torch's own linear: cast every operand to the autocast dtype, as an
+        # ordinary (differentiable) cast outside the Function, so the backward runs in that dtype too
+        dtype = torch.get_autocast_dtype(input.device.type)
+        input, weight = input.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    dtype = input.dtype  # dtypes are singletons: `is` compares them
+    if weight.dtype is not dtype or (bias is not None and bias.dtype is not dtype):
+        _check_same(function, "dtype", input=input, weight=weight, bias=bias)
+    if not _one_device(input, weight, bias):
+        _check_same(function, "device", input=input, weight=weight, bias=bias)
+    return input, weight, bias

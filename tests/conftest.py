@@ -30,6 +30,20 @@ def noncontiguous(t):
     return out
 
 
+# gradcheck at the tolerance PyTorch's own ops pass (its default, atol 1e-5 with rtol 1e-3, lets a 0.1% error
+# through), with forward AD and batched (vmap) checks; and the second derivatives both ways
+TIGHT = {"eps": 1e-6, "atol": 1e-8, "rtol": 1e-6}
+FIRST = {"check_forward_ad": True, "check_batched_grad": True, "check_batched_forward_grad": True}
+SECOND = {"check_fwd_over_rev": True, "check_rev_over_rev": True, "check_batched_grad": True}
+
+
+def assert_grad_and_gradgrad(fn, inputs, eps=1e-6):
+    """gradcheck and gradgradcheck of ``fn`` at ``inputs`` (float64) at the tight tolerance, every check on."""
+    tight = TIGHT | {"eps": eps}
+    assert torch.autograd.gradcheck(fn, inputs, **tight, **FIRST)
+    assert torch.autograd.gradgradcheck(fn, inputs, **tight, **SECOND)
+
+
 def is_manualbp_node(grad_fn, function_name):
     """Whether ``grad_fn`` is the backward node of manualbp's Function ``function_name`` (a custom Function's node
     is named after it; PyTorch's built-in nodes are ``AddmmBackward0`` and the like)."""

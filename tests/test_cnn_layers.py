@@ -10,8 +10,7 @@ import copy
 
 import pytest
 import torch
-from conftest import is_manualbp_node
-from torch.autograd import gradcheck, gradgradcheck
+from conftest import assert_grad_and_gradgrad, is_manualbp_node
 
 import manualbp
 import manualbp.functional as F
@@ -19,14 +18,6 @@ from manualbp import fast
 
 TF = torch.nn.functional
 DOUBLE = torch.float64
-TIGHT = {"eps": 1e-6, "atol": 1e-8, "rtol": 1e-6}
-FIRST = {"check_forward_ad": True, "check_batched_grad": True, "check_batched_forward_grad": True}
-SECOND = {"check_fwd_over_rev": True, "check_rev_over_rev": True, "check_batched_grad": True}
-
-
-def _assert_grad_and_gradgrad(fn, inputs):
-    assert gradcheck(fn, inputs, **TIGHT, **FIRST)
-    assert gradgradcheck(fn, inputs, **TIGHT, **SECOND)
 
 
 def _leaves(*tensors):
@@ -86,7 +77,7 @@ def test_conv2d_output_is_torchs_and_grads_match_torchs(case, dtype):
 @pytest.mark.parametrize("case", CONV2D)
 def test_conv2d_gradcheck_and_gradgradcheck(case):
     *_, stride, padding, dilation, groups = CONV2D[case]
-    _assert_grad_and_gradgrad(
+    assert_grad_and_gradgrad(
         lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, groups), _conv2d_inputs(case, DOUBLE)
     )
 
@@ -98,7 +89,7 @@ def test_conv1d_matches_torch_and_passes_gradcheck(padding):
     stride = 1 if isinstance(padding, str) else 2
     ours = lambda x, w, b: F.conv1d(x, w, b, stride, padding, 1, 2)  # noqa: E731
     _compare(ours, lambda x, w, b: TF.conv1d(x, w, b, stride, padding, 1, 2), (x, weight, bias), bitwise=False)
-    _assert_grad_and_gradgrad(ours, (x, weight, bias))
+    assert_grad_and_gradgrad(ours, (x, weight, bias))
 
 
 # (kernel_size, stride, padding, dilation, ceil_mode)
@@ -120,7 +111,7 @@ def test_max_pool2d_output_indices_and_grads_are_torchs_bitwise(case, dtype):
 
 @pytest.mark.parametrize("case", MAX_POOL)
 def test_max_pool2d_gradcheck_and_gradgradcheck(case):
-    _assert_grad_and_gradgrad(lambda x: F.max_pool2d(x, *MAX_POOL[case]), _leaves(torch.randn(1, 2, 7, 8).double()))
+    assert_grad_and_gradgrad(lambda x: F.max_pool2d(x, *MAX_POOL[case]), _leaves(torch.randn(1, 2, 7, 8).double()))
 
 
 # (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -141,7 +132,7 @@ def test_avg_pool2d_output_is_torchs_and_grads_match_torchs(case, dtype):
 
 @pytest.mark.parametrize("case", AVG_POOL)
 def test_avg_pool2d_gradcheck_and_gradgradcheck(case):
-    _assert_grad_and_gradgrad(lambda x: F.avg_pool2d(x, *AVG_POOL[case]), _leaves(torch.randn(1, 2, 7, 8).double()))
+    assert_grad_and_gradgrad(lambda x: F.avg_pool2d(x, *AVG_POOL[case]), _leaves(torch.randn(1, 2, 7, 8).double()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
@@ -151,7 +142,7 @@ def test_adaptive_avg_pool2d_output_is_torchs_grads_match_and_gradcheck_passes(o
     ours = lambda x: F.adaptive_avg_pool2d(x, output_size)  # noqa: E731
     _compare(ours, lambda x: TF.adaptive_avg_pool2d(x, output_size), x, bitwise=False)
     if dtype is DOUBLE:
-        _assert_grad_and_gradgrad(ours, _leaves(x[0][:1, :2]))
+        assert_grad_and_gradgrad(ours, _leaves(x[0][:1, :2]))
 
 
 BATCH_NORM_SHAPES = [(6, 3), (3, 2, 5), (2, 3, 3, 2)]
@@ -187,7 +178,7 @@ def test_batch_norm_output_and_running_statistics_are_torchs_and_grads_match(sha
 def test_batch_norm_gradcheck_and_gradgradcheck(shape, training):
     running_mean, running_var = torch.randn(shape[1], dtype=DOUBLE), torch.rand(shape[1], dtype=DOUBLE) + 0.5
     statistics = (None, None) if training else (running_mean, running_var)  # nothing moved between evaluations
-    _assert_grad_and_gradgrad(
+    assert_grad_and_gradgrad(
         lambda x, w, b: F.batch_norm(x, *statistics, w, b, training, 0.1, 1e-5),
         _batch_norm_inputs(shape, True, DOUBLE),
     )
@@ -222,7 +213,7 @@ def test_dropout_is_the_identity_in_eval_and_rejects_a_probability_outside_zero_
 def test_dropout_gradcheck_and_gradgradcheck_for_a_fixed_mask():
     x = _leaves(torch.randn(3, 4, dtype=DOUBLE))
     mask = torch.empty_like(x[0]).bernoulli_(0.6).div_(0.6)
-    _assert_grad_and_gradgrad(lambda x: fast.dropout(x, mask), x)
+    assert_grad_and_gradgrad(lambda x: fast.dropout(x, mask), x)
 
 
 MODULES = [

@@ -7,10 +7,10 @@ gradients (vmap over the jvp), and for the second derivatives forward-over-rever
 
 import pytest
 import torch
-from conftest import noncontiguous
+from conftest import TIGHT, assert_grad_and_gradgrad, noncontiguous
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from torch.autograd import gradcheck, gradgradcheck
+from torch.autograd import gradcheck
 
 import manualbp.functional as F
 
@@ -23,17 +23,6 @@ shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4)
 def _leaf(t, requires_grad, make_noncontiguous=False):
     t = noncontiguous(t) if make_noncontiguous else t
     return t.detach().requires_grad_(requires_grad)
-
-
-TIGHT = {"eps": 1e-6, "atol": 1e-8, "rtol": 1e-6}
-FIRST = {"check_forward_ad": True, "check_batched_grad": True, "check_batched_forward_grad": True}
-SECOND = {"check_fwd_over_rev": True, "check_rev_over_rev": True, "check_batched_grad": True}
-
-
-def _assert_grad_and_gradgrad(fn, inputs, eps=1e-6):
-    tight = TIGHT | {"eps": eps}
-    assert gradcheck(fn, inputs, **tight, **FIRST)
-    assert gradgradcheck(fn, inputs, **tight, **SECOND)
 
 
 def test_the_tight_tolerance_catches_a_gradient_wrong_by_one_part_in_a_thousand():
@@ -72,7 +61,7 @@ def test_linear_gradcheck_and_gradgradcheck(seed, leading, in_features, out_feat
     x = _leaf(torch.randn(*leading, in_features, dtype=DOUBLE), wants[0], make_noncontiguous)
     weight = _leaf(torch.randn(out_features, in_features, dtype=DOUBLE), wants[1], make_noncontiguous)
     b = _leaf(torch.randn(out_features, dtype=DOUBLE), wants[2]) if bias else None
-    _assert_grad_and_gradgrad(F.linear, (x, weight, b))
+    assert_grad_and_gradgrad(F.linear, (x, weight, b))
 
 
 ACTIVATIONS = {
@@ -92,7 +81,7 @@ def test_activation_gradcheck_and_gradgradcheck(seed, name, shape, make_nonconti
     torch.manual_seed(seed)  # each example draws the same tensors when hypothesis replays it
     z = torch.randn(*shape, dtype=DOUBLE)
     z = z + 0.1 * torch.sign(z)  # away from the kink at 0, where finite differences straddle two slopes
-    _assert_grad_and_gradgrad(ACTIVATIONS[name], (_leaf(z, True, make_noncontiguous),))
+    assert_grad_and_gradgrad(ACTIVATIONS[name], (_leaf(z, True, make_noncontiguous),))
 
 
 @given(
@@ -112,7 +101,7 @@ def test_mse_loss_gradcheck_and_gradgradcheck(seed, shape, reduction, weighted, 
     # a step of 1e-4: central differences of a quadratic are exact but for rounding, and rounding in a sum of up
     # to 256 squares, divided by a step of 1e-6, would be larger than atol 1e-8
     loss = lambda a, y, w: F.mse_loss(a, y, reduction=reduction, weight=w)  # noqa: E731
-    _assert_grad_and_gradgrad(loss, (a, y, weight), eps=1e-4)
+    assert_grad_and_gradgrad(loss, (a, y, weight), eps=1e-4)
 
 
 @settings(max_examples=12)  # each example runs eight checks of a two-output Function
@@ -144,7 +133,7 @@ def test_cross_entropy_gradcheck_and_gradgradcheck(
     def loss(z):
         return F.cross_entropy(z, target, weight, reduction=reduction, label_smoothing=label_smoothing)
 
-    _assert_grad_and_gradgrad(loss, (z,))
+    assert_grad_and_gradgrad(loss, (z,))
 
 
 @settings(max_examples=12)
@@ -172,7 +161,7 @@ def test_cross_entropy_with_class_probabilities_gradcheck_and_gradgradcheck(
     def loss(z, y):
         return F.cross_entropy(z, y, weight, reduction=reduction, label_smoothing=label_smoothing)
 
-    _assert_grad_and_gradgrad(loss, (z, probabilities))
+    assert_grad_and_gradgrad(loss, (z, probabilities))
 
 
 FIXED_CASES = {
@@ -195,4 +184,4 @@ def test_every_function_passes_gradcheck_and_gradgradcheck_on_each_device(name, 
     for shape in shapes:
         t = torch.randn(*shape, dtype=DOUBLE, device=device)
         inputs.append(_leaf(t + 0.1 * torch.sign(t), True))
-    _assert_grad_and_gradgrad(fn, tuple(inputs))
+    assert_grad_and_gradgrad(fn, tuple(inputs))

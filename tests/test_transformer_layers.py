@@ -9,8 +9,7 @@ import copy
 
 import pytest
 import torch
-from conftest import is_manualbp_node
-from torch.autograd import gradcheck, gradgradcheck
+from conftest import assert_grad_and_gradgrad, is_manualbp_node
 
 import manualbp
 import manualbp.functional as F
@@ -18,14 +17,6 @@ import manualbp.nn as mnn
 from manualbp import autograd
 
 DOUBLE = torch.float64
-TIGHT = {"eps": 1e-6, "atol": 1e-8, "rtol": 1e-6}
-FIRST = {"check_forward_ad": True, "check_batched_grad": True, "check_batched_forward_grad": True}
-SECOND = {"check_fwd_over_rev": True, "check_rev_over_rev": True, "check_batched_grad": True}
-
-
-def _assert_grad_and_gradgrad(fn, inputs):
-    assert gradcheck(fn, inputs, **TIGHT, **FIRST)
-    assert gradgradcheck(fn, inputs, **TIGHT, **SECOND)
 
 
 def _leaf(*shape, requires_grad=True, dtype=DOUBLE):
@@ -62,7 +53,7 @@ def test_softmax_outputs_and_grads_match_torch(manual_fn, torch_fn, name, shape,
 @pytest.mark.parametrize("manual_fn", [F.softmax, F.log_softmax], ids=["softmax", "log_softmax"])
 @pytest.mark.parametrize("shape, dim", [((4,), 0), ((2, 3), 1), ((2, 3, 2), 0)])
 def test_softmax_gradcheck_and_gradgradcheck(manual_fn, shape, dim):
-    _assert_grad_and_gradgrad(lambda z: manual_fn(z, dim), (_leaf(*shape),))
+    assert_grad_and_gradgrad(lambda z: manual_fn(z, dim), (_leaf(*shape),))
 
 
 def test_softmax_checks_its_dim_as_torch_does():
@@ -106,7 +97,7 @@ def test_layer_norm_gradcheck_and_gradgradcheck(shape, normalized_shape, affine,
     x = _leaf(*shape)
     weight = _leaf(*normalized_shape) if affine else None
     b = _leaf(*normalized_shape) if bias else None
-    _assert_grad_and_gradgrad(lambda *t: F.layer_norm(t[0], normalized_shape, *t[1:]), (x, weight, b))
+    assert_grad_and_gradgrad(lambda *t: F.layer_norm(t[0], normalized_shape, *t[1:]), (x, weight, b))
 
 
 def test_layer_norm_rejects_a_shape_that_does_not_end_the_input():
@@ -139,7 +130,7 @@ def test_embedding_outputs_and_grads_match_torch_padding_row_included(padding_id
 def test_embedding_gradcheck_and_gradgradcheck():
     # the padding row is left out: its zero gradient is a convention, not the derivative finite differences see
     indices = torch.tensor([[0, 2, 3], [3, 1, 2]])
-    _assert_grad_and_gradgrad(lambda w: F.embedding(indices, w, padding_idx=4), (_leaf(5, 2),))
+    assert_grad_and_gradgrad(lambda w: F.embedding(indices, w, padding_idx=4), (_leaf(5, 2),))
 
 
 def test_embedding_max_norm_renormalises_the_table_as_torch_does():
@@ -230,7 +221,7 @@ def test_attention_gradcheck_and_gradgradcheck(case):
     }[case]
     mask = kwargs.pop("attn_mask", None)
     inputs = (q, k, v) if mask is None else (q, k, v, mask)
-    _assert_grad_and_gradgrad(lambda *t: F.scaled_dot_product_attention(*t, **kwargs), inputs)
+    assert_grad_and_gradgrad(lambda *t: F.scaled_dot_product_attention(*t, **kwargs), inputs)
 
 
 def test_attention_function_with_its_weights_output_and_a_dropout_mask_gradchecks():
@@ -238,7 +229,7 @@ def test_attention_function_with_its_weights_output_and_a_dropout_mask_gradcheck
     q, k, v = (_leaf(2, n, 2) for n in (2, 3, 3))
     dropout_mask = torch.tensor([[[2.0, 0.0, 2.0], [2.0, 2.0, 0.0]], [[0.0, 2.0, 2.0], [2.0, 2.0, 2.0]]], dtype=DOUBLE)
     attention = autograd.ScaledDotProductAttention.apply
-    _assert_grad_and_gradgrad(lambda q, k, v: attention(q, k, v, None, dropout_mask, 0.8), (q, k, v))
+    assert_grad_and_gradgrad(lambda q, k, v: attention(q, k, v, None, dropout_mask, 0.8), (q, k, v))
 
 
 def test_attention_dropout_draws_one_mask_per_weight_and_scales_the_kept():
@@ -609,7 +600,7 @@ def test_multi_head_attention_forward_gradcheck_and_gradgradcheck():
         return output, weights
 
     inputs = (query, key, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, bias_k, bias_v)
-    _assert_grad_and_gradgrad(attention, inputs)
+    assert_grad_and_gradgrad(attention, inputs)
 
 
 @pytest.mark.parametrize("padding_idx, scale_grad_by_freq", [(1, False), (None, True), (1, True)])

@@ -21,6 +21,16 @@ LAYER_PAIRS = [
     (mnn.GELU, torch.nn.GELU, (), {"approximate": "tanh"}),
     (mnn.MSELoss, torch.nn.MSELoss, (), {"reduction": "sum"}),
     (mnn.CrossEntropyLoss, torch.nn.CrossEntropyLoss, (), {"weight": torch.rand(5), "label_smoothing": 0.1}),
+    (mnn.Softmax, torch.nn.Softmax, (), {"dim": 1}),
+    (mnn.LogSoftmax, torch.nn.LogSoftmax, (), {"dim": -1}),
+    (mnn.LayerNorm, torch.nn.LayerNorm, ((3, 4),), {}),
+    (mnn.LayerNorm, torch.nn.LayerNorm, (4,), {"bias": False}),
+    (mnn.LayerNorm, torch.nn.LayerNorm, (4,), {"elementwise_affine": False}),
+    (mnn.Embedding, torch.nn.Embedding, (7, 4), {"padding_idx": 0}),
+    (mnn.MultiheadAttention, torch.nn.MultiheadAttention, (8, 2), {"batch_first": True}),
+    (mnn.MultiheadAttention, torch.nn.MultiheadAttention, (8, 2), {"kdim": 5, "vdim": 3, "bias": False}),
+    (mnn.MultiheadAttention, torch.nn.MultiheadAttention, (8, 2), {"add_bias_kv": True, "add_zero_attn": True}),
+    (mnn.TransformerEncoderLayer, torch.nn.TransformerEncoderLayer, (8, 2, 16), {"norm_first": True}),
 ]
 IDS = [f"{pair[0].__name__}-{i}" for i, pair in enumerate(LAYER_PAIRS)]
 

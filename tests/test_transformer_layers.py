@@ -262,31 +262,7 @@ def test_grouped_query_attention_matches_torch(dtype):
 
 # ---- the modules ----
 
-LAYER_PAIRS = [
-    (mnn.Softmax, torch.nn.Softmax, (), {"dim": 1}),
-    (mnn.LogSoftmax, torch.nn.LogSoftmax, (), {"dim": -1}),
-    (mnn.LayerNorm, torch.nn.LayerNorm, ((3, 4),), {}),
-    (mnn.LayerNorm, torch.nn.LayerNorm, (4,), {"bias": False}),
-    (mnn.LayerNorm, torch.nn.LayerNorm, (4,), {"elementwise_affine": False}),
-    (mnn.Embedding, torch.nn.Embedding, (7, 4), {"padding_idx": 0}),
-    (mnn.MultiheadAttention, torch.nn.MultiheadAttention, (8, 2), {"batch_first": True}),
-    (mnn.MultiheadAttention, torch.nn.MultiheadAttention, (8, 2), {"kdim": 5, "vdim": 3, "bias": False}),
-    (mnn.MultiheadAttention, torch.nn.MultiheadAttention, (8, 2), {"add_bias_kv": True, "add_zero_attn": True}),
-    (mnn.TransformerEncoderLayer, torch.nn.TransformerEncoderLayer, (8, 2, 16), {"norm_first": True}),
-]
-IDS = [f"{pair[0].__name__}-{i}" for i, pair in enumerate(LAYER_PAIRS)]
-
-
-@pytest.mark.parametrize("manual_class, torch_class, args, kwargs", LAYER_PAIRS, ids=IDS)
-def test_same_seed_gives_the_same_parameters_repr_and_state_dict(manual_class, torch_class, args, kwargs):
-    torch.manual_seed(0)
-    manual = manual_class(*args, **kwargs)
-    torch.manual_seed(0)
-    builtin = torch_class(*args, **kwargs)
-    assert repr(manual) == repr(builtin)
-    assert list(manual.state_dict()) == list(builtin.state_dict())
-    for name, p in manual.state_dict().items():
-        assert torch.equal(p, builtin.state_dict()[name]), name
+# module parity (initialisation, repr, state_dict both ways) is in test_modules.py, with every other module
 
 
 def _module_pair(torch_class, *args, dtype=DOUBLE, **kwargs):

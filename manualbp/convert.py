@@ -25,6 +25,7 @@ _TORCH_TO_MANUAL = {
     torch.nn.Softmax: nn.Softmax,
     torch.nn.LogSoftmax: nn.LogSoftmax,
     torch.nn.LayerNorm: nn.LayerNorm,
+    torch.nn.GroupNorm: nn.GroupNorm,
     torch.nn.Embedding: nn.Embedding,
     torch.nn.MultiheadAttention: nn.MultiheadAttention,
     torch.nn.TransformerEncoderLayer: nn.TransformerEncoderLayer,  # the plain path, never the fused fast path
@@ -40,13 +41,13 @@ _MANUAL_TO_TORCH_ACTIVATION = {manual: torch_fn for torch_fn, manual in _TORCH_T
 
 
 def convert(model, to="manualbp"):
-    """Make every Linear, convolution, pooling, batch-norm, dropout, activation and loss layer of ``model`` compute
-    its gradients with manualbp, or undo that.
+    """Make every Linear, convolution, pooling, normalization, dropout, activation, attention and loss layer of
+    ``model`` compute its gradients with manualbp, or undo that.
 
     Every module (``model`` itself included, at any depth) whose type is exactly one of ``torch.nn``'s
     ``Linear``, ``Conv1d``, ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``BatchNorm1d``,
     ``BatchNorm2d``, ``Dropout``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``Softmax``,
-    ``LogSoftmax``, ``LayerNorm``, ``Embedding``, ``MultiheadAttention``, ``TransformerEncoderLayer``,
+    ``LogSoftmax``, ``LayerNorm``, ``GroupNorm``, ``Embedding``, ``MultiheadAttention``, ``TransformerEncoderLayer``,
     ``TransformerEncoder``, ``MSELoss``, ``CrossEntropyLoss`` or ``Sequential`` becomes its ``manualbp.nn`` twin.
     The module objects stay the same: only their class changes, which is sound because each manualbp class is a
     subclass that adds no state. So parameters, buffers, hooks, devices and any optimiser already holding the

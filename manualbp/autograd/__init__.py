@@ -15,6 +15,7 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
 - ``dropout.py``: ``Dropout``, y = x · m for a mask m drawn outside the Function.
 - ``softmax.py``: ``Softmax``, ``LogSoftmax``, along one dimension.
 - ``layer_norm.py``: ``LayerNorm``, y = γ ⊙ (x − μ)/σ + β, with the compact backward.
+- ``group_norm.py``: ``GroupNorm``, y = γ (x − μ)/σ + β over groups of channels, with the compact backward.
 - ``sparse.py``: ``Embedding``, a = W[i], whose backward is a scatter-add of rows.
 - ``attention.py``: ``ScaledDotProductAttention``, O = softmax(q kᵀ·scale + mask) v.
 - ``mlp.py``: ``MLP``, a whole multilayer perceptron as one Function, its backward the textbook backprop loop.
@@ -24,6 +25,7 @@ from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from manualbp.autograd.attention import ScaledDotProductAttention
 from manualbp.autograd.conv import Conv2d
 from manualbp.autograd.dropout import Dropout
+from manualbp.autograd.group_norm import GroupNorm
 from manualbp.autograd.layer_norm import LayerNorm
 from manualbp.autograd.linear import Linear
 from manualbp.autograd.loss import CrossEntropyLoss, MSELoss
@@ -49,6 +51,7 @@ __all__ = [
     "ReLU",
     "Sigmoid",
     "Embedding",
+    "GroupNorm",
     "LayerNorm",
     "LogSoftmax",
     "ScaledDotProductAttention",

@@ -42,6 +42,7 @@ dropout = Route(autograd.Dropout)
 softmax = Route(autograd.Softmax)
 log_softmax = Route(autograd.LogSoftmax)
 layer_norm = Route(autograd.LayerNorm)
+group_norm = Route(autograd.GroupNorm)
 embedding = Route(autograd.Embedding)
 scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 
@@ -59,6 +60,7 @@ __all__ = [
     "dropout",
     "embedding",
     "gelu",
+    "group_norm",
     "layer_norm",
     "leaky_relu",
     "linear",

@@ -14,7 +14,7 @@ from manualbp.functional.conv import conv1d, conv2d
 from manualbp.functional.dropout import dropout
 from manualbp.functional.linear import linear, linear_activation, mlp
 from manualbp.functional.loss import cross_entropy, mse_loss
-from manualbp.functional.normalization import batch_norm, layer_norm
+from manualbp.functional.normalization import batch_norm, group_norm, layer_norm
 from manualbp.functional.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from manualbp.functional.sparse import embedding
 
@@ -28,6 +28,7 @@ __all__ = [
     "dropout",
     "embedding",
     "gelu",
+    "group_norm",
     "layer_norm",
     "leaky_relu",
     "linear",

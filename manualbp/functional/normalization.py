@@ -1,9 +1,11 @@
-"""Normalization: ``layer_norm`` and ``batch_norm``."""
+"""Normalization: ``layer_norm``, ``group_norm`` and ``batch_norm``."""
+
+import math
 
 from manualbp import fast
 from manualbp.functional._checks import _autocast_to_float32, _check_same, _check_tensors
 
-__all__ = ["batch_norm", "layer_norm"]
+__all__ = ["batch_norm", "group_norm", "layer_norm"]
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -33,6 +35,49 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     _check_same("layer_norm", "dtype", input=input, weight=weight, bias=bias)
     _check_same("layer_norm", "device", input=input, weight=weight, bias=bias)
     return fast.layer_norm(input, normalized_shape, weight, bias, float(eps))
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """y = γ (x − μ)/√(v + ε) + β, μ and v over each example's groups of C/num_groups consecutive channels (and
+    their positions); γ and β per channel. See ``manualbp.autograd.GroupNorm`` for the compact backward.
+
+    Args:
+        input: ``(N, C, *)``, C divisible by ``num_groups``.
+        num_groups: the number of groups G the C channels are split into.
+        weight, bias: ``(C,)`` or None.
+        eps: added to the variance.
+    """
+    _check_tensors("group_norm", input=input, weight=weight, bias=bias)
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise TypeError(f"group_norm: num_groups must be an int, got {type(num_groups).__name__}")
+    if input.dim() < 2:
+        raise RuntimeError(f"group_norm: expected an input (N, C, *) of 2 or more dimensions, got {input.dim()}-D")
+    if num_groups <= 0:
+        raise RuntimeError(f"group_norm: expected num_groups to be greater than 0, got {num_groups}")
+    batch, channels, positions = input.shape[0], input.shape[1], math.prod(input.shape[2:])
+    if batch * (channels // num_groups) * positions == 1:  # torch's check, a ValueError, before its kernel's
+        raise ValueError(
+            f"group_norm: expected more than 1 value per group, got input of size {list(input.shape)} "
+            f"with num_groups={num_groups}"
+        )
+    if channels == 0 or channels % num_groups != 0:
+        raise RuntimeError(
+            f"group_norm: expected a number of channels (input.shape[1]) divisible by num_groups={num_groups}, "
+            f"but got input of shape {list(input.shape)}"
+        )
+    if positions == 0:
+        raise RuntimeError(
+            f"group_norm: expected at least one position per channel, got input of shape {list(input.shape)}"
+        )
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and tuple(tensor.shape) != (channels,):
+            raise RuntimeError(
+                f"group_norm: expected {name} of shape [{channels}] (one per channel), got {list(tensor.shape)}"
+            )
+    input, weight, bias = _autocast_to_float32(input, weight, bias)
+    _check_same("group_norm", "dtype", input=input, weight=weight, bias=bias)
+    _check_same("group_norm", "device", input=input, weight=weight, bias=bias)
+    return fast.group_norm(input, num_groups, weight, bias, float(eps))
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):

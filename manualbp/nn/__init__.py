@@ -12,6 +12,7 @@ from manualbp.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from manualbp.nn.container import Sequential
 from manualbp.nn.conv import Conv1d, Conv2d
 from manualbp.nn.dropout import Dropout
+from manualbp.nn.group_norm import GroupNorm
 from manualbp.nn.layer_norm import LayerNorm
 from manualbp.nn.linear import Linear
 from manualbp.nn.loss import CrossEntropyLoss, MSELoss
@@ -31,6 +32,7 @@ __all__ = [
     "CrossEntropyLoss",
     "Dropout",
     "Embedding",
+    "GroupNorm",
     "LayerNorm",
     "LeakyReLU",
     "Linear",

@@ -426,6 +426,77 @@ def test_a_converted_cnn_gives_torchs_outputs_and_gradients_through_manualbp_nod
     assert [type(m) for m in converted.modules()] == [type(m) for m in model.modules()]
 
 
+# PyTorch's own backward nodes for a ResNet's layers (convolution, batch norm, pooling, ReLU, Linear; an adaptive
+# average-pool to 1×1 runs as a mean): none may remain in a converted ResNet's graph
+RESNET_BUILT_IN_NODES = {
+    "ConvolutionBackward0",
+    "NativeBatchNormBackward0",
+    "CudnnBatchNormBackward0",
+    "MaxPool2DWithIndicesBackward0",
+    "AdaptiveAvgPool2DBackward0",
+    "AvgPool2DBackward0",
+    "MeanBackward1",
+    "ReluBackward0",
+    "ThresholdBackward0",
+    "AddmmBackward0",
+    "MmBackward0",
+    "TBackward0",
+}
+# what may remain: the residual adds, the flatten before the classifier, the copy that writes an in-place ReLU's
+# output into its input, and the parameters
+RESNET_ALLOWED_NODES = {"AccumulateGrad", "AddBackward0", "ViewBackward0", "CopyBackwards"}
+RESNET_MANUALBP_NODES = {
+    "Conv2dBackward",
+    "BatchNormBackward",
+    "ReLUBackward",
+    "MaxPool2dBackward",
+    "AdaptiveAvgPool2dBackward",
+    "LinearBackward",
+}
+
+
+@pytest.mark.parametrize(
+    "dtype, training, tolerance",
+    [(torch.float32, True, 1e-5), (DOUBLE, True, 1e-10), (torch.float32, False, 1e-5)],
+    ids=["float32-train", "float64-train", "float32-eval"],
+)
+def test_converted_torchvision_resnet18_matches_torch_and_its_graph_holds_no_built_in_layer(dtype, training, tolerance):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).to(dtype).train(training)
+    with torch.no_grad():  # batch norm starts at γ = 1, β = 0, μ_r = 0, v_r = 1, which could hide a wrong term
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.add_(0.3 * torch.randn_like(module.weight))
+                module.bias.add_(0.3 * torch.randn_like(module.bias))
+                module.running_mean.add_(0.1 * torch.randn_like(module.running_mean))
+                module.running_var.add_(torch.rand_like(module.running_var) - 0.5)
+    converted = manualbp.convert(copy.deepcopy(model))
+    assert {type(m) for m in converted.modules()} >= {manualbp.nn.Conv2d, manualbp.nn.BatchNorm2d, manualbp.nn.Linear}
+    x = torch.randn(2, 3, 32, 32, dtype=dtype)
+    upstream = torch.randn(2, 10, dtype=dtype)
+    results = []
+    for each in (model, converted):
+        x_leaf = x.clone().requires_grad_()
+        output = each(x_leaf)
+        results.append((output, torch.autograd.grad(output, [x_leaf, *each.parameters()], upstream)))
+    (expected, expected_grads), (output, grads) = results
+    relative = lambda ours, theirs: ((ours - theirs).abs().max() / theirs.abs().max()).item()  # noqa: E731
+    assert relative(output, expected) <= tolerance
+    names = ["input", *(name for name, _ in model.named_parameters())]
+    assert len(grads) == len(expected_grads) == 1 + 62  # the input and every parameter
+    for name, grad, expected_grad in zip(names, grads, expected_grads, strict=True):
+        assert relative(grad, expected_grad) <= tolerance, name
+    for buffer, converted_buffer in zip(model.buffers(), converted.buffers(), strict=True):
+        assert torch.equal(buffer, converted_buffer)  # the running statistics moved as torch moves them
+    nodes = {type(node).__name__ for node in _graph_node_names(output)}
+    assert not nodes & RESNET_BUILT_IN_NODES, sorted(nodes & RESNET_BUILT_IN_NODES)
+    assert nodes - RESNET_MANUALBP_NODES <= RESNET_ALLOWED_NODES, sorted(nodes - RESNET_MANUALBP_NODES)
+    assert nodes >= RESNET_MANUALBP_NODES, sorted(RESNET_MANUALBP_NODES - nodes)
+    # the walk can fail: the unconverted model's graph has them
+    assert {type(node).__name__ for node in _graph_node_names(expected)} & RESNET_BUILT_IN_NODES
+
+
 def test_functional_checks_raise_torchs_exception_types_with_clear_messages():
     x, weight = torch.randn(1, 3, 5, 5), torch.randn(4, 3, 3, 3)
     with pytest.raises(RuntimeError, match="channels"):

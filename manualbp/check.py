@@ -109,6 +109,14 @@ def _layer_norm_inputs(generator, dtype):
     }
 
 
+def _group_norm_inputs(generator, dtype):
+    return {
+        "x": _randn(generator, dtype, 8, 12, 4, 4) * 2 + 1,
+        "weight": _randn(generator, dtype, 12),
+        "bias": _randn(generator, dtype, 12),
+    }
+
+
 def _embedding_inputs(generator, dtype):
     return {"indices": torch.randint(0, 20, (64, 8), generator=generator), "weight": _randn(generator, dtype, 20, 16)}
 
@@ -182,6 +190,14 @@ CASES = (
         lambda x, weight, bias: A.LayerNorm.apply(x, (100,), weight, bias, 1e-5),
         lambda x, weight, bias: tnf.layer_norm(x, (100,), weight, bias),
         _layer_norm_inputs,
+        ("x", "weight", "bias"),
+    ),
+    Case(
+        "GroupNorm",
+        lambda x, weight, bias: F.group_norm(x, 4, weight, bias),
+        lambda x, weight, bias: A.GroupNorm.apply(x, 4, weight, bias, 1e-5),
+        lambda x, weight, bias: tnf.group_norm(x, 4, weight, bias),
+        _group_norm_inputs,
         ("x", "weight", "bias"),
     ),
     Case(

@@ -55,6 +55,7 @@ OPS = {
     "softmax": "softmax",
     "log_softmax": "log_softmax",
     "layer_norm": "nn.functional.layer_norm",
+    "group_norm": "nn.functional.group_norm",
     "embedding": "nn.functional.embedding",
     "scaled_dot_product_attention": "nn.functional.scaled_dot_product_attention",
 }
@@ -90,6 +91,7 @@ MODULES = {
     torch.nn.Softmax: "softmax",
     torch.nn.LogSoftmax: "log_softmax",
     torch.nn.LayerNorm: "layer_norm",
+    torch.nn.GroupNorm: "group_norm",
     torch.nn.Embedding: "embedding",
     torch.nn.MultiheadAttention: "multi_head_attention_forward",
     torch.nn.TransformerEncoderLayer: "transformer_encoder_layer",
@@ -148,6 +150,7 @@ EXACT = {
     "softmax": (_always, _never),
     "log_softmax": (_always, _never),
     "layer_norm": (_always, _never),
+    "group_norm": (_always, _never),
     "embedding": (_always, _never),
     "scaled_dot_product_attention": (_never, _never),
     "multi_head_attention_forward": (_never, _never),
@@ -342,6 +345,13 @@ def extra_error_inputs(name, device):
             ((scalar, torch.tensor(0, device=device)), {}),  # a 0-D input
             ((scalar, scalar), {}),
             ((long_input, index), {}),  # integer logits
+        ],
+        "group_norm": [
+            ((x, 3.0), {}),  # num_groups not an int
+            ((x, -1), {}),
+            ((torch.randn(1, 3, device=device), 2), {}),  # one value per group: torch's ValueError
+            ((x.unsqueeze(-1), 3, torch.ones(4, device=device)), {}),  # a weight for 4 channels, not 3
+            ((x.unsqueeze(-1), 3, None, torch.ones(3, 1, device=device)), {}),
         ],
     }
     return calls.get(name, [])

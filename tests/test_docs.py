@@ -24,6 +24,7 @@ REFERENCE_FILES = {
     "manualbp/autograd/dropout.py",
     "manualbp/autograd/softmax.py",
     "manualbp/autograd/layer_norm.py",
+    "manualbp/autograd/group_norm.py",
     "manualbp/autograd/sparse.py",
     "manualbp/autograd/attention.py",
 }

@@ -132,6 +132,10 @@ FUNCTIONAL = {
         lambda z: F.layer_norm(z, z.shape[-1:]),
         lambda z: A.LayerNorm.apply(z, tuple(z.shape[-1:]), None, None, 1e-5),
     ),
+    "group_norm": (  # z and −z as two examples (N, C, *) of one group each; the first one's output
+        lambda z: F.group_norm(torch.stack([z, -z]), 1)[0],
+        lambda z: A.GroupNorm.apply(torch.stack([z, -z]), 1, None, None, 1e-5)[0],
+    ),
 }
 
 

@@ -57,10 +57,12 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     batch, channels, positions = input.shape[0], input.shape[1], math.prod(input.shape[2:])
     if batch * (channels // num_groups) * positions == 1:  # torch's check, a ValueError, before its kernel's
         raise ValueError(
-            f"group_norm: expected more than 1 value per group, got input of size {list(input.shape)} "
-            f"with num_groups={num_groups}"
+            f"group_norm: expected more than one value per group or more than one example, got input of size "
+            f"{list(input.shape)} with num_groups={num_groups}"
         )
-    if channels == 0 or channels % num_groups != 0:
+    if channels == 0:
+        raise RuntimeError(f"group_norm: expected at least one channel, got input of shape {list(input.shape)}")
+    if channels % num_groups != 0:
         raise RuntimeError(
             f"group_norm: expected a number of channels (input.shape[1]) divisible by num_groups={num_groups}, "
             f"but got input of shape {list(input.shape)}"

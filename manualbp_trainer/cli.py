@@ -389,6 +389,11 @@ def _check_cuda_graphs(config):
         raise ValueError(f"--cuda-graphs needs a GPU, and this run is on {config.device}: pass --device cuda")
     if config.compile:
         raise ValueError("--cuda-graphs and --compile each replace the step's launches: pass one of them")
+    if config.lr_schedule == "onecycle":
+        raise ValueError(
+            "--cuda-graphs with --lr-schedule onecycle: OneCycleLR changes the momentum at every step, and a "
+            "captured step keeps the momentum it was captured with: use --lr-schedule cosine or constant"
+        )
     if distributed.launched_by_torchrun():
         raise ValueError("--cuda-graphs runs on one process: launch train.py without torchrun")
 

@@ -13,7 +13,10 @@ so the host's cost per step becomes that call. This follows PyTorch's "whole-net
   tensor, and the optimiser reads the learning rate from a one-element tensor on the device, which the host fills
   from the scheduler's value before each step (the fused SGD kernel takes a tensor learning rate; the scheduler
   itself still sees a number, as in every other run, and so does the checkpoint);
-- a batch of another length (the last, short batch of an epoch) gets a graph of its own.
+- a batch of another length (the last, short batch of an epoch) gets a graph of its own;
+- every other hyperparameter is fixed in the graph: a schedule that changes the momentum as it goes (OneCycleLR's
+  ``cycle_momentum``) cannot be replayed, and a replay after such a change raises rather than train on with the
+  captured value.
 
 Nothing here reads a value back from the GPU, so within an epoch the host never waits for it.
 """
@@ -21,6 +24,7 @@ Nothing here reads a value back from the GPU, so within an epoch the host never 
 import torch
 
 WARMUP = 3  # eager steps of a batch length before it is captured, as in PyTorch's recipe
+FIXED = ("momentum", "dampening", "nesterov", "weight_decay", "maximize")  # numbers the captured update holds
 
 
 class GraphedStep:
@@ -39,6 +43,7 @@ class GraphedStep:
         self.lr = torch.zeros((), device=first.device, dtype=torch.float32)  # the fused kernel reads float32
         self.side_stream = torch.cuda.Stream(first.device)
         self.graphs = {}  # batch length → (graph, its index tensor, the gradients its backward writes)
+        self.fixed = None  # the optimiser's FIXED hyperparameters when the first graph was captured
         self.eager_steps = {}  # batch length → steps run before its capture
 
     def reset(self):
@@ -55,6 +60,7 @@ class GraphedStep:
     def __call__(self, index):
         length = len(index)
         if length in self.graphs:
+            self._check_fixed()
             graph, static_index, gradients = self.graphs[length]
             static_index.copy_(index)
             self.lr.fill_(self.optimizer.param_groups[0]["lr"])
@@ -87,7 +93,22 @@ class GraphedStep:
             function(*args)
         torch.cuda.current_stream().wait_stream(self.side_stream)
 
+    def _fixed_now(self):
+        group = self.optimizer.param_groups[0]
+        return {name: group.get(name) for name in FIXED}
+
+    def _check_fixed(self):
+        if self._fixed_now() != self.fixed:
+            changed = ", ".join(name for name in FIXED if self._fixed_now()[name] != self.fixed[name])
+            raise ValueError(
+                f"GraphedStep: the optimiser's {changed} changed after the step was captured, and a CUDA graph "
+                "replays the captured value: keep it fixed (a learning-rate schedule may change only the lr)"
+            )
+
     def _capture(self, index):
+        if self.fixed is None:
+            self.fixed = self._fixed_now()
+        self._check_fixed()
         static_index = index.clone()
         graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates them in the graph's pool

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 # 400 training examples in batches of 60: six full batches and a short one of 40, so that both batch lengths are
 # captured (each after cuda_graphs.WARMUP eager steps: the short one in epoch 4)
 FLAGS = ["--hidden", "32", "--batch-size", "60", "--log-every", "3", "--no-progress", "--no-pictures"]
-FLAGS += ["--momentum", "0.9", "--lr-schedule", "onecycle"]
+FLAGS += ["--momentum", "0.9", "--lr-schedule", "cosine"]  # the learning rate changes at every step
 STEPS_PER_EPOCH = 7
 
 
@@ -89,11 +89,20 @@ def test_a_gpu_run_continues_on_the_cpu(tmp_path, idx_dir):
     assert all(value.device.type == "cpu" for value in state["model"].values())
 
 
-def test_cuda_graphs_with_compile_is_a_one_line_error(tmp_path, idx_dir, capsys):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--compile"], "--cuda-graphs and --compile each replace the step's launches: pass one of them"),
+        (
+            ["--lr-schedule", "onecycle"],
+            "--cuda-graphs with --lr-schedule onecycle: OneCycleLR changes the momentum at every step, and a "
+            "captured step keeps the momentum it was captured with: use --lr-schedule cosine or constant",
+        ),
+    ],
+)
+def test_cuda_graphs_with_what_it_cannot_replay_is_a_one_line_error(tmp_path, idx_dir, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_:
-        run(tmp_path, idx_dir, "both", "--device", "cuda", "--cuda-graphs", "--compile")
+        run(tmp_path, idx_dir, "both", "--device", "cuda", "--cuda-graphs", *flags)
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "train.py: error: --cuda-graphs and --compile each replace the step's launches: pass one of them"
-    ]
+    assert capsys.readouterr().err.strip().splitlines() == [f"train.py: error: {message}"]
     assert not os.path.exists(tmp_path / "runs" / "both")

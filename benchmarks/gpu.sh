@@ -48,7 +48,9 @@ for what in "$@"; do
         $PYTHON -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name())" | tee -a "$RESULTS/env.log"
         ;;
     tests)  # the default set, CUDA included, then the GPU trainer tests on their own
-        part tests 150 $PYTHON -m pytest -q -p no:cacheprovider -n "$WORKERS" -rs --junitxml="$RESULTS/tests.xml"
+        # TESTS="-k cuda" runs only what CUDA adds; -v names each result as it comes, should the part be cut off
+        part tests "${TESTS_LIMIT:-300}" $PYTHON -m pytest -v -p no:cacheprovider -n "$WORKERS" -rfEs --tb=short \
+            --durations=15 --junitxml="$RESULTS/tests.xml" ${TESTS:-}
         ;;
     cuda)
         part cuda 100 $PYTHON -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
@@ -71,10 +73,12 @@ for what in "$@"; do
         if [ -n "${ARCHIVE:-}" ]; then tar -czf "$ARCHIVE" -C "$RESULTS" .; fi
         ;;
     bench)
-        part bench 150 $PYTHON benchmarks/layers.py --device "$DEVICE" --rounds 3
-        part bench 100 $PYTHON benchmarks/step.py --device "$DEVICE" --rounds 5
+        part bench 150 $PYTHON benchmarks/layers.py --device "$DEVICE" --rounds "${ROUNDS:-3}"
+        part bench 100 $PYTHON benchmarks/step.py --device "$DEVICE" --rounds "${ROUNDS:-5}"
         part bench 60 $PYTHON benchmarks/memory.py --device "$DEVICE"
-        part bench 150 $PYTHON benchmarks/epoch.py --device "$DEVICE" --data-dir "$DATA" --rounds 2
+        ;;
+    epoch)
+        part epoch 150 $PYTHON benchmarks/epoch.py --device "$DEVICE" --data-dir "$DATA" --rounds 2
         ;;
     *) echo "unknown part: $what" >&2 ;;
     esac

@@ -61,15 +61,17 @@ for what in "$@"; do
     speed)  # 784-512-10 × 40 epochs at batch 1024, every mode, manualbp and torch.nn
         part speed 180 $PYTHON benchmarks/speedrun.py --data-dir "$DATA" --device "$DEVICE" ${TARGET:+--target $TARGET}
         ;;
-    train)  # train.py --device "$DEVICE": the defaults, then each way of running side by side (3 epochs, no pictures)
-        runs=$(mktemp -d)
-        part train 200 utilisation train-default $PYTHON train.py --device "$DEVICE" --data-dir "$DATA" --no-progress --logdir "$runs" --run-name default
-        for variant in "manual" "torch" "manual --compile" "torch --compile" "manual --cuda-graphs" "torch --cuda-graphs"; do
+    train)  # each way of running side by side (3 epochs, no pictures), then train.py's defaults (15 epochs, pictures)
+        runs=${RUNS:-$(mktemp -d)}
+        for variant in "manual" "torch" "manual --cuda-graphs" "torch --cuda-graphs" "manual --compile" "torch --compile"; do
             set -- $variant
             name=$(echo "$variant" | tr -d ' -')
-            part train 120 utilisation "train-$name" $PYTHON train.py --device "$DEVICE" --data-dir "$DATA" --no-progress --no-pictures --epochs 3 --layers "$@" --logdir "$runs" --run-name "$name"
+            part train 120 utilisation "train-$name" $PYTHON train.py --device "$DEVICE" --data-dir "$DATA" --no-progress \
+                --no-pictures --epochs 3 --layers "$@" --logdir "$runs" --run-name "$name"
         done
-        tar -czf "$RESULTS/runs.tar.gz" -C "$runs" .
+        part train 200 utilisation train-default $PYTHON train.py --device "$DEVICE" --data-dir "$DATA" --no-progress \
+            --logdir "$runs" --run-name default
+        tar -czf "$RESULTS/runs.tar.gz" -C "$runs" default
         if [ -n "${ARCHIVE:-}" ]; then tar -czf "$ARCHIVE" -C "$RESULTS" .; fi
         ;;
     bench)

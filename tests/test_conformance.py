@@ -168,6 +168,10 @@ TOLERANCES = {
     ("scaled_dot_product_attention", torch.float32): {"atol": 5e-5, "rtol": 2e-5},
     ("embedding", torch.float32): {"atol": 5e-5, "rtol": 2e-5},
 }
+# on a GPU, torch's float32 attention is a fused kernel (one pass, softmax computed online over blocks of keys),
+# while manualbp's is the two products and softmax written out: on an H200, 2 of 768 entries of a sample differed
+# by up to 1.2e-4 (at 0.75) and one by 5.4e-5 (at 0.04)
+CUDA_TOLERANCES = {("scaled_dot_product_attention", torch.float32): {"atol": 2e-4, "rtol": 2e-4}}
 
 
 def _one_element_layer_norm_in_float32(args, kwargs):
@@ -456,7 +460,8 @@ def run_op(name, device, dtype):
         exact = tuple(predicate(args, kwargs) for predicate in EXACT[name])
 
         def check(args=args, kwargs=kwargs, wanted=wanted, exact=exact):
-            tolerance = TOLERANCES.get((name, dtype))
+            on_gpu = torch.device(device).type == "cuda"
+            tolerance = ({**TOLERANCES, **CUDA_TOLERANCES} if on_gpu else TOLERANCES).get((name, dtype))
             return compare(
                 manual_op(name), OPINFOS[name].op, args, kwargs, wanted, wanted, exact, _strict(device), tolerance
             )

@@ -14,6 +14,7 @@ from manualbp import functional as manual_functional
 from manualbp_trainer import cli, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
+SMALL += ["--device", "cpu"]  # "auto" would take a GPU where there is one: tests/test_cuda.py trains there
 
 
 @pytest.fixture(scope="module")

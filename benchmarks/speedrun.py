@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 
 from manualbp import functional as manual_functional  # noqa: E402
-from manualbp_trainer import cuda_graphs, data, loop  # noqa: E402
+from manualbp_trainer import data, loop  # noqa: E402
 
 MODES = ("eager", "compile", "cuda-graphs")
 
@@ -41,15 +41,11 @@ class _NoBar:
 
 def variant(config, train_set, mode, layers):
     """``(state, step)`` for one way of running, its one-off costs paid by one epoch of training."""
-    config = dataclasses.replace(config, layers=layers, compile=mode == "compile")
+    config = dataclasses.replace(config, layers=layers, compile=mode == "compile", cuda_graphs=mode == "cuda-graphs")
     state = loop.create_state(
         config, train_set.images.shape[1], len(train_set), train_set.images.device, train_set.images.dtype
     )
-    functional = manual_functional if layers == "manual" else torch.nn.functional
-    forward = loop._forward(state.model, functional, config.loss, 1, config.compile)
-    step = loop.TrainStep(state, config, train_set, forward)
-    if mode == "cuda-graphs":
-        step = cuda_graphs.GraphedStep(step, state.model, state.optimizer)
+    step = loop.build_step(state, config, train_set)
     initial = {name: value.detach().clone() for name, value in state.model.state_dict().items()}
     loop.train_epoch(state, config, train_set, step, None, _NoBar(), threading.Event())
     return config, state, step, initial
@@ -65,7 +61,7 @@ def reset(config, state, initial, train_examples):
             parameter_state["momentum_buffer"].zero_()
     state.optimizer.param_groups[0]["lr"] = config.lr
     state.optimizer.param_groups[0].pop("initial_lr", None)
-    state.scheduler = loop._scheduler(
+    state.scheduler = loop.make_scheduler(
         state.optimizer, config.lr_schedule, config.lr, config.epochs * loop.steps_per_epoch(config, train_examples)
     )
     state.shuffler.manual_seed(config.seed)

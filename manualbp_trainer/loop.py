@@ -122,7 +122,7 @@ def create_state(config, in_features, train_examples, device, dtype):
         weight_decay=config.weight_decay,
         fused=True,  # one kernel for the whole update rather than several per parameter
     )
-    scheduler = _scheduler(
+    scheduler = make_scheduler(
         optimizer, config.lr_schedule, config.lr, config.epochs * steps_per_epoch(config, train_examples)
     )
     shuffler = torch.Generator().manual_seed(config.seed)
@@ -201,6 +201,19 @@ class TrainStep:
         self.optimizer.step()
         self.loss_sum += batch_loss_sum
         self.correct += (output.argmax(1) == labels).sum()
+
+
+def build_step(state, config, train_set):
+    """The training step ``train`` takes: a ``TrainStep`` over the model (wrapped in DistributedDataParallel under
+    torchrun, which averages the gradients over the ranks during the backward pass), its forward pass compiled with
+    ``config.compile``, and replayed from CUDA graphs with ``config.cuda_graphs``."""
+    world_size = distributed.rank_and_world_size()[1]
+    network = state.model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(state.model)
+    functional = manual_functional if config.layers == "manual" else torch.nn.functional
+    step = TrainStep(state, config, train_set, _forward(network, functional, config.loss, world_size, config.compile))
+    if config.cuda_graphs:  # the CLI has checked: one process on a GPU, no torch.compile
+        step = cuda_graphs.GraphedStep(step, state.model, state.optimizer)
+    return step
 
 
 def train_epoch(state, config, train_set, step, writer, bar, stop, defer_logs=None):
@@ -285,12 +298,8 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
     if rank == 0:
         processes = f" ({world_size} processes)" if world_size > 1 else ""
         print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
-    # DistributedDataParallel averages the gradients over the ranks during the backward pass
-    network = state.model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(state.model)
+    step = build_step(state, config, train_set)
     functional = manual_functional if config.layers == "manual" else torch.nn.functional
-    step = TrainStep(state, config, train_set, _forward(network, functional, config.loss, world_size, config.compile))
-    if config.cuda_graphs:  # the CLI has checked: one process on a GPU, no torch.compile
-        step = cuda_graphs.GraphedStep(step, state.model, state.optimizer)
     test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
     probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
 
@@ -524,7 +533,7 @@ def _loss(functional, loss_name, output, target, reduction="mean"):
     return functional.cross_entropy(output, target, reduction=reduction)
 
 
-def _scheduler(optimizer, schedule, lr, total_steps):
+def make_scheduler(optimizer, schedule, lr, total_steps):
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if schedule == "onecycle":

@@ -10,7 +10,6 @@ from idx import write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from manualbp import functional as manual_functional
 from manualbp_trainer import cli, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
@@ -250,9 +249,7 @@ def test_logs_kept_on_the_device_until_the_epochs_end_are_the_logs_written_at_on
     writers, results = [], []
     for defer in (False, True):
         state = loop.create_state(config, train_set.images.shape[1], len(train_set), torch.device("cpu"), torch.float32)
-        step = loop.TrainStep(
-            state, config, train_set, loop._forward(state.model, manual_functional, "cross-entropy", 1, False)
-        )
+        step = loop.build_step(state, config, train_set)
         writer = RecordingWriter()
         stop = StopAt(stop_at) if stop_at is not None else StopAt(10**9)
         results.append(loop.train_epoch(state, config, train_set, step, writer, NoBar(), stop, defer_logs=defer))

@@ -40,7 +40,7 @@ NIELSEN = {
 }
 PRESETS = {"nielsen": NIELSEN}
 # what may differ when a run is resumed: where it runs and where its data lies, not what it computes
-RESUMABLE = {"device", "compile", "data_root", "data_dir", "log_every", "pictures"}
+RESUMABLE = {"device", "compile", "cuda_graphs", "data_root", "data_dir", "log_every", "pictures"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,6 +177,15 @@ def build_parser():
             d.compile,
         ),
     )
+    run.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        help=_with_default(
+            "capture the whole training step (forward, hand-derived backward, SGD update) as a CUDA graph and "
+            "replay it: on a GPU, one launch per step instead of dozens (needs --device cuda; not with --compile)",
+            d.cuda_graphs,
+        ),
+    )
     run.add_argument("--log-every", type=_positive(int), help=_with_default("steps between logged values", d.log_every))
     run.add_argument(
         "--pictures",
@@ -262,8 +271,8 @@ def main(argv=None, stop=None):
                 flags = ", ".join("--" + name.replace("_", "-") for name in changed) or "--preset"
                 raise ValueError(
                     f"{flags} cannot change when resuming: --resume continues the run as it was "
-                    "configured (only --device, --compile, --data-dir, --data-root, --log-every and --pictures may "
-                    "differ)"
+                    "configured (only --device, --compile, --cuda-graphs, --data-dir, --data-root, --log-every and "
+                    "--pictures may differ)"
                 )
             resume = checkpoint.load(args.resume)
             config = _resumed_config(args.resume, resume, explicit)
@@ -278,6 +287,7 @@ def main(argv=None, stop=None):
                 )
             raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
         config = dataclasses.replace(config, device=str(resolve_device(config.device)))
+        _check_cuda_graphs(config)
         if args.resume is None:
             config = dataclasses.replace(config, dataset=_dataset_name(config, explicit))
             _check_memory(config)
@@ -370,6 +380,22 @@ def _check_writable(run_dir):
             f"--resume {run_dir}: cannot write into it ({error.strerror}): make it writable (chmod u+w) or copy "
             "the run somewhere writable and resume the copy"
         ) from error
+
+
+def _check_cuda_graphs(config):
+    if not config.cuda_graphs:
+        return
+    if not config.device.startswith("cuda"):
+        raise ValueError(f"--cuda-graphs needs a GPU, and this run is on {config.device}: pass --device cuda")
+    if config.compile:
+        raise ValueError("--cuda-graphs and --compile each replace the step's launches: pass one of them")
+    if config.lr_schedule == "onecycle":
+        raise ValueError(
+            "--cuda-graphs with --lr-schedule onecycle: OneCycleLR changes the momentum at every step, and a "
+            "captured step keeps the momentum it was captured with: use --lr-schedule cosine or constant"
+        )
+    if distributed.launched_by_torchrun():
+        raise ValueError("--cuda-graphs runs on one process: launch train.py without torchrun")
 
 
 def _dataset_name(config, explicit):

@@ -22,7 +22,7 @@ from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
 from manualbp import functional as manual_functional
-from manualbp_trainer import checkpoint, data, distributed, summaries
+from manualbp_trainer import checkpoint, cuda_graphs, data, distributed, summaries
 from manualbp_trainer.model import build_mlp
 
 PROBE_SIZE = 256  # examples in the fixed batch on which manualbp's gradients are compared with autograd's
@@ -61,6 +61,7 @@ class Config:
     dtype: str = "float32"
     device: str = "auto"
     compile: bool = False
+    cuda_graphs: bool = False
     log_every: int = 100
     pictures: bool = True
 
@@ -121,7 +122,7 @@ def create_state(config, in_features, train_examples, device, dtype):
         weight_decay=config.weight_decay,
         fused=True,  # one kernel for the whole update rather than several per parameter
     )
-    scheduler = _scheduler(
+    scheduler = make_scheduler(
         optimizer, config.lr_schedule, config.lr, config.epochs * steps_per_epoch(config, train_examples)
     )
     shuffler = torch.Generator().manual_seed(config.seed)
@@ -170,57 +171,94 @@ def save_checkpoint(state, config, run_dir):
     )
 
 
-def train_epoch(state, config, train_set, forward, writer, bar, stop):
-    """Train the rest of epoch ``state.epoch``, from step ``state.step`` on.
+class TrainStep:
+    """One SGD step on the training examples at ``index``: forward, loss, the hand-derived backward, the optimiser's
+    update, and the epoch's running sums of loss and correct predictions, all queued on the device and nothing
+    read back (reading a value would make the host wait for a GPU at every step).
+
+    Under torchrun each rank trains on its share of the batch (``index[rank::world_size]``).
+    """
+
+    def __init__(self, state, config, train_set, forward):
+        self.optimizer, self.config, self.train_set, self.forward = state.optimizer, config, train_set, forward
+        device, dtype = train_set.images.device, train_set.images.dtype
+        self.loss_sum = torch.zeros((), device=device, dtype=dtype)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+
+    def reset(self):
+        """Start the epoch's sums again (in place: a captured step keeps adding into these tensors)."""
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def __call__(self, index):
+        rank, world_size = distributed.rank_and_world_size()
+        shard = index[rank::world_size]  # the whole batch on a single process
+        x, labels = self.train_set.images[shard], self.train_set.labels[shard]
+        target = _targets(labels, self.config.loss, x.dtype)
+        output, loss, batch_loss_sum = _rank_loss(self.forward, x, target, len(index), self.config.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += batch_loss_sum
+        self.correct += (output.argmax(1) == labels).sum()
+
+
+def build_step(state, config, train_set):
+    """The training step ``train`` takes: a ``TrainStep`` over the model (wrapped in DistributedDataParallel under
+    torchrun, which averages the gradients over the ranks during the backward pass), its forward pass compiled with
+    ``config.compile``, and replayed from CUDA graphs with ``config.cuda_graphs``."""
+    world_size = distributed.rank_and_world_size()[1]
+    network = state.model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(state.model)
+    functional = manual_functional if config.layers == "manual" else torch.nn.functional
+    step = TrainStep(state, config, train_set, _forward(network, functional, config.loss, world_size, config.compile))
+    if config.cuda_graphs:  # the CLI has checked: one process on a GPU, no torch.compile
+        step = cuda_graphs.GraphedStep(step, state.model, state.optimizer)
+    return step
+
+
+def train_epoch(state, config, train_set, step, writer, bar, stop, defer_logs=None):
+    """Train the rest of epoch ``state.epoch``, from step ``state.step`` on, with ``step`` (a ``TrainStep``, or a
+    ``cuda_graphs.GraphedStep``).
+
+    Every ``config.log_every`` steps the running loss, accuracy and norms are copied on the device; they are read
+    back and written to TensorBoard at once on a CPU, and at the end of the epoch on a GPU (``defer_logs``), so
+    that nothing inside a GPU epoch waits for the GPU.
 
     Returns the epoch's ``(train loss, train accuracy)``, or None if ``stop`` was set at a step boundary (the
-    state then holds the position to save). Under torchrun each rank trains on its share of every global batch.
+    state then holds the position to save).
     """
     rank, world_size = distributed.rank_and_world_size()
-    device, dtype = train_set.images.device, train_set.images.dtype
+    device = train_set.images.device
+    defer_logs = device.type == "cuda" if defer_logs is None else defer_logs
     if state.step == 0:
         state.epoch_rng = state.shuffler.get_state()
     else:  # resuming mid-epoch: draw the order this epoch began with
         state.shuffler.set_state(state.epoch_rng)
     order = torch.randperm(len(train_set), generator=state.shuffler).to(device)
-    # accumulate on the device: reading a value back would stall a GPU on every step
-    loss_sum = torch.zeros((), device=device, dtype=dtype)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, window_start, window_examples = 0, time.perf_counter(), 0
+    step.reset()
+    clock = _Clock(device)
+    logs, seen, window = [], 0, (clock.mark(), 0)  # window: when the current logging window began, examples in it
     last_step = steps_per_epoch(config, len(train_set)) - 1
     state.model.train()
-    for step in range(state.step, last_step + 1):
+    for position in range(state.step, last_step + 1):
         if stop.is_set():
+            _write_logs(writer, bar, logs, config, clock)
             return None
-        index = order[step * config.batch_size : (step + 1) * config.batch_size]
-        shard = index[rank::world_size]  # the whole batch on a single process
-        x, labels = train_set.images[shard], train_set.labels[shard]
-        target = _targets(labels, config.loss, dtype)
-        output, loss, batch_loss_sum = _rank_loss(forward, x, target, len(index), config.loss)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
+        index = order[position * config.batch_size : (position + 1) * config.batch_size]
+        step(index)
         if state.scheduler is not None:
             state.scheduler.step()
-        state.step, state.global_step = step + 1, state.global_step + 1
-        loss_sum += batch_loss_sum
-        correct += (output.argmax(1) == labels).sum()
-        seen += len(shard)
-        window_examples += len(index)
+        state.step, state.global_step = position + 1, state.global_step + 1
+        seen += len(index[rank::world_size])
+        window = window[0], window[1] + len(index)
         bar.update()
-        if state.global_step % config.log_every == 0 or step == last_step:
-            train_loss, train_accuracy = _mean_over_ranks(loss_sum, correct, seen)
-            if not math.isfinite(train_loss):
-                raise TrainingError(
-                    f"the training loss became {train_loss} at step {state.global_step} (epoch {state.epoch + 1}): "
-                    f"lower --lr (now {config.lr})"
-                )
-            throughput = window_examples / (time.perf_counter() - window_start)
-            window_start, window_examples = time.perf_counter(), 0
-            if writer is not None:
-                _log_train(writer, state, train_loss, train_accuracy, throughput)
-            bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}")
-    return _mean_over_ranks(loss_sum, correct, seen)
+        if state.global_step % config.log_every == 0 or position == last_step:
+            logs.append(_Log.take(state, step, seen, window, clock))
+            window = logs[-1].end, 0
+            if not defer_logs:
+                _write_logs(writer, bar, logs, config, clock)
+    _write_logs(writer, bar, logs, config, clock)
+    return _mean_over_ranks(torch.stack([step.loss_sum.double(), step.correct.double()]), seen)[0]
 
 
 @torch.no_grad()
@@ -237,7 +275,8 @@ def evaluate(model, functional, loss_name, split, chunk=2000):
         predictions.append(output.argmax(1))
     predictions = torch.cat(predictions) if predictions else split.labels.new_empty(0)
     model.train()
-    loss, accuracy = _mean_over_ranks(loss_sum, (predictions == split.labels).sum(), len(split))
+    sums = torch.stack([loss_sum.double(), (predictions == split.labels).sum().double()])
+    loss, accuracy = _mean_over_ranks(sums, len(split))[0]
     return loss, accuracy, predictions
 
 
@@ -259,10 +298,8 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
     if rank == 0:
         processes = f" ({world_size} processes)" if world_size > 1 else ""
         print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
-    # DistributedDataParallel averages the gradients over the ranks during the backward pass
-    network = state.model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(state.model)
+    step = build_step(state, config, train_set)
     functional = manual_functional if config.layers == "manual" else torch.nn.functional
-    forward = _forward(network, functional, config.loss, world_size, config.compile)
     test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
     probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
 
@@ -275,7 +312,7 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
     test_loss = test_accuracy = float("nan")
     try:
         while state.epoch < config.epochs:
-            train_metrics = train_epoch(state, config, train_set, forward, writer, bar, stop)
+            train_metrics = train_epoch(state, config, train_set, step, writer, bar, stop)
             if train_metrics is None:
                 if writer is not None:
                     writer.flush()  # every event up to this step is on disk before the checkpoint says so
@@ -370,13 +407,82 @@ def _hparam(value):
     return "none" if value is None else value
 
 
-def _log_train(writer, state, loss, accuracy, throughput):
-    step = state.global_step
-    writer.add_scalar("train/loss", loss, step)
-    writer.add_scalar("train/accuracy", accuracy, step)
-    writer.add_scalar("lr", state.optimizer.param_groups[0]["lr"], step)
-    writer.add_scalar("train/examples_per_second", throughput, step)
-    summaries.log_norms(writer, state.model, step)
+@dataclass
+class _Log:
+    """One logged step's values, copied on the device when the step was queued, read back later."""
+
+    step: int
+    epoch: int  # counted from 1, as the run reports epochs
+    lr: float
+    examples: int  # in the window since the last log, over every rank
+    start: object  # the window's start and end marks on the device's timeline (_Clock)
+    end: object
+    seen: int  # this epoch's examples on this rank so far
+    sums: torch.Tensor  # (loss sum, correct predictions): this rank's, this epoch's, so far
+    norm_tags: list
+    norms: torch.Tensor
+
+    @classmethod
+    def take(cls, state, step, seen, window, clock):
+        tags, norms = summaries.norms(state.model)
+        return cls(
+            step=state.global_step,
+            epoch=state.epoch + 1,
+            lr=state.optimizer.param_groups[0]["lr"],
+            examples=window[1],
+            start=window[0],
+            end=clock.mark(),
+            seen=seen,
+            sums=torch.stack([step.loss_sum.double(), step.correct.double()]),
+            norm_tags=tags,
+            norms=norms,
+        )
+
+
+class _Clock:
+    """Marks on the device's timeline: CUDA events on a GPU (recorded in the stream, so taking one does not wait
+    for the GPU), the host's clock on a CPU (where work is done when its call returns)."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, start, end):
+        """Seconds between two marks; on a GPU, once the work before ``end`` is done."""
+        return start.elapsed_time(end) / 1000 if self.cuda else end - start
+
+
+def _write_logs(writer, bar, logs, config, clock):
+    """Read the ``logs`` back from the device in one go (summed over the ranks under torchrun), write them to
+    TensorBoard (rank 0) and empty the list. A loss that is no longer finite ends the run at the first log that
+    shows it, as if it had been read at once."""
+    if not logs:
+        return
+    means = _mean_over_ranks(torch.stack([log.sums for log in logs]), [log.seen for log in logs])
+    norms = torch.stack([log.norms for log in logs]).tolist() if writer is not None else None
+    for i, (log, (train_loss, train_accuracy)) in enumerate(zip(logs, means, strict=True)):
+        if not math.isfinite(train_loss):
+            logs.clear()
+            raise TrainingError(
+                f"the training loss became {train_loss} at step {log.step} (epoch {log.epoch}): lower --lr (now "
+                f"{config.lr})"
+            )
+        throughput = log.examples / max(clock.seconds(log.start, log.end), 1e-9)
+        if writer is not None:
+            writer.add_scalar("train/loss", train_loss, log.step)
+            writer.add_scalar("train/accuracy", train_accuracy, log.step)
+            writer.add_scalar("lr", log.lr, log.step)
+            writer.add_scalar("train/examples_per_second", throughput, log.step)
+            for tag, value in zip(log.norm_tags, norms[i], strict=True):
+                writer.add_scalar(tag, value, log.step)
+        bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}")
+    logs.clear()
 
 
 def _log_epoch(writer, state, config, probe, test_set, predictions, test_loss, test_accuracy):
@@ -405,11 +511,14 @@ def _log_epoch(writer, state, config, probe, test_set, predictions, test_loss, t
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
-def _mean_over_ranks(loss_sum, correct, count):
-    """Mean loss and accuracy from this rank's sums, summed over every rank first under torchrun."""
-    totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=loss_sum.device)])
-    loss_sum, correct, count = distributed.all_reduce_sum(totals).tolist()
-    return loss_sum / max(count, 1), correct / max(count, 1)
+def _mean_over_ranks(sums, counts):
+    """Mean loss and accuracy, ``[(loss, accuracy), …]``, from this rank's sums ``(k, 2)`` (or ``(2,)``) of loss
+    and correct predictions over ``counts`` examples, summed over every rank first under torchrun. This reads the
+    values back: on a GPU it waits for the work queued before it."""
+    sums = sums.reshape(-1, 2)
+    counts = torch.tensor(counts, dtype=torch.float64).reshape(-1, 1).to(sums.device)
+    totals = distributed.all_reduce_sum(torch.cat([sums, counts], dim=1)).tolist()
+    return [(loss_sum / max(count, 1), correct / max(count, 1)) for loss_sum, correct, count in totals]
 
 
 def _targets(labels, loss_name, dtype):
@@ -424,7 +533,7 @@ def _loss(functional, loss_name, output, target, reduction="mean"):
     return functional.cross_entropy(output, target, reduction=reduction)
 
 
-def _scheduler(optimizer, schedule, lr, total_steps):
+def make_scheduler(optimizer, schedule, lr, total_steps):
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if schedule == "onecycle":

@@ -12,12 +12,17 @@ from manualbp_trainer import pictures
 from manualbp_trainer.model import linear_layers
 
 
-def log_norms(writer, model, step):
-    """Each Linear layer's weight norm and gradient norm, as ``weight_norm/linear0`` and ``grad_norm/linear0``."""
+def norms(model):
+    """``(tags, values)``: each Linear layer's weight norm and gradient norm as ``weight_norm/linear0`` and
+    ``grad_norm/linear0`` …, the values one tensor on the model's device (computed there, not read back)."""
+    tags, values = [], []
     for i, (_, layer) in enumerate(linear_layers(model)):
-        writer.add_scalar(f"weight_norm/linear{i}", layer.weight.detach().norm().item(), step)
+        tags.append(f"weight_norm/linear{i}")
+        values.append(layer.weight.detach().norm())
         if layer.weight.grad is not None:
-            writer.add_scalar(f"grad_norm/linear{i}", layer.weight.grad.norm().item(), step)
+            tags.append(f"grad_norm/linear{i}")
+            values.append(layer.weight.grad.detach().norm())
+    return tags, torch.stack(values).double()
 
 
 def log_histograms(writer, model, step):

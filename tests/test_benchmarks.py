@@ -107,3 +107,13 @@ def test_epoch_benchmark_runs_every_pipeline_on_idx_files(tmp_path):
     ]
     assert rows[3].startswith("| compute limit: the epoch's")
     assert all(re.search(r"\d+\.\d{3} s", row) for row in rows)
+
+
+@pytest.mark.slow
+def test_speedrun_prints_a_row_with_an_accuracy_for_each_way_and_layers(tmp_path):
+    folder = write_idx_dir(str(tmp_path / "idx"), n_train=1200, n_test=200)
+    rows = _table_rows(_run("speedrun.py", "--data-dir", folder, "--modes", "eager", "--batch-size", "100"))
+    assert [row.split(" | ")[:2] for row in rows] == [["| eager", "manual"], ["| eager", "torch"]]
+    for row in rows:
+        accuracy = float(row.split(" | ")[4])
+        assert 0.5 < accuracy <= 1.0, row  # the synthetic classes are easy: both learn them

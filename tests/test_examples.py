@@ -1,5 +1,6 @@
 """Every script in examples/ runs as a user would run it (once each), and computes what it claims."""
 
+import math
 import os
 import re
 import subprocess
@@ -10,9 +11,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(script):
+def _run(script, *args):
     finished = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", script)], capture_output=True, text=True, timeout=600, cwd=ROOT
+        [sys.executable, os.path.join(ROOT, "examples", script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     return finished.stdout
@@ -26,7 +31,7 @@ def _number(pattern, text):
 
 def test_every_example_is_tested():
     scripts = {name for name in os.listdir(os.path.join(ROOT, "examples")) if name.endswith(".py")}
-    assert scripts == {"convert_vit.py", "functional_module.py", "per_sample_gradients.py"}
+    assert scripts == {"char_gpt.py", "convert_vit.py", "functional_module.py", "per_sample_gradients.py"}
 
 
 @pytest.mark.slow
@@ -53,3 +58,42 @@ def test_per_sample_gradients_equal_one_backward_pass_per_example():
     for name, shape in {"0.weight": "(32, 64, 784)", "0.bias": "(32, 64)", "2.weight": "(32, 10, 64)"}.items():
         assert f"{name}: per-sample gradients of shape {shape}" in output
     assert _number(r"largest difference from one backward pass per example: (\S+)", output) < 1e-5
+
+
+# the char GPT's backward graph: one node per manualbp layer type, and around them only torch's plain tensor ops
+# (the residual adds, reshapes and head splits; AccumulateGrad for the parameters)
+CHAR_GPT_MANUALBP_NODES = {
+    "EmbeddingBackward",
+    "LayerNormBackward",
+    "LinearBackward",
+    "GELUBackward",
+    "ScaledDotProductAttentionBackward",
+    "OneHotCrossEntropyLossBackward",
+}
+CHAR_GPT_TORCH_NODES_ALLOWED = {
+    "AccumulateGrad",
+    "AddBackward0",
+    "CloneBackward0",
+    "ExpandBackward0",
+    "PermuteBackward0",
+    "SplitBackward0",
+    "TransposeBackward0",
+    "UnsafeViewBackward0",
+    "ViewBackward0",
+}
+
+
+@pytest.mark.slow
+def test_char_gpt_from_manualbp_layers_trains_on_the_loss_curve_of_the_same_gpt_from_torch_nn():
+    output = _run("char_gpt.py", "--dtype", "float64")  # the defaults otherwise: 300 steps on the CPU
+    vocabulary = _number(r"vocabulary of (\d+)", output)
+    assert vocabulary == 45  # the Zen of Python's distinct characters
+    manual_nodes = set(re.search(r"manualbp nodes in the backward graph: (.*)", output).group(1).split())
+    torch_nodes = set(re.search(r"torch nodes in the backward graph: (.*)", output).group(1).split())
+    assert manual_nodes == CHAR_GPT_MANUALBP_NODES
+    assert torch_nodes <= CHAR_GPT_TORCH_NODES_ALLOWED, torch_nodes - CHAR_GPT_TORCH_NODES_ALLOWED
+    first = _number(r"first loss (\S+),", output)
+    last = _number(r"last loss (\S+),", output)
+    assert abs(first - math.log(vocabulary)) < 0.5  # an untrained model guesses about uniformly
+    assert last < 0.25 * first  # measured: 3.957 → 0.369
+    assert _number(r"max rel difference (\S+)", output) < 1e-10  # measured in float64: 8.4e-15

@@ -278,7 +278,7 @@ def test_a_data_dir_is_named_after_the_data_set_its_files_hold(capsys, tmp_path,
     fashion = _fashion_like(str(tmp_path / "fashion"))
     assert (data.identify(fashion), data.identify(idx_dir)) == ("fashion-mnist", "idx")
     arguments = ["--data-dir", fashion, "--logdir", str(tmp_path / "runs"), "--hidden", "8", "--epochs", "1"]
-    assert main(capsys, [*arguments, "--no-progress", "--no-pictures"])[0] == 0
+    assert main(capsys, [*arguments, "--device", "cpu", "--no-progress", "--no-pictures"])[0] == 0
     (run,) = os.listdir(tmp_path / "runs")
     assert "_fashion-mnist_" in run
     config = torch.load(tmp_path / "runs" / run / "checkpoint.pt", weights_only=True)["config"]

@@ -13,6 +13,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from manualbp_trainer import cli, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
+SMALL += ["--device", "cpu"]  # "auto" would take a GPU where there is one: tests/test_cuda.py trains there
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +219,44 @@ def test_mse_loss_with_sigmoid_output_trains(tmp_path, idx_dir):
     )
     assert code == 0
     assert scalar_values(events(run_dir), "test/accuracy")[-1] >= 0.8
+
+
+class RecordingWriter:
+    """What ``SummaryWriter.add_scalar`` was given, in order."""
+
+    def __init__(self):
+        self.scalars = []
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, step, value))
+
+
+class NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **values):
+        pass
+
+
+@pytest.mark.parametrize("stop_at", [None, 5], ids=["whole-epoch", "stopped-at-step-5"])
+def test_logs_kept_on_the_device_until_the_epochs_end_are_the_logs_written_at_once(idx_dir, stop_at):
+    """A GPU epoch defers its logs (one read-back at the end); the same logs, values and order, as the CPU's."""
+    from manualbp_trainer import data
+
+    config = loop.Config(hidden=(16,), batch_size=50, log_every=3, epochs=1)
+    train_set, _ = data.load(data_dir=idx_dir)
+    writers, results = [], []
+    for defer in (False, True):
+        state = loop.create_state(config, train_set.images.shape[1], len(train_set), torch.device("cpu"), torch.float32)
+        step = loop.build_step(state, config, train_set)
+        writer = RecordingWriter()
+        stop = StopAt(stop_at) if stop_at is not None else StopAt(10**9)
+        results.append(loop.train_epoch(state, config, train_set, step, writer, NoBar(), stop, defer_logs=defer))
+        writers.append(writer)
+    immediate, deferred = (
+        [(tag, step, value) for tag, step, value in w.scalars if "per_second" not in tag] for w in writers
+    )
+    assert deferred == immediate
+    assert [step for tag, step, _ in immediate if tag == "train/loss"] == ([3, 6, 8] if stop_at is None else [3])
+    assert results[0] == results[1]

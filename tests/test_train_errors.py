@@ -57,6 +57,14 @@ def test_device_cuda_without_cuda_is_a_one_line_error(capsys, tmp_path):
     ]
 
 
+def test_cuda_graphs_on_the_cpu_is_a_one_line_error_and_makes_no_run(capsys, tmp_path):
+    code, lines = fail(capsys, ["--device", "cpu", "--cuda-graphs", "--logdir", str(tmp_path)])
+    assert code == 2 and lines == [
+        "train.py: error: --cuda-graphs needs a GPU, and this run is on cpu: pass --device cuda"
+    ]
+    assert os.listdir(tmp_path) == []
+
+
 def test_no_internet_and_no_data_is_a_one_line_error_that_names_data_dir(capsys, tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://..., got:\n<urlopen error>")

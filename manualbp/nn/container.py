@@ -4,13 +4,13 @@ import torch
 
 from manualbp import fast
 from manualbp import functional as F
-from manualbp.nn.activation import ReLU, Sigmoid, Tanh
+from manualbp.nn.activation import ACTIVATIONS
 from manualbp.nn.linear import Linear
 
 __all__ = ["Sequential"]
 
-# the activations LinearActivation fuses with the Linear layer before them
-FUSABLE = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh"}
+# the activation modules LinearActivation fuses with the Linear layer before them, by their registry names
+FUSABLE = {ACTIVATIONS[name]: name for name in fast.ACTIVATIONS}
 
 
 class Sequential(torch.nn.Sequential):

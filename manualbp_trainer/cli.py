@@ -140,9 +140,7 @@ def build_parser():
         help=_with_default("torch.nn.Linear's initialisation, or N(0, 1) weights and biases", d.init),
     )
     opt = p.add_argument_group("optimiser (torch.optim.SGD)")
-    opt.add_argument(
-        "--lr", type=_positive(float), help=_with_default("learning rate", d.lr)
-    )
+    opt.add_argument("--lr", type=_positive(float), help=_with_default("learning rate", d.lr))
     opt.add_argument("--momentum", type=_non_negative_float, help=_with_default("", d.momentum))
     opt.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help=_with_default("", d.nesterov))
     opt.add_argument("--weight-decay", type=_non_negative_float, help=_with_default("", d.weight_decay))
@@ -156,9 +154,7 @@ def build_parser():
         type=_positive(int),
         help=_with_default("examples per mini-batch; the gradient is their average", d.batch_size),
     )
-    opt.add_argument(
-        "--epochs", type=_positive(int), help=_with_default(f"--model cnn's: {CNN['epochs']}", d.epochs)
-    )
+    opt.add_argument("--epochs", type=_positive(int), help=_with_default(f"--model cnn's: {CNN['epochs']}", d.epochs))
     opt.add_argument("--seed", type=int, help=_with_default("seeds the initial weights and the shuffling", d.seed))
     opt.add_argument("--dtype", choices=["float32", "float64"], help=_with_default("", d.dtype))
     opt.add_argument(

@@ -86,6 +86,15 @@ def test_manual_and_torch_layers_give_the_same_cnn_losses(tmp_path, idx_dir, tra
         torch.testing.assert_close(scalar_values(manual, tag), scalar_values(builtin, tag), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_cnn_run_trains_like_the_eager_one(tmp_path, idx_dir, trained):
+    code, compiled_dir = run(tmp_path, idx_dir, "--compile", name="compiled")
+    assert code == 0
+    eager, compiled = events(trained), events(compiled_dir)
+    for tag in ("train/loss", "test/loss", "test/accuracy"):
+        torch.testing.assert_close(scalar_values(compiled, tag), scalar_values(eager, tag), rtol=1e-3, atol=1e-4)
+
+
 def test_cnn_checkpoint_loads_into_a_plain_torch_nn_sequential(trained, idx_dir):
     state = torch.load(os.path.join(trained, "checkpoint.pt"), weights_only=True)
     nn = torch.nn

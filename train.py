@@ -1,4 +1,4 @@
-"""Train an MLP on MNIST with manualbp's hand-derived layers: `python train.py --help`."""
+"""Train an MLP or a small CNN on MNIST with manualbp's hand-derived layers: `python train.py --help`."""
 
 import signal
 import sys

@@ -21,7 +21,12 @@ import step  # noqa: E402
 
 def saved_bytes(sizes, activation, loss, batch_size, layers, device):
     """``(activation bytes, parameter and input bytes, peak allocated bytes or None)`` of one training step."""
-    model, x, target, cost = step.make_case(sizes, activation, loss, batch_size, layers, device)
+    return saved_for_backward(*step.make_case(sizes, activation, loss, batch_size, layers, device), device)
+
+
+def saved_for_backward(model, x, target, cost, device):
+    """``saved_bytes`` for any ``model`` on the batch ``x`` with the loss ``cost(output)`` (``target`` lives
+    anyway, like ``x``)."""
     living = {t.untyped_storage().data_ptr() for t in [x, target, *model.parameters()]}
     storages = {}
 

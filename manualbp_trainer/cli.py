@@ -17,6 +17,7 @@ import torch
 from manualbp.nn import ACTIVATIONS
 from manualbp_trainer import checkpoint, data, distributed
 from manualbp_trainer.loop import Config, TrainingError, parameter_count, resolve_device, train
+from manualbp_trainer.model import MLP_ONLY, cnn_parameter_count
 
 # "Neural Networks and Deep Learning", chapter 1: 784-30-10, sigmoid everywhere, quadratic cost, mini-batch 10,
 # 30 epochs, weights and biases from N(0, 1), pixels in [0, 1]. The book's cost for one example is
@@ -39,6 +40,10 @@ NIELSEN = {
     "epochs": 30,
 }
 PRESETS = {"nielsen": NIELSEN}
+# --model cnn's defaults where the MLP's do not fit (explicit flags override them); the rest (lr 0.05, Nesterov
+# momentum 0.9, weight decay 5e-4, the cosine schedule, batch 100) are the MLP's. Fewer epochs: on a CPU an epoch
+# of manualbp's convolutions takes minutes, not seconds. No --pictures: they draw an MLP's neurons.
+CNN = {"epochs": 10, "pictures": False}
 # what may differ when a run is resumed: where it runs and where its data lies, not what it computes
 RESUMABLE = {"device", "compile", "cuda_graphs", "data_root", "data_dir", "log_every", "pictures"}
 
@@ -70,6 +75,14 @@ def _positive(kind):
 _non_negative_float = _number(float, "a number ≥ 0", lambda value: value >= 0)
 
 
+def _as_flag(name, value):
+    """``("lr", 0.1)`` as "--lr 0.1", ``("pictures", False)`` as "--no-pictures"."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{flag}"
+    return f"--{flag} {value}"
+
+
 def _with_default(text, value):
     """``text`` and the default it describes, said once: argparse's own "(default: …)" would say ``None`` for
     every option whose default is Config's (the parser's defaults are None, to tell which flags were given)."""
@@ -84,11 +97,22 @@ def build_parser():
     d = Config()
     p = _Parser(
         prog="train.py",
-        description="Train an MLP on MNIST with manualbp's hand-derived layers (mini-batch SGD), logging to "
-        "TensorBoard: watch it with `uv run tensorboard --logdir runs`.",
+        description="Train an MLP or a small CNN on MNIST with manualbp's hand-derived layers (mini-batch SGD), "
+        "logging to TensorBoard: watch it with `uv run tensorboard --logdir runs`.",
         argument_default=None,
     )
     model = p.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        choices=["mlp", "cnn"],
+        help=_with_default(
+            "mlp: 784-hidden-10, shaped by --hidden, --activation, --output-activation and --init. cnn: "
+            "[Conv2d 3×3 → BatchNorm2d → ReLU → MaxPool2d 2] with 32, then 64 channels → Dropout 0.25 → Linear "
+            "3136→128 → ReLU → Dropout 0.5 → Linear 128→10; its own defaults: "
+            + ", ".join(_as_flag(name, value) for name, value in CNN.items()),
+            d.model,
+        ),
+    )
     model.add_argument("--hidden", type=_positive(int), nargs="+", help=_with_default("hidden layer sizes", d.hidden))
     model.add_argument("--activation", choices=list(ACTIVATIONS), help=_with_default("hidden activation", d.activation))
     model.add_argument(
@@ -130,7 +154,7 @@ def build_parser():
         type=_positive(int),
         help=_with_default("examples per mini-batch; the gradient is their average", d.batch_size),
     )
-    opt.add_argument("--epochs", type=_positive(int), help=_with_default("", d.epochs))
+    opt.add_argument("--epochs", type=_positive(int), help=_with_default(f"--model cnn's: {CNN['epochs']}", d.epochs))
     opt.add_argument("--seed", type=int, help=_with_default("seeds the initial weights and the shuffling", d.seed))
     opt.add_argument("--dtype", choices=["float32", "float64"], help=_with_default("", d.dtype))
     opt.add_argument(
@@ -193,7 +217,7 @@ def build_parser():
         help=_with_default(
             "each epoch, draw what one test image per class asks of every output, hidden neuron and first-layer "
             "weight, and how single examples' gradients agree with their batch (TensorBoard's IMAGES and "
-            "HISTOGRAMS tabs; about 2 s an epoch on a CPU)",
+            "HISTOGRAMS tabs; about 2 s an epoch on a CPU; the MLP's only)",
             d.pictures,
         ),
     )
@@ -209,10 +233,12 @@ def build_parser():
 
 
 def config_from_args(args):
-    """Defaults, then the preset, then every flag given explicitly."""
+    """Defaults, then the preset or --model cnn's defaults, then every flag given explicitly."""
     values = dataclasses.asdict(Config())
     if args.preset:
         values.update(PRESETS[args.preset])
+    if args.model == "cnn":
+        values.update(CNN)
     explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
     values.update(explicit)
     values["hidden"] = tuple(values["hidden"])
@@ -239,10 +265,10 @@ def _new_run_dir(args, config):
             raise ValueError(f"{path} already exists: choose another --run-name, or continue it with --resume {path}")
         _make_run_dir(path)
         return path
-    hidden = "-".join(map(str, config.hidden))
+    network = "cnn" if config.model == "cnn" else "-".join(map(str, config.hidden)) + f"_{config.activation}"
     base = (
-        f"{time.strftime('%Y%m%d-%H%M%S')}_{config.dataset}_{config.layers}_{hidden}_{config.activation}_"
-        f"{config.loss}_lr{config.lr:g}_bs{config.batch_size}"
+        f"{time.strftime('%Y%m%d-%H%M%S')}_{config.dataset}_{config.layers}_{network}_{config.loss}_lr{config.lr:g}_"
+        f"bs{config.batch_size}"
     )
     for attempt in range(1, 1000):
         path = os.path.join(args.logdir, base if attempt == 1 else f"{base}-{attempt}")
@@ -265,6 +291,8 @@ def main(argv=None, stop=None):
     config, explicit = config_from_args(args)
     resume = None
     try:
+        if args.model == "cnn":
+            _check_cnn_flags(args, explicit)
         if args.resume is not None:
             changed = sorted(set(explicit) - RESUMABLE)
             if changed or args.preset:
@@ -277,6 +305,13 @@ def main(argv=None, stop=None):
             resume = checkpoint.load(args.resume)
             config = _resumed_config(args.resume, resume, explicit)
             _check_writable(args.resume)
+        if config.model == "cnn" and explicit.get("pictures"):  # a CNN run resumed with --pictures
+            raise ValueError(_PICTURES_CNN)
+        if config.model == "cnn" and distributed.launched_by_torchrun():
+            raise ValueError(
+                "--model cnn runs on one process: under torchrun each process's BatchNorm layers would normalise "
+                "with its own share of the batch, not the batch's statistics: launch train.py without torchrun"
+            )
         if config.nesterov and config.momentum == 0:
             raise ValueError("--nesterov needs a --momentum above 0: pass --momentum 0.9, say, or --no-nesterov")
         if config.device == "cuda" and not torch.cuda.is_available():
@@ -382,9 +417,31 @@ def _check_writable(run_dir):
         ) from error
 
 
+_PICTURES_CNN = "--pictures draws an MLP's neurons, and --model cnn has none to draw: drop --pictures"
+
+
+def _check_cnn_flags(args, explicit):
+    """--model cnn with a flag that describes the MLP is refused: it would be silently ignored."""
+    flags = ["--" + name.replace("_", "-") for name in MLP_ONLY if name in explicit]
+    flags += [f"--preset {args.preset}"] if args.preset else []
+    if flags:
+        verb = "describes" if len(flags) == 1 else "describe"
+        raise ValueError(
+            f"{', '.join(flags)} {verb} the MLP, and --model cnn has layers of its own (see --help): drop "
+            f"{'it' if len(flags) == 1 else 'them'}, or train --model mlp"
+        )
+    if explicit.get("pictures"):
+        raise ValueError(_PICTURES_CNN)
+
+
 def _check_cuda_graphs(config):
     if not config.cuda_graphs:
         return
+    if config.model == "cnn":
+        raise ValueError(
+            "--cuda-graphs is not supported with --model cnn: replaying BatchNorm's running statistics and "
+            "Dropout's random masks from a captured graph is untested: train it without --cuda-graphs"
+        )
     if not config.device.startswith("cuda"):
         raise ValueError(f"--cuda-graphs needs a GPU, and this run is on {config.device}: pass --device cuda")
     if config.compile:
@@ -410,15 +467,19 @@ def _dataset_name(config, explicit):
 
 def _check_memory(config):
     """Refuse, before anything is written, a model whose weights, gradients and momentum cannot fit."""
-    sizes = [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES]
+    if config.model == "cnn":
+        count, model, advice = cnn_parameter_count(), "--model cnn", "train on another device"
+    else:
+        count = parameter_count([data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES])
+        model, advice = f"--hidden {' '.join(map(str, config.hidden))}", "choose smaller --hidden sizes"
     copies = 3 if config.momentum > 0 else 2
-    needed = parameter_count(sizes) * getattr(torch, config.dtype).itemsize * copies
+    needed = count * getattr(torch, config.dtype).itemsize * copies
     device = torch.device(config.device)
     available = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _free_host_memory()
     if available is not None and needed > available:
         raise ValueError(
-            f"--hidden {' '.join(map(str, config.hidden))}: the model's weights, gradients and momentum need "
-            f"{_bytes(needed)} but {config.device} has {_bytes(available)} free: choose smaller --hidden sizes"
+            f"{model}: the model's weights, gradients and momentum need {_bytes(needed)} but {config.device} has "
+            f"{_bytes(available)} free: {advice}"
         )
 
 
@@ -499,7 +560,7 @@ def _run(parser, args, config, resume, stop, training=None):
         parser.exit(
             1,
             f"train.py: error: {prefix}out of memory on {config.device} ({checkpoint.cause(error)}): choose "
-            f"smaller --hidden sizes or --batch-size\n",
+            f"{'a smaller' if config.model == 'cnn' else 'smaller --hidden sizes or'} --batch-size\n",
         )
     except OSError as error:  # TensorBoard's event file, on a full disk or in a folder that went away
         kept = _what_is_kept(run_dir, resumable=True)

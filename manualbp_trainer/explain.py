@@ -27,6 +27,11 @@ def load_run(run_dir):
     path = os.path.join(run_dir, checkpoint.FILENAME)
     fields = {name: value for name, value in saved["config"].items() if name in Config.__dataclass_fields__}
     config = Config(**{**fields, "hidden": tuple(fields.get("hidden", ()))})
+    if config.model != "mlp":
+        raise ExplainError(
+            f"{run_dir} is a --model {config.model} run: explain draws an MLP's neurons and follows the chain rule "
+            "through its Linear layers; choose a run of --model mlp"
+        )
     state = saved["model"]
     weights = [state[key] for key in sorted((k for k in state if k.endswith(".weight")), key=_layer_number)]
     if not weights or any(w.dim() != 2 for w in weights):

@@ -23,14 +23,14 @@ from tqdm import tqdm
 
 from manualbp import functional as manual_functional
 from manualbp_trainer import checkpoint, cuda_graphs, data, distributed, summaries
-from manualbp_trainer.model import build_mlp
+from manualbp_trainer.model import MLP_ONLY, build_cnn, build_mlp
 
 PROBE_SIZE = 256  # examples in the fixed batch on which manualbp's gradients are compared with autograd's
-AGREEMENT_WARNING = {torch.float32: 1e-4, torch.float64: 1e-10}  # relative difference that is not rounding
+AGREEMENT_WARNING = 1e-10  # relative difference of float64 gradients that is not rounding
 # what tells runs apart in TensorBoard's HPARAMS table, in its column order; the rest of Config does not change
 # what a run computes (device, compile, where the data lies, how often it logs)
 HPARAMS = (
-    "layers", "hidden", "activation", "output_activation", "loss", "lr", "batch_size", "epochs", "lr_schedule",
+    "model", "layers", "hidden", "activation", "output_activation", "loss", "lr", "batch_size", "epochs", "lr_schedule",
     "momentum", "nesterov", "weight_decay", "init", "normalize", "dtype", "seed", "dataset",
 )  # fmt: skip
 METRICS = ("test/accuracy", "test/loss", "train/accuracy", "train/loss")  # the HPARAMS table shows their last value
@@ -38,8 +38,13 @@ METRICS = ("test/accuracy", "test/loss", "train/accuracy", "train/loss")  # the 
 
 @dataclass
 class Config:
-    """Everything that defines a run. The defaults reach ≥ 98% on MNIST and ≥ 89% on Fashion-MNIST."""
+    """Everything that defines a run. The defaults reach ≥ 98% on MNIST and ≥ 89% on Fashion-MNIST.
 
+    ``model`` is ``"mlp"`` (784-``hidden``-10, shaped by ``activation``, ``output_activation`` and ``init``) or
+    ``"cnn"`` (``model.build_cnn``, which has no use for those four fields).
+    """
+
+    model: str = "mlp"
     dataset: str = "mnist"
     data_root: str = "data"
     data_dir: str | None = None
@@ -108,12 +113,17 @@ def parameter_count(sizes):
     return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True))
 
 
+def build_model(config, in_features, dtype):
+    """The network ``config`` describes, its initial weights drawn from ``config.seed``, on the CPU."""
+    if config.model == "cnn":
+        return build_cnn(config.layers, config.seed, dtype)
+    sizes = [in_features, *config.hidden, data.NUM_CLASSES]
+    return build_mlp(sizes, config.activation, config.output_activation, config.layers, config.init, config.seed, dtype)
+
+
 def create_state(config, in_features, train_examples, device, dtype):
     """A fresh run's state: the model from ``config.seed``, SGD, the learning-rate schedule, the shuffler."""
-    sizes = [in_features, *config.hidden, data.NUM_CLASSES]
-    model = build_mlp(
-        sizes, config.activation, config.output_activation, config.layers, config.init, config.seed, dtype
-    ).to(device)
+    model = build_model(config, in_features, dtype).to(device)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -146,6 +156,8 @@ def load_checkpoint(state, saved):
             f"its checkpoint does not fit the run's configuration ({checkpoint.cause(error)}): it cannot be resumed"
         ) from error
     state.epoch_rng = saved["epoch_rng"]
+    if saved.get("torch_rng") is not None:  # checkpoints of MLP runs from before it was saved lack it
+        _set_torch_rng(saved["torch_rng"], next(state.model.parameters()).device)
     state.epoch, state.step, state.global_step = saved["epoch"], saved["step"], saved["global_step"]
     state.best_accuracy, state.best_epoch = saved["best_accuracy"], saved["best_epoch"]
 
@@ -163,6 +175,7 @@ def save_checkpoint(state, config, run_dir):
             "step": state.step,
             "global_step": state.global_step,
             "epoch_rng": state.epoch_rng,
+            "torch_rng": _torch_rng(next(state.model.parameters()).device),
             "best_accuracy": state.best_accuracy,
             "best_epoch": state.best_epoch,
             "config": dataclasses.asdict(config),
@@ -287,7 +300,18 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
     position and returns a Result with ``interrupted=True``. Under torchrun (``manualbp_trainer.distributed``),
     every rank calls this: each trains on its share of every global batch of ``config.batch_size`` examples, and
     rank 0 alone writes TensorBoard events and checkpoints.
+
+    Dropout (the CNN's) draws its masks from torch's global generator, as ``torch.nn.Dropout`` does: the run seeds
+    it from ``config.seed`` and a checkpoint saves its state, so a resumed run draws the masks it would have drawn;
+    the caller's own random stream is left as it was.
     """
+    device = resolve_device(config.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed + 1)  # + 1: not the very numbers the initial weights were drawn from
+        return _train(config, run_dir, resume, progress, stop)
+
+
+def _train(config, run_dir, resume, progress, stop):
     stop = stop if stop is not None else threading.Event()  # never set: the run ends with its epochs
     rank, world_size = distributed.rank_and_world_size()
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
@@ -384,9 +408,8 @@ def _writer(config, run_dir, state, resumed):
         return SummaryWriter(run_dir, purge_step=state.global_step + 1)
     writer = SummaryWriter(run_dir)
     writer.add_text("config", "```\n" + json.dumps(dataclasses.asdict(config), indent=2) + "\n```")
-    hparam_values = {name: _hparam(getattr(config, name)) for name in HPARAMS}
     # the table's metrics are the last values of scalars the run logs anyway: no separate single-point charts
-    for summary in hparams(hparam_values, dict.fromkeys(METRICS, float("nan"))):
+    for summary in hparams(_hparams(config), dict.fromkeys(METRICS, float("nan"))):
         writer.file_writer.add_summary(summary)
     return writer
 
@@ -399,6 +422,25 @@ def _wait_for_a_later_second(run_dir):
     made = [int(name.split(".")[3]) for name in os.listdir(run_dir) if name.startswith("events.out.tfevents.")]
     while made and time.time() < max(made) + 1:
         time.sleep(max(made) + 1 - time.time())
+
+
+def _torch_rng(device):
+    """The global generators' states: the CPU's, and ``device``'s when it is a GPU."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_torch_rng(saved, device):
+    torch.set_rng_state(saved["cpu"])
+    if device.type == "cuda" and saved["cuda"] is not None:  # a CPU run resumed on a GPU draws anew there
+        torch.cuda.set_rng_state(saved["cuda"], device)
+
+
+def _hparams(config):
+    """The HPARAMS table's row: a CNN run shows "–" for the fields that describe the MLP."""
+    values = {name: _hparam(getattr(config, name)) for name in HPARAMS}
+    if config.model == "cnn":
+        values.update(dict.fromkeys(MLP_ONLY, "–"))
+    return values
 
 
 def _hparam(value):
@@ -493,16 +535,19 @@ def _log_epoch(writer, state, config, probe, test_set, predictions, test_loss, t
     tiles = summaries.first_layer_tiles(model)
     if tiles is not None:
         writer.add_image("first_layer_weights", tiles, step)
+    filters = summaries.first_conv_filters(model)
+    if filters is not None:
+        writer.add_image("first_conv_filters", filters, step)
     wrong = summaries.misclassified_grid(test_set.images, test_set.labels, predictions)
     if wrong is not None:
         writer.add_image("misclassified", wrong, step)
-    if config.pictures:
+    if config.pictures and config.model == "mlp":  # the pictures draw an MLP's neurons
         names = summaries.pictures.class_names(config.dataset)
         summaries.log_pictures(writer, model, config.loss, test_set, probe, step, names)
     max_abs, max_rel = summaries.gradient_agreement(model, config.loss, *probe)
     writer.add_scalar("gradient_agreement/max_abs_diff", max_abs, step)
     writer.add_scalar("gradient_agreement/max_rel_diff", max_rel, step)
-    if max_rel > AGREEMENT_WARNING[probe[0].dtype]:
+    if max_rel > AGREEMENT_WARNING:
         message = (
             f"WARNING: manualbp's gradients differ from autograd's by up to {max_rel:.2e} (relative) on the "
             "probe batch: more than rounding explains. Run `python -m manualbp.check` on this machine."

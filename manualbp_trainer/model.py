@@ -1,9 +1,13 @@
-"""The multilayer perceptron the trainer builds, from manualbp's layers or torch.nn's."""
+"""The networks the trainer builds, from manualbp's layers or torch.nn's: an MLP (``build_mlp``) and a small CNN
+(``build_cnn``)."""
 
 import torch
 
 import manualbp
 from manualbp import nn as mnn
+
+# the Config fields that describe the MLP alone: a CNN run has no use for them
+MLP_ONLY = ("hidden", "activation", "output_activation", "init")
 
 
 def build_mlp(
@@ -42,6 +46,74 @@ def build_mlp(
     return model if layers == "manual" else manualbp.convert(model, to="torch")
 
 
+def build_cnn(layers="manual", seed=0, dtype=torch.float32, channels=(32, 64), hidden=128, side=28, classes=10):
+    """A small CNN for 28×28 images given as rows of ``side²`` pixels (the trainer keeps images flat):
+
+        Unflatten (N, 784) → (N, 1, 28, 28)
+        → Conv2d(1, 32, 3, padding 1, no bias) → BatchNorm2d → ReLU → MaxPool2d(2)      (N, 32, 14, 14)
+        → Conv2d(32, 64, 3, padding 1, no bias) → BatchNorm2d → ReLU → MaxPool2d(2)     (N, 64, 7, 7)
+        → Flatten → Dropout(0.25) → Linear(64·7·7, 128) → ReLU → Dropout(0.5) → Linear(128, 10)
+
+    The convolutions have no bias: the batch norm after each subtracts the channel's mean, bias and all, so a
+    bias would get a zero gradient (rounding, in practice) and BatchNorm's β already is the channel's offset.
+    One convolution per block, not two: on a CPU, manualbp's convolution backward (im2col) is most of the step,
+    and a second 3×3 convolution per block would several times that. Batch norm lets the MLP's learning rate work
+    from the first step; dropout keeps the 400 K-weight Linear layer from memorising the training set.
+
+    Args:
+        layers: ``"manual"`` for manualbp's layers, ``"torch"`` for ``torch.nn``'s (``manualbp.convert(model,
+            to="torch")`` of the very same model, so both start from the same weights).
+        seed: seeds the initial weights (torch.nn's default initialisation of each layer), and nothing else.
+        channels: the two convolutions' output channels; hidden: the first Linear layer's width.
+
+    The state_dict keys are those of ``torch.nn.Sequential`` (``"1.weight"`` is the first convolution's); the
+    reshapes are ``torch.nn.Unflatten`` and ``torch.nn.Flatten``, which hold no math to derive.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        modules = [torch.nn.Unflatten(1, (1, side, side))]
+        in_channels = 1
+        for out_channels in channels:
+            modules += [
+                mnn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False, dtype=dtype),
+                mnn.BatchNorm2d(out_channels, dtype=dtype),
+                mnn.ReLU(),
+                mnn.MaxPool2d(2),
+            ]
+            in_channels = out_channels
+        pooled = side // 2 ** len(channels)
+        modules += [
+            torch.nn.Flatten(),
+            mnn.Dropout(0.25),
+            mnn.Linear(in_channels * pooled * pooled, hidden, dtype=dtype),
+            mnn.ReLU(),
+            mnn.Dropout(0.5),
+            mnn.Linear(hidden, classes, dtype=dtype),
+        ]
+        model = mnn.Sequential(*modules)  # the Linear + ReLU pair runs as one Function
+    return model if layers == "manual" else manualbp.convert(model, to="torch")
+
+
+def cnn_parameter_count(**sizes):
+    """Weights and biases (batch norm's γ and β included) of ``build_cnn(**sizes)``, counted on the meta device,
+    where nothing is allocated."""
+    with torch.device("meta"):
+        return sum(parameter.numel() for parameter in build_cnn(**sizes).parameters())
+
+
 def linear_layers(model):
     """``(name, module)`` for every Linear layer, manualbp's or torch.nn's, in order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def weight_layers(model):
+    """``(tag, module)`` for every convolution and Linear layer, in order, tagged ``conv0``, ``conv1``, …,
+    ``linear0``, ``linear1``, … (each kind counted on its own, so an MLP's tags are ``linear0``, ``linear1``, …)."""
+    kinds = {torch.nn.Conv2d: "conv", torch.nn.Linear: "linear"}
+    counts, tagged = dict.fromkeys(kinds.values(), 0), []
+    for m in model.modules():
+        kind = next((name for cls, name in kinds.items() if isinstance(m, cls)), None)
+        if kind is not None:
+            tagged.append((f"{kind}{counts[kind]}", m))
+            counts[kind] += 1
+    return tagged

@@ -9,36 +9,56 @@ from PIL import Image, ImageDraw
 
 import manualbp
 from manualbp_trainer import pictures
-from manualbp_trainer.model import linear_layers
+from manualbp_trainer.model import weight_layers
 
 
 def norms(model):
-    """``(tags, values)``: each Linear layer's weight norm and gradient norm as ``weight_norm/linear0`` and
-    ``grad_norm/linear0`` …, the values one tensor on the model's device (computed there, not read back)."""
+    """``(tags, values)``: each convolution's and Linear layer's weight norm and gradient norm as
+    ``weight_norm/conv0``, ``grad_norm/conv0``, …, ``weight_norm/linear0``, ``grad_norm/linear0`` …, the values
+    one tensor on the model's device (computed there, not read back)."""
     tags, values = [], []
-    for i, (_, layer) in enumerate(linear_layers(model)):
-        tags.append(f"weight_norm/linear{i}")
+    for tag, layer in weight_layers(model):
+        tags.append(f"weight_norm/{tag}")
         values.append(layer.weight.detach().norm())
         if layer.weight.grad is not None:
-            tags.append(f"grad_norm/linear{i}")
+            tags.append(f"grad_norm/{tag}")
             values.append(layer.weight.grad.detach().norm())
     return tags, torch.stack(values).double()
 
 
 def log_histograms(writer, model, step):
-    for i, (_, layer) in enumerate(linear_layers(model)):
+    """Each convolution's and Linear layer's weights and biases, and their gradients: ``weights/conv0.weight``,
+    ``grads/linear1.bias``, …"""
+    for tag, layer in weight_layers(model):
         for name, parameter in layer.named_parameters():
-            writer.add_histogram(f"weights/linear{i}.{name}", parameter.detach().cpu(), step)
+            writer.add_histogram(f"weights/{tag}.{name}", parameter.detach().cpu(), step)
             if parameter.grad is not None:
-                writer.add_histogram(f"grads/linear{i}.{name}", parameter.grad.cpu(), step)
+                writer.add_histogram(f"grads/{tag}.{name}", parameter.grad.cpu(), step)
 
 
 def first_layer_tiles(model, side=28):
-    """The first layer's weights, one side×side tile per hidden neuron: what each neuron responds to."""
-    weight = linear_layers(model)[0][1].weight.detach().float().cpu()
-    if weight.shape[1] != side * side:
+    """The first layer's weights, one side×side tile per hidden neuron: what each neuron responds to; None when
+    the first layer is not a Linear layer over the image's pixels (the CNN's is a convolution)."""
+    tag, layer = weight_layers(model)[0]
+    if not tag.startswith("linear") or layer.weight.shape[1] != side * side:
         return None
+    weight = layer.weight.detach().float().cpu()
     tiles = weight.reshape(-1, 1, side, side)
+    return torchvision.utils.make_grid(
+        tiles, nrow=math.ceil(math.sqrt(len(tiles))), normalize=True, scale_each=True, pad_value=1.0
+    )
+
+
+def first_conv_filters(model, scale=8):
+    """The first convolution's filters, one tile per output channel (its input channels side by side), each
+    scaled to its own range and enlarged ``scale`` times, so that a 3×3 kernel is seen as 3×3 squares; None for
+    a model without convolutions."""
+    convolutions = [layer for tag, layer in weight_layers(model) if tag.startswith("conv")]
+    if not convolutions:
+        return None
+    weight = convolutions[0].weight.detach().float().cpu()  # (C_out, C_in, kh, kw)
+    tiles = weight.transpose(1, 2).reshape(weight.shape[0], 1, weight.shape[2], -1)  # channels side by side
+    tiles = torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest")
     return torchvision.utils.make_grid(
         tiles, nrow=math.ceil(math.sqrt(len(tiles))), normalize=True, scale_each=True, pad_value=1.0
     )
@@ -64,18 +84,29 @@ def misclassified_grid(images, labels, predictions, limit=32, side=28):
 def gradient_agreement(model, loss_name, x, target):
     """Largest absolute and relative difference between manualbp's gradients and autograd's, same weights.
 
-    Two copies of ``model`` are made, one converted to manualbp's layers and one to torch.nn's, so the
+    Two copies of ``model`` are made in float64, one converted to manualbp's layers and one to torch.nn's, so the
     comparison holds whichever layers the model trains with. The relative difference is taken per parameter
-    against the largest autograd gradient entry of that parameter.
+    against the largest autograd gradient entry of that parameter. Float64, because in float32 two correct
+    gradients summed in different orders can differ by far more than one rounding: on Fashion-MNIST, the CNN's
+    first convolution sums its weight gradient over 256 · 784 positions, and torch.nn's (oneDNN's) float32 result
+    was 5.9e-4 (relative) from the float64 one where manualbp's im2col product was 2.5e-6. In float64 the two agree
+    to ~1e-13, and a wrong derivative stands out.
+
+    Batch norm runs as in training (batch statistics; the copies' running statistics move, the model's do not).
+    Dropout is switched off in the copies: its masks would be random draws, which on a GPU differ between the two
+    (PyTorch's fused kernel draws its own), and its derivative is the mask itself.
     """
     grads = []
     for to, functional in (("manualbp", manualbp.functional), ("torch", torch.nn.functional)):
-        twin = manualbp.convert(copy.deepcopy(model), to=to)
-        output = twin(x)
+        twin = manualbp.convert(copy.deepcopy(model).double(), to=to)
+        for module in twin.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.eval()
+        output = twin(x.double())
         loss = (
             functional.cross_entropy(output, target)
             if loss_name == "cross-entropy"
-            else functional.mse_loss(output, target)
+            else functional.mse_loss(output, target.double())
         )
         grads.append(torch.autograd.grad(loss, list(twin.parameters())))
     max_abs = max_rel = 0.0

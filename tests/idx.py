@@ -24,10 +24,11 @@ def synthetic_split(n, seed, noise=200):
     return images.clamp(0, 255).round(), labels
 
 
-def write_idx_dir(folder, n_train=400, n_test=200, gz=False):
-    """Write the four IDX files into ``folder``; return it."""
+def write_idx_dir(folder, n_train=400, n_test=200, gz=False, noise=200):
+    """Write the four IDX files into ``folder``; return it. ``noise`` is the pixels' standard deviation around
+    their class template (whose pixels are uniform in [0, 255])."""
     os.makedirs(folder, exist_ok=True)
-    splits = {"train": synthetic_split(n_train, 1), "t10k": synthetic_split(n_test, 2)}
+    splits = {"train": synthetic_split(n_train, 1, noise), "t10k": synthetic_split(n_test, 2, noise)}
     for split, (images, labels) in splits.items():
         for kind, tensor in (("images-idx3", images), ("labels-idx1", labels)):
             name = os.path.join(folder, f"{split}-{kind}-ubyte")

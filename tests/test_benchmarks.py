@@ -13,6 +13,7 @@ from idx import write_idx_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import cnn  # noqa: E402
 import memory  # noqa: E402
 import step  # noqa: E402
 
@@ -67,6 +68,25 @@ def test_manualbp_saves_no_more_for_backward_than_torch_nn(case):
     assert manual[0] <= reference[0]
     assert manual[1] <= reference[1]
     assert manual[0] >= batch_size * sum(sizes[1:-1]) * 4  # at least every hidden activation, in float32
+
+
+@pytest.mark.slow
+def test_cnn_benchmark_prints_a_ratio_and_saved_bytes_for_every_quick_batch_and_a_profile():
+    output = _run("cnn.py", "--profile")
+    rows = _table_rows(output)
+    assert [row.split(" | ")[0] for row in rows] == [f"| {batch}" for batch in cnn.QUICK_BATCHES]
+    assert all(re.search(RATIO, row) for row in rows)
+    assert "Top operators, `--layers manual`" in output and "Top operators, `--layers torch`" in output
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_the_cnn_saves_no_more_for_backward_than_its_torch_nn_twin(batch_size):
+    manual = memory.saved_for_backward(*cnn.make_case(batch_size, "manual", torch.device("cpu")), torch.device("cpu"))
+    reference = memory.saved_for_backward(*cnn.make_case(batch_size, "torch", torch.device("cpu")), torch.device("cpu"))
+    assert manual[0] <= reference[0]
+    assert manual[1] <= reference[1]
+    # at least each batch norm's input, the convolutions' outputs: 32 channels of 28×28 and 64 of 14×14, float32
+    assert manual[0] >= batch_size * (32 * 28 * 28 + 64 * 14 * 14) * 4
 
 
 @pytest.mark.slow

@@ -82,7 +82,7 @@ def test_event_file_holds_every_scalar_histogram_image_and_text(trained):
     assert max(scalar_values(accumulator, "agreement/mean_minus_batch_max_diff")) < 1e-6
     for accuracy in ("train/accuracy", "test/accuracy"):
         assert all(0.0 <= v <= 1.0 for v in scalar_values(accumulator, accuracy))
-    assert max(scalar_values(accumulator, "gradient_agreement/max_rel_diff")) < 1e-4
+    assert max(scalar_values(accumulator, "gradient_agreement/max_rel_diff")) < 1e-10  # in float64
     for event in accumulator.Scalars("lr"):  # the cosine schedule over 16 steps, as set after each step
         assert event.value == pytest.approx(
             0.025 * (1 + math.cos(math.pi * event.step / 16)), rel=1e-6

@@ -91,10 +91,22 @@ def microseconds(times):
     return f"{statistics.median(times) * 1e6:,.1f}"
 
 
+def count(value):
+    """A table cell for a number of bytes or the like, or "—" where there is none (a CUDA figure on the CPU)."""
+    return "—" if value is None else f"{value:,}"
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def command(script, args, *flags):
+    """The command line that reproduces a table: ``python benchmarks/<script>`` with ``flags``, and ``--device``
+    unless it is the CPU."""
+    device = [f"--device {args.device}"] if args.device != "cpu" else []
+    return " ".join(["python", f"benchmarks/{script}", *flags, *device])
 
 
 def report(title, device, command, body):

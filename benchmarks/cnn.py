@@ -18,6 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 import memory  # noqa: E402
+import step  # noqa: E402
 
 from manualbp import functional as manual_functional  # noqa: E402
 from manualbp_trainer.model import build_cnn  # noqa: E402
@@ -39,24 +40,16 @@ def make_case(batch_size, layers, device):
 
 def make_step(batch_size, layers, device):
     model, x, _, cost = make_case(batch_size, layers, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-
-    def step():
-        loss = cost(model(x))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return step.training_step(model, lambda: cost(model(x)), nesterov=True, weight_decay=5e-4)
 
 
-def profile_table(step, device, rows=12):
+def profile_table(train_step, device, rows=12):
     """The operators that take the most time in five steps, as torch.profiler's table."""
-    step()  # warm up
+    train_step()  # warm up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as profiler:
         for _ in range(5):
-            step()
+            train_step()
         _harness.synchronize(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return profiler.key_averages().table(sort_by=key, row_limit=rows)
@@ -69,7 +62,7 @@ def main(argv=None):
     device = _harness.check_device(args)
     rounds = args.rounds or (2 if args.quick else 11)
     min_run_time = 0.01 if args.quick else 1.0
-    command = "python benchmarks/cnn.py" + (f" --device {args.device}" if args.device != "cpu" else "")
+    command = _harness.command("cnn.py", args)
     batches = QUICK_BATCHES if args.quick else BATCHES
     rows = []
     for batch_size in batches:
@@ -85,8 +78,8 @@ def main(argv=None):
                 _harness.format_ratio(times["manual"], times["torch"]),
                 f"{manual[0]:,}",
                 f"{reference[0]:,}",
-                "—" if manual[2] is None else f"{manual[2]:,}",
-                "—" if reference[2] is None else f"{reference[2]:,}",
+                _harness.count(manual[2]),
+                _harness.count(reference[2]),
             ]
         )
     header = [

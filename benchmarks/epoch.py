@@ -170,9 +170,7 @@ def main(argv=None):
         ],
     ]
     header = ["pipeline", "epoch time (median)", "manualbp trainer ÷ this (IQR)"]
-    command = f"python benchmarks/epoch.py --data-dir {args.data_dir}" + (
-        f" --device {args.device}" if args.device != "cpu" else ""
-    )
+    command = _harness.command("epoch.py", args, f"--data-dir {args.data_dir}")
     title = f"End-to-end epoch, {network} ReLU, batch {config.batch_size}"
     _harness.report(title, device, command, _harness.table(header, rows))
 

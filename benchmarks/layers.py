@@ -78,7 +78,7 @@ def main(argv=None):
                 )
             rows.append([name, batch, *cells])
     header = ["layer", "batch", *(f"width {width}: ratio (IQR), torch.nn time" for width in widths)]
-    command = "python benchmarks/layers.py" + (f" --device {args.device}" if args.device != "cpu" else "")
+    command = _harness.command("layers.py", args)
     command += " --compile" if args.compile else ""
     command += "" if args.layers == list(LAYERS) else " --layers " + " ".join(args.layers)
     title = "Layer grid (forward + backward), " + ("torch.compile" if args.compile else "eager")

@@ -64,8 +64,8 @@ def main(argv=None):
                 f"{reference[0]:,}",
                 f"{manual[1]:,}",
                 f"{reference[1]:,}",
-                "—" if manual[2] is None else f"{manual[2]:,}",
-                "—" if reference[2] is None else f"{reference[2]:,}",
+                _harness.count(manual[2]),
+                _harness.count(reference[2]),
             ]
         )
     header = [
@@ -77,7 +77,7 @@ def main(argv=None):
         "CUDA peak, manualbp",
         "torch.nn",
     ]
-    command = "python benchmarks/memory.py" + (f" --device {args.device}" if args.device != "cpu" else "")
+    command = _harness.command("memory.py", args)
     _harness.report("Memory saved for backward, per training step", device, command, _harness.table(header, rows))
     return rows
 

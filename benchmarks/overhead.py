@@ -182,7 +182,7 @@ def main(argv=None):
     device = _harness.check_device(args)
     rounds = args.rounds or (2 if args.quick else 7)
     min_run_time = 0.01 if args.quick else 0.2
-    command = "python benchmarks/overhead.py" + (f" --device {args.device}" if args.device != "cpu" else "")
+    command = _harness.command("overhead.py", args)
 
     rows = []
     for sizes, activation, loss, batch_size in QUICK_CASES if args.quick else CASES:

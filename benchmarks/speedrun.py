@@ -21,22 +21,14 @@ import threading
 import time
 
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 
-from manualbp import functional as manual_functional  # noqa: E402
 from manualbp_trainer import data, loop  # noqa: E402
 
 MODES = ("eager", "compile", "cuda-graphs")
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_postfix(self, **values):
-        pass
 
 
 def variant(config, train_set, mode, layers):
@@ -47,7 +39,7 @@ def variant(config, train_set, mode, layers):
     )
     step = loop.build_step(state, config, train_set)
     initial = {name: value.detach().clone() for name, value in state.model.state_dict().items()}
-    loop.train_epoch(state, config, train_set, step, None, _NoBar(), threading.Event())
+    loop.train_epoch(state, config, train_set, step, None, tqdm(disable=True), threading.Event())
     return config, state, step, initial
 
 
@@ -71,14 +63,15 @@ def reset(config, state, initial, train_examples):
 def timed_run(config, state, step, train_set, test_set, target):
     """Train ``config.epochs`` epochs, evaluating after each; returns the times, the accuracy and the weights."""
     device = train_set.images.device
-    functional = manual_functional if config.layers == "manual" else torch.nn.functional
+    functional = loop.layer_functional(config)
     train_seconds = eval_seconds = 0.0
     reached = None
     accuracy = float("nan")
     for _ in range(config.epochs):
         _harness.synchronize(device)
         started = time.perf_counter()
-        loop.train_epoch(state, config, train_set, step, None, _NoBar(), threading.Event())  # ends with a read-back
+        # train_epoch ends with a read-back: the epoch's work is done when it returns
+        loop.train_epoch(state, config, train_set, step, None, tqdm(disable=True), threading.Event())
         train_seconds += time.perf_counter() - started
         state.epoch, state.step = state.epoch + 1, 0
         started = time.perf_counter()
@@ -147,9 +140,7 @@ def main(argv=None):
         f"time to {args.target:.0%}",
         "max |Δw| vs first row",
     ]
-    command = f"python benchmarks/speedrun.py --data-dir {args.data_dir}" + (
-        f" --device {args.device}" if args.device != "cpu" else ""
-    )
+    command = _harness.command("speedrun.py", args, f"--data-dir {args.data_dir}")
     title = (
         f"Speed run: {network} ReLU, {len(train_set):,} {dataset} images × {config.epochs} epochs, batch "
         f"{config.batch_size}, SGD lr {config.lr} Nesterov 0.9, cosine schedule"

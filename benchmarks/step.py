@@ -72,9 +72,10 @@ def as_one_node(model):
     return lambda x: manual_functional.mlp(x, weights, biases, activations)
 
 
-def training_step(model, forward):
-    """One step of SGD with momentum on ``model``'s parameters, ``forward()`` giving the loss."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+def training_step(model, forward, **options):
+    """One step of SGD with momentum on ``model``'s parameters, ``forward()`` giving the loss; ``options`` are
+    ``torch.optim.SGD``'s beyond lr 0.01 and momentum 0.9."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **options)
 
     def step():
         loss = forward()
@@ -120,7 +121,7 @@ def main(argv=None):
             ]
         )
     header = [*CASE_HEADER, "manualbp µs", "torch.nn µs", "ratio (IQR)", "one-node MLP µs", "MLP ratio (IQR)"]
-    command = "python benchmarks/step.py" + (f" --device {args.device}" if args.device != "cpu" else "")
+    command = _harness.command("step.py", args)
     command += " --compile" if args.compile else ""
     mode = "torch.compile" if args.compile else "eager"
     title = f"Training step (forward, loss, backward, SGD), {mode}"

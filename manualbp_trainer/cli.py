@@ -75,12 +75,16 @@ def _positive(kind):
 _non_negative_float = _number(float, "a number ≥ 0", lambda value: value >= 0)
 
 
+def _flag(name):
+    """A Config field's flag: ``"lr_schedule"`` as "--lr-schedule"."""
+    return "--" + name.replace("_", "-")
+
+
 def _as_flag(name, value):
     """``("lr", 0.1)`` as "--lr 0.1", ``("pictures", False)`` as "--no-pictures"."""
-    flag = name.replace("_", "-")
     if isinstance(value, bool):
-        return f"--{'' if value else 'no-'}{flag}"
-    return f"--{flag} {value}"
+        return _flag(("" if value else "no_") + name)
+    return f"{_flag(name)} {value}"
 
 
 def _with_default(text, value):
@@ -296,7 +300,7 @@ def main(argv=None, stop=None):
         if args.resume is not None:
             changed = sorted(set(explicit) - RESUMABLE)
             if changed or args.preset:
-                flags = ", ".join("--" + name.replace("_", "-") for name in changed) or "--preset"
+                flags = ", ".join(map(_flag, changed)) or "--preset"
                 raise ValueError(
                     f"{flags} cannot change when resuming: --resume continues the run as it was "
                     "configured (only --device, --compile, --cuda-graphs, --data-dir, --data-root, --log-every and "
@@ -422,7 +426,7 @@ _PICTURES_CNN = "--pictures draws an MLP's neurons, and --model cnn has none to 
 
 def _check_cnn_flags(args, explicit):
     """--model cnn with a flag that describes the MLP is refused: it would be silently ignored."""
-    flags = ["--" + name.replace("_", "-") for name in MLP_ONLY if name in explicit]
+    flags = [_flag(name) for name in MLP_ONLY if name in explicit]
     flags += [f"--preset {args.preset}"] if args.preset else []
     if flags:
         verb = "describes" if len(flags) == 1 else "describe"

@@ -49,13 +49,8 @@ class GraphedStep:
     def reset(self):
         self.step.reset()
 
-    @property
-    def loss_sum(self):
-        return self.step.loss_sum
-
-    @property
-    def correct(self):
-        return self.step.correct
+    def sums(self):
+        return self.step.sums()
 
     def __call__(self, index):
         length = len(index)

@@ -203,6 +203,10 @@ class TrainStep:
         self.loss_sum.zero_()
         self.correct.zero_()
 
+    def sums(self):
+        """``(loss sum, correct predictions)`` so far this epoch, as one float64 tensor on the device (a copy)."""
+        return torch.stack([self.loss_sum.double(), self.correct.double()])
+
     def __call__(self, index):
         rank, world_size = distributed.rank_and_world_size()
         shard = index[rank::world_size]  # the whole batch on a single process
@@ -216,13 +220,18 @@ class TrainStep:
         self.correct += (output.argmax(1) == labels).sum()
 
 
+def layer_functional(config):
+    """``manualbp.functional`` for ``--layers manual``, ``torch.nn.functional`` for ``--layers torch``: the losses."""
+    return manual_functional if config.layers == "manual" else torch.nn.functional
+
+
 def build_step(state, config, train_set):
     """The training step ``train`` takes: a ``TrainStep`` over the model (wrapped in DistributedDataParallel under
     torchrun, which averages the gradients over the ranks during the backward pass), its forward pass compiled with
     ``config.compile``, and replayed from CUDA graphs with ``config.cuda_graphs``."""
     world_size = distributed.rank_and_world_size()[1]
     network = state.model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(state.model)
-    functional = manual_functional if config.layers == "manual" else torch.nn.functional
+    functional = layer_functional(config)
     step = TrainStep(state, config, train_set, _forward(network, functional, config.loss, world_size, config.compile))
     if config.cuda_graphs:  # the CLI has checked: one process on a GPU, no torch.compile
         step = cuda_graphs.GraphedStep(step, state.model, state.optimizer)
@@ -262,7 +271,7 @@ def train_epoch(state, config, train_set, step, writer, bar, stop, defer_logs=No
         if state.scheduler is not None:
             state.scheduler.step()
         state.step, state.global_step = position + 1, state.global_step + 1
-        seen += len(index[rank::world_size])
+        seen += len(range(rank, len(index), world_size))  # this rank's share, as TrainStep slices it
         window = window[0], window[1] + len(index)
         bar.update()
         if state.global_step % config.log_every == 0 or position == last_step:
@@ -271,7 +280,7 @@ def train_epoch(state, config, train_set, step, writer, bar, stop, defer_logs=No
             if not defer_logs:
                 _write_logs(writer, bar, logs, config, clock)
     _write_logs(writer, bar, logs, config, clock)
-    return _mean_over_ranks(torch.stack([step.loss_sum.double(), step.correct.double()]), seen)[0]
+    return _mean_over_ranks(step.sums(), seen)[0]
 
 
 @torch.no_grad()
@@ -323,7 +332,7 @@ def _train(config, run_dir, resume, progress, stop):
         processes = f" ({world_size} processes)" if world_size > 1 else ""
         print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
     step = build_step(state, config, train_set)
-    functional = manual_functional if config.layers == "manual" else torch.nn.functional
+    functional = layer_functional(config)
     test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
     probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
 
@@ -475,7 +484,7 @@ class _Log:
             start=window[0],
             end=clock.mark(),
             seen=seen,
-            sums=torch.stack([step.loss_sum.double(), step.correct.double()]),
+            sums=step.sums(),
             norm_tags=tags,
             norms=norms,
         )

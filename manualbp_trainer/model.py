@@ -101,11 +101,6 @@ def cnn_parameter_count(**sizes):
         return sum(parameter.numel() for parameter in build_cnn(**sizes).parameters())
 
 
-def linear_layers(model):
-    """``(name, module)`` for every Linear layer, manualbp's or torch.nn's, in order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-
-
 def weight_layers(model):
     """``(tag, module)`` for every convolution and Linear layer, in order, tagged ``conv0``, ``conv1``, …,
     ``linear0``, ``linear1``, … (each kind counted on its own, so an MLP's tags are ``linear0``, ``linear1``, …)."""

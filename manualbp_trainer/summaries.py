@@ -42,11 +42,7 @@ def first_layer_tiles(model, side=28):
     tag, layer = weight_layers(model)[0]
     if not tag.startswith("linear") or layer.weight.shape[1] != side * side:
         return None
-    weight = layer.weight.detach().float().cpu()
-    tiles = weight.reshape(-1, 1, side, side)
-    return torchvision.utils.make_grid(
-        tiles, nrow=math.ceil(math.sqrt(len(tiles))), normalize=True, scale_each=True, pad_value=1.0
-    )
+    return _grid(layer.weight.detach().float().cpu().reshape(-1, 1, side, side))
 
 
 def first_conv_filters(model, scale=8):
@@ -58,7 +54,11 @@ def first_conv_filters(model, scale=8):
         return None
     weight = convolutions[0].weight.detach().float().cpu()  # (C_out, C_in, kh, kw)
     tiles = weight.transpose(1, 2).reshape(weight.shape[0], 1, weight.shape[2], -1)  # channels side by side
-    tiles = torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest")
+    return _grid(torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest"))
+
+
+def _grid(tiles):
+    """``tiles`` ``(n, 1, h, w)`` in a square grid, each scaled to its own range, on white."""
     return torchvision.utils.make_grid(
         tiles, nrow=math.ceil(math.sqrt(len(tiles))), normalize=True, scale_each=True, pad_value=1.0
     )

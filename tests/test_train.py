@@ -9,6 +9,7 @@ from conftest import StopAt
 from idx import write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from tqdm import tqdm
 
 from manualbp_trainer import cli, loop
 
@@ -231,14 +232,6 @@ class RecordingWriter:
         self.scalars.append((tag, step, value))
 
 
-class NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_postfix(self, **values):
-        pass
-
-
 @pytest.mark.parametrize("stop_at", [None, 5], ids=["whole-epoch", "stopped-at-step-5"])
 def test_logs_kept_on_the_device_until_the_epochs_end_are_the_logs_written_at_once(idx_dir, stop_at):
     """A GPU epoch defers its logs (one read-back at the end); the same logs, values and order, as the CPU's."""
@@ -252,7 +245,8 @@ def test_logs_kept_on_the_device_until_the_epochs_end_are_the_logs_written_at_on
         step = loop.build_step(state, config, train_set)
         writer = RecordingWriter()
         stop = StopAt(stop_at) if stop_at is not None else StopAt(10**9)
-        results.append(loop.train_epoch(state, config, train_set, step, writer, NoBar(), stop, defer_logs=defer))
+        bar = tqdm(disable=True)
+        results.append(loop.train_epoch(state, config, train_set, step, writer, bar, stop, defer_logs=defer))
         writers.append(writer)
     immediate, deferred = (
         [(tag, step, value) for tag, step, value in w.scalars if "per_second" not in tag] for w in writers

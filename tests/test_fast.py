@@ -165,6 +165,31 @@ def test_the_classic_form_call_route_equals_function_apply_bitwise(name, dtype, 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_the_call_route_keeps_what_jvp_needs_only_inside_a_forward_ad_level(activation, dtype):
+    # outside a dual level the eager route skips save_for_forward; inside one it must keep it, every time
+    import torch.autograd.forward_ad as fwAD
+
+    generator = torch.Generator().manual_seed(0)
+    x, x_tangent = (torch.randn(6, 4, generator=generator, dtype=dtype) for _ in range(2))
+    weight, bias = torch.randn(3, 4, generator=generator, dtype=dtype), torch.randn(3, generator=generator, dtype=dtype)
+    leaf = x.clone().requires_grad_()
+    fast.linear_activation(leaf, weight, bias, activation).sum().backward()  # an eager node first: no tangents
+    expected = ACTIVATIONS[activation].apply(A.Linear.apply(x, weight, bias))
+    with fwAD.dual_level():
+        reference = fwAD.unpack_dual(
+            ACTIVATIONS[activation].apply(A.Linear.apply(fwAD.make_dual(x, x_tangent), weight, bias))
+        ).tangent
+        for _ in range(2):
+            primal, tangent = fwAD.unpack_dual(
+                fast.linear_activation(fwAD.make_dual(x, x_tangent), weight, bias, activation)
+            )
+            assert torch.equal(primal, expected)
+            assert torch.equal(tangent, reference)
+    assert leaf.grad is not None and leaf.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_a_converted_torch_sequential_equals_the_reference_layer_by_layer_bitwise(activation, dtype):
     torch.manual_seed(0)
     builtin = {"relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh}[activation]

@@ -55,7 +55,8 @@ class ReLU(torch.autograd.Function):
     @staticmethod
     def times_derivative(t, a):
         """t · f′(z), f′ = sign(a) for a ≥ 0, and 1 at NaN (``torch.sign`` gives 0 there, so NaN is made 1 first)."""
-        return t * torch.sign(a.nan_to_num(nan=1.0))
+        derivative = a.nan_to_num(nan=1.0).sign_()  # in place on nan_to_num's new tensor: one temporary, not two
+        return t * derivative
 
 
 class LeakyReLU(torch.autograd.Function):

@@ -8,9 +8,14 @@ The classic form, ``forward(ctx, *args)``, is called without that binding. So a 
 methods through a classic-form twin in eager mode; under torch.func transforms, which need the separate form, it
 calls the Function itself; and under torch.compile, whose Dynamo cannot trace a Function that defines ``jvp``
 ("Unsupported custom jvp"), a twin without ``jvp`` (a compiled graph has no forward-mode AD anyway).
+
+The eager twin also skips ``ctx.save_for_forward`` when no forward-mode AD level is open: with no dual tensor in
+existence no ``jvp`` can run on the node, and handing tensors to ``save_for_forward`` costs each call a few
+microseconds of checks in PyTorch (about 1% of a small network's training step).
 """
 
 import torch
+from torch.autograd import forward_ad
 
 
 class Route:
@@ -44,6 +49,9 @@ def classic(function):
 
     def forward(ctx, *args):
         output = function.forward(*args)
+        # private, and so only here: no public read of "is a forward-AD dual level open?"
+        if forward_ad._current_level < 0:
+            ctx.save_for_forward = _no_jvp_can_run
         function.setup_context(ctx, args, output)
         return output
 
@@ -58,6 +66,10 @@ def classic(function):
             "jvp": staticmethod(function.jvp),
         },
     )
+
+
+def _no_jvp_can_run(*tensors):
+    """``ctx.save_for_forward`` outside forward-mode AD: nothing to keep for a ``jvp`` that cannot be called."""
 
 
 def without_jvp(function):

@@ -76,6 +76,21 @@ def test_conv2d_output_is_torchs_and_grads_match_torchs(case, dtype):
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+@pytest.mark.parametrize("case", CONV2D)
+def test_conv2d_input_gradient_is_torchs_to_the_bit_on_cpu(case, dtype):
+    # ∂C/∂x is the transposed convolution, which runs PyTorch's own kernel for it (∂C/∂W, summed from the
+    # columns, rounds in another order and is compared to tolerance above)
+    *_, stride, padding, dilation, groups = CONV2D[case]
+    x, weight, bias = _conv2d_inputs(case, dtype)
+    grads = []
+    for conv2d in (F.conv2d, TF.conv2d):
+        output = conv2d(x, weight.detach(), None if bias is None else bias.detach(), stride, padding, dilation, groups)
+        torch.manual_seed(1)
+        grads.append(torch.autograd.grad(output, x, torch.randn_like(output))[0])
+    assert torch.equal(grads[0], grads[1])
+
+
 @pytest.mark.parametrize("case", CONV2D)
 def test_conv2d_gradcheck_and_gradgradcheck(case):
     *_, stride, padding, dilation, groups = CONV2D[case]

@@ -1,7 +1,7 @@
 """The 2-D convolution, z = W ⋆ x + b, with its backward pass derived by hand through im2col and Linear's rule."""
 
 import torch
-from torch.nn.functional import conv2d, fold, unfold
+from torch.nn.functional import conv2d, conv_transpose2d, unfold
 
 
 class Conv2d(torch.autograd.Function):
@@ -24,10 +24,14 @@ class Conv2d(torch.autograd.Function):
     The last step is from the columns back to the image. unfold copies input pixel x[n, c, i, j] into every
     column whose patch covers it, so by the chain rule ("a quantity that reaches C along several paths gets the
     sum") ∂C/∂x[n, c, i, j] is the sum of ∂C/∂cols over those copies; padding positions are not inputs and drop
-    out. That sum is exactly ``fold``, unfold's adjoint. The same sums, written without columns, are the other
-    textbook statement: ∂C/∂x is the transposed convolution of g with W, ∂C/∂W the correlation of x with g. We
-    take im2col because it reuses a derivation the reader has already followed, and stride, padding, dilation and
-    groups then live only in which pixels ``unfold`` gathers (the same arguments for unfold and for fold).
+    out. That sum is ``fold``, unfold's adjoint. Written without columns, fold(W_gᵀ g) is the other textbook
+    statement: **∂C/∂x is the transposed convolution of g with W** (each g[n, o, l] spreads back over its patch,
+    weighted by W[o]), which PyTorch runs as one operation, ``conv_transpose2d``, with the forward pass's stride,
+    padding, dilation and groups. That is what the code calls: the same sums as fold(W_gᵀ g), without building
+    the columns (nine times the size of x for a 3×3 kernel), and the same bits as PyTorch's own backward.
+
+    So: im2col for the derivation, and for ∂C/∂W, where the columns are the product's operand; the transposed
+    convolution for ∂C/∂x, where they would only be summed away again.
 
     Forward mode: z is linear in x and, separately, in W, so by the product rule
 
@@ -61,22 +65,24 @@ class Conv2d(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.arguments
         needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
-        n, c_in, height, width = x.shape
+        n = x.shape[0]
         c_out, _, kh, kw = weight.shape
-        g = grad_output.reshape(n, groups, c_out // groups, -1)  # (N, G, C_out/G, L): one row per neuron
-        weight_rows = weight.reshape(groups, c_out // groups, -1)  # W_g: (G, C_out/G, C_in/G · kh · kw)
         grad_x = grad_weight = grad_bias = None
         if needs_x_grad:
-            grad_cols = weight_rows.transpose(1, 2).matmul(g)  # ∂C/∂cols = W_gᵀ g, at every position
-            grad_cols = grad_cols.reshape(n, c_in * kh * kw, -1)
-            # every copy of a pixel sends its gradient back to it: fold sums them
-            grad_x = fold(grad_cols, (height, width), (kh, kw), dilation, padding, stride)
+            # what the last stride step left over, (H + 2p − kernel span) mod stride rows (and columns): no window
+            # reads them, so ∂C/∂x is 0 there, and conv_transpose2d appends them (its output_padding) to match x
+            left_over = [
+                (size + 2 * pad - (dil * (k - 1) + 1)) % step
+                for size, pad, dil, k, step in zip(x.shape[2:], padding, dilation, (kh, kw), stride, strict=True)
+            ]
+            # ∂C/∂x = fold(W_gᵀ g): the transposed convolution of g with W
+            grad_x = conv_transpose2d(grad_output, weight, None, stride, padding, left_over, groups, dilation)
         if needs_weight_grad:
-            cols = unfold(x, (kh, kw), dilation, padding, stride).reshape(n, groups, -1, g.shape[-1])
-            # Σ_n Σ_l g colsᵀ as one product per group: examples and positions side by side, (N · L) columns
-            g_rows = g.permute(1, 2, 0, 3).reshape(groups, c_out // groups, -1)  # (G, C_out/G, N · L)
-            cols_rows = cols.permute(1, 0, 3, 2).reshape(groups, -1, cols.shape[2])  # (G, N · L, C_in/G · kh · kw)
-            grad_weight = g_rows.bmm(cols_rows).reshape(weight.shape)
+            cols = unfold(x, (kh, kw), dilation, padding, stride)
+            cols = cols.reshape(n, groups, -1, cols.shape[-1])  # (N, G, C_in/G · kh · kw, L)
+            g = grad_output.reshape(n, groups, c_out // groups, -1)  # (N, G, C_out/G, L): one row per neuron
+            # ∂C/∂W_g = Σ_n Σ_l g colsᵀ: the sum over positions l in each example's product, then over examples n
+            grad_weight = g.matmul(cols.transpose(2, 3)).sum(0).reshape(weight.shape)
         if ctx.has_bias and needs_bias_grad:
             grad_bias = grad_output.sum((0, 2, 3))  # ∂C/∂b = Σ over examples and positions of g
         return grad_x, grad_weight, grad_bias, None, None, None, None

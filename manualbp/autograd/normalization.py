@@ -18,7 +18,7 @@ class BatchNorm(torch.autograd.Function):
     (the middle path's (x − μ)-term of ∂v/∂μ sums to zero). Writing (x − μ) = x̂σ in the last term and taking
     γσ⁻¹/N out gives the compact one-line form:
 
-        ∂C/∂x = (1/N) γ σ⁻¹ (N g − Σ g − x̂ Σ (g x̂))
+        ∂C/∂x = (1/N) γ σ⁻¹ (N g − Σ g − x̂ Σ (g x̂))  =  γ σ⁻¹ (g − mean g − x̂ · mean(g x̂))
 
     The parameters act per channel like a bias and a diagonal weight shared by every value of the channel:
 
@@ -64,19 +64,22 @@ class BatchNorm(torch.autograd.Function):
         x_hat, inverse_std, axes = BatchNorm.normalize(x, running_mean, running_var, ctx.training, ctx.eps)
         g = grad_output
         gamma = 1 if weight is None else channel(weight, x)
+        # Σ g and Σ g x̂ are ∂C/∂β and ∂C/∂γ, and in training the two sums in ∂C/∂x too: each is taken once
+        sums_for_x = needs_x_grad and ctx.training
+        sum_g = g.sum(axes, keepdim=True) if needs_bias_grad or sums_for_x else None
+        sum_g_x_hat = (g * x_hat).sum(axes, keepdim=True) if needs_weight_grad or sums_for_x else None
         grad_x = grad_weight = grad_bias = None
         if needs_x_grad:
             if ctx.training:
                 count = x.numel() // x.shape[1]
-                sum_g = g.sum(axes, keepdim=True)
-                sum_g_x_hat = (g * x_hat).sum(axes, keepdim=True)
-                grad_x = gamma * inverse_std / count * (count * g - sum_g - x_hat * sum_g_x_hat)  # the one-line form
+                # the one-line form divided through by N: γσ⁻¹ (g − mean g − x̂ mean(g x̂))
+                grad_x = gamma * inverse_std * (g - sum_g / count - x_hat * (sum_g_x_hat / count))
             else:
                 grad_x = gamma * inverse_std * g  # running statistics are constants
         if weight is not None and needs_weight_grad:
-            grad_weight = (g * x_hat).sum(axes)  # ∂C/∂γ = Σ g x̂
+            grad_weight = sum_g_x_hat.reshape(-1)  # ∂C/∂γ = Σ g x̂
         if ctx.has_bias and needs_bias_grad:
-            grad_bias = g.sum(axes)  # ∂C/∂β = Σ g
+            grad_bias = sum_g.reshape(-1)  # ∂C/∂β = Σ g
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
     @staticmethod
@@ -103,12 +106,12 @@ class BatchNorm(torch.autograd.Function):
         """``(x̂, σ⁻¹, axes)``: the batch's statistics in training, the running ones in eval; σ⁻¹ broadcastable."""
         axes = [0, *range(2, x.dim())]
         if training:
-            mean = x.mean(axes, keepdim=True)
-            variance = (x - mean).square().mean(axes, keepdim=True)  # biased: 1/N, as the normalization uses
+            centered = x - x.mean(axes, keepdim=True)
+            variance = centered.square().mean(axes, keepdim=True)  # biased: 1/N, as the normalization uses
         else:
-            mean, variance = channel(running_mean, x), channel(running_var, x)
+            centered, variance = x - channel(running_mean, x), channel(running_var, x)
         inverse_std = torch.rsqrt(variance + eps)
-        return (x - mean) * inverse_std, inverse_std, axes
+        return centered * inverse_std, inverse_std, axes
 
 
 def channel(per_channel, x):

@@ -1,7 +1,8 @@
 """What every benchmark shares: side-by-side timing, the machine's description, markdown tables.
 
 Timing is interleaved: each round times every variant once with ``torch.utils.benchmark.Timer``
-(``blocked_autorange``), so slow phases of a shared machine hit all variants alike; the figure quoted is the
+(``blocked_autorange``), starting each round with the next variant, so slow phases of a shared machine hit all
+variants alike and none always runs in the wake of the same other one; the figure quoted is the
 median over rounds of the per-round ratio, with its interquartile range as the spread.
 """
 
@@ -62,8 +63,11 @@ def compare(variants, device, rounds, min_run_time):
     for function in variants.values():  # warm up: first calls allocate, pick kernels, fill caches
         function()
     synchronize(device)
-    for _ in range(rounds):
-        for name, function in variants.items():
+    names = list(variants)
+    for round in range(rounds):
+        # each round starts with the next variant: no variant always runs just after the same other one
+        for name in names[round % len(names) :] + names[: round % len(names)]:
+            function = variants[name]
             timer = Timer(
                 "function(); synchronize(device)",
                 globals=dict(function=function, synchronize=synchronize, device=device),

@@ -143,6 +143,8 @@ def _check_probability_target(target, ignore_index):
 
 
 def _check_index_target(input, target):
+    if input.dim() == 2 and target.dtype is torch.int64 and target.shape == input.shape[:1]:
+        return  # a batch of rows and one int64 class index per row: the common case, checked at once
     expected = () if input.dim() == 1 else (input.shape[0], *input.shape[2:])
     if target.is_floating_point() or target.dtype not in (torch.int64, torch.uint8):
         raise RuntimeError(

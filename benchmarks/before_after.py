@@ -1,0 +1,113 @@
+"""The training step of ``benchmarks/step.py``, this checkout's manualbp against an earlier commit's, in one process.
+
+    python benchmarks/before_after.py REVISION [--quick] [--rounds N]
+
+REVISION's ``manualbp`` (and ``manualbp_trainer``, where it has one) is exported with ``git archive`` into a
+temporary folder under another name, ``manualbp_before``, its imports rewritten to match, so both versions load
+into one Python process. Each round then times three steps of the same network on the same batch, before, after
+and torch.nn, interleaved as every benchmark here is (``_harness.compare``), so a slow phase of a shared machine
+hits all three alike. Separate processes, one per version, differ by more than the effect being measured here.
+Each row gives both ratios to torch.nn and after ÷ before, medians of the per-round ratios with their IQR.
+"""
+
+import importlib
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _harness  # noqa: E402
+import step  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("manualbp", "manualbp_trainer")
+
+
+def export(revision, folder):
+    """Write REVISION's packages into ``folder`` as ``manualbp_before`` (and ``manualbp_trainer_before``); return
+    the module that holds its ``build_mlp``."""
+    try:
+        archive = subprocess.run(
+            ["git", "archive", revision, *[p for p in PACKAGES if _exists(revision, p)]],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except subprocess.CalledProcessError as error:
+        sys.exit(f"before_after.py: error: cannot export {revision!r}: {error.stderr.decode().strip()}")
+    rename = re.compile(r"\b(manualbp|manualbp_trainer)\b")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile():
+                continue
+            top, _, rest = member.name.partition("/")
+            path = os.path.join(folder, f"{top}_before", rest)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            text = tar.extractfile(member).read()
+            if member.name.endswith(".py"):
+                text = rename.sub(r"\1_before", text.decode()).encode()
+            with open(path, "wb") as file:
+                file.write(text)
+    sys.path.insert(0, folder)
+    trainer = "manualbp_trainer_before.model" if _exists(revision, "manualbp_trainer") else "manualbp_before.model"
+    return importlib.import_module(trainer), importlib.import_module("manualbp_before.functional")
+
+
+def _exists(revision, path):
+    return (
+        subprocess.run(["git", "cat-file", "-e", f"{revision}:{path}"], cwd=ROOT, capture_output=True).returncode == 0
+    )
+
+
+def make_before_step(model_module, functional, sizes, activation, loss, batch_size):
+    """``step.make_step``'s manualbp step, with the earlier commit's model builder and loss functions."""
+    model = model_module.build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, "manual")
+    _, x, target, _ = step.make_case(sizes, activation, loss, batch_size, "torch", torch.device("cpu"))
+    loss_function = functional.mse_loss if loss == "mse" else functional.cross_entropy
+    return step.training_step(model, lambda: loss_function(model(x), target))
+
+
+def main(argv=None):
+    parser = _harness.parser(__doc__.splitlines()[0])
+    parser.add_argument("revision", help="the earlier commit, e.g. 2aac3b4")
+    args = parser.parse_args(argv)
+    if args.device != "cpu":
+        parser.error("--device: this comparison runs on the CPU only")
+    rounds = args.rounds or (2 if args.quick else 15)
+    min_run_time = 0.01 if args.quick else 0.2
+    device = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        model_module, functional = export(args.revision, folder)
+        rows = []
+        for case in step.QUICK_CASES if args.quick else step.CASES:
+            steps = {
+                "before": make_before_step(model_module, functional, *case),
+                "after": step.make_step(*case, "manual", device),
+                "torch": step.make_step(*case, "torch", device),
+            }
+            times = _harness.compare(steps, device, rounds, min_run_time)
+            rows.append(
+                [
+                    *step.case_cells(*case),
+                    _harness.format_ratio(times["before"], times["torch"]),
+                    _harness.format_ratio(times["after"], times["torch"]),
+                    _harness.format_ratio(times["after"], times["before"]),
+                ]
+            )
+    header = [*step.CASE_HEADER, f"before ({args.revision}) ÷ torch.nn", "after ÷ torch.nn", "after ÷ before"]
+    flags = [args.revision] + (["--quick"] if args.quick else []) + ([f"--rounds {rounds}"] if args.rounds else [])
+    command = _harness.command("before_after.py", args, *flags)
+    _harness.report(
+        "Training step, an earlier commit against this checkout, eager", device, command, _harness.table(header, rows)
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,8 @@ def export(revision, folder):
         ).stdout
     except subprocess.CalledProcessError as error:
         sys.exit(f"before_after.py: error: cannot export {revision!r}: {error.stderr.decode().strip()}")
+    except FileNotFoundError:
+        sys.exit("before_after.py: error: git is not installed; it is needed to export the earlier commit")
     rename = re.compile(r"\b(manualbp|manualbp_trainer)\b")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         for member in tar.getmembers():

@@ -54,6 +54,26 @@ def test_step_benchmark_compiles_both_variants():
 
 
 @pytest.mark.slow
+def test_before_after_benchmark_loads_an_earlier_commit_beside_this_checkout():
+    # HEAD as the earlier commit: always in the clone, and the exported copy must load under its other name
+    rows = _table_rows(_run("before_after.py", "HEAD"))
+    assert len(rows) == len(step.QUICK_CASES)
+    assert all(len(re.findall(RATIO, row)) == 3 for row in rows)  # before and after ÷ torch.nn, after ÷ before
+
+
+@pytest.mark.slow
+def test_before_after_benchmark_refuses_an_unknown_commit_in_one_line():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "before_after.py"), "no-such-commit", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    assert "cannot export 'no-such-commit'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
 def test_layer_benchmark_prints_a_ratio_for_every_layer_and_width():
     rows = _table_rows(_run("layers.py"))
     assert len(rows) == 8 * 2  # eight layers, two quick batch sizes

@@ -1,8 +1,8 @@
 """What every benchmark shares: side-by-side timing, the machine's description, markdown tables.
 
 Timing is interleaved: each round times every variant once with ``torch.utils.benchmark.Timer``
-(``blocked_autorange``), starting each round with the next variant, so slow phases of a shared machine hit all
-variants alike and none always runs in the wake of the same other one; the figure quoted is the
+(``blocked_autorange``), each round starting with the next variant, so slow phases of a shared machine hit all
+variants alike and each variant runs first in an equal share of the rounds; the figure quoted is the
 median over rounds of the per-round ratio, with its interquartile range as the spread.
 """
 
@@ -64,9 +64,9 @@ def compare(variants, device, rounds, min_run_time):
         function()
     synchronize(device)
     names = list(variants)
-    for round in range(rounds):
-        # each round starts with the next variant: no variant always runs just after the same other one
-        for name in names[round % len(names) :] + names[: round % len(names)]:
+    for index in range(rounds):
+        start = index % len(names)  # each round starts with the next variant: none is always timed first
+        for name in names[start:] + names[:start]:
             function = variants[name]
             timer = Timer(
                 "function(); synchronize(device)",

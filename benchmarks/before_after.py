@@ -33,8 +33,11 @@ def export(revision, folder):
     """Write REVISION's packages into ``folder`` as ``manualbp_before`` (and ``manualbp_trainer_before``); return
     the module that holds its ``build_mlp``."""
     try:
+        packages = [package for package in PACKAGES if _exists(revision, package)]
+        if not packages:
+            sys.exit(f"before_after.py: error: {revision!r} has no manualbp package to compare against")
         archive = subprocess.run(
-            ["git", "archive", revision, *[p for p in PACKAGES if _exists(revision, p)]],
+            ["git", "archive", revision, *packages],
             cwd=ROOT,
             capture_output=True,
             check=True,
@@ -58,7 +61,10 @@ def export(revision, folder):
                 file.write(text)
     sys.path.insert(0, folder)
     trainer = "manualbp_trainer_before.model" if _exists(revision, "manualbp_trainer") else "manualbp_before.model"
-    return importlib.import_module(trainer), importlib.import_module("manualbp_before.functional")
+    try:
+        return importlib.import_module(trainer), importlib.import_module("manualbp_before.functional")
+    except ImportError as error:  # older than the trainer's model module
+        sys.exit(f"before_after.py: error: {revision!r} has no {trainer.replace('_before', '')}: {error.msg}")
 
 
 def _exists(revision, path):
@@ -88,8 +94,12 @@ def main(argv=None):
         model_module, functional = export(args.revision, folder)
         rows = []
         for case in step.QUICK_CASES if args.quick else step.CASES:
+            try:
+                before = make_before_step(model_module, functional, *case)
+            except (AttributeError, TypeError) as error:  # a layout older than the trainer's build_mlp
+                sys.exit(f"before_after.py: error: cannot build {args.revision}'s network for {case}: {error}")
             steps = {
-                "before": make_before_step(model_module, functional, *case),
+                "before": before,
                 "after": step.make_step(*case, "manual", device),
                 "torch": step.make_step(*case, "torch", device),
             }

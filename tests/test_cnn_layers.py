@@ -91,6 +91,17 @@ def test_conv2d_input_gradient_is_torchs_to_the_bit_on_cpu(case, dtype):
     assert torch.equal(grads[0], grads[1])
 
 
+def test_conv2d_gradients_of_an_empty_batch_are_torchs():
+    x = torch.randn(0, 4, 7, 6, dtype=DOUBLE)
+    weight = torch.randn(6, 2, 3, 2, dtype=DOUBLE)
+    _compare(
+        lambda x, w, b: F.conv2d(x, w, b, (2, 1), (1, 2), (1, 2), 2),
+        lambda x, w, b: TF.conv2d(x, w, b, (2, 1), (1, 2), (1, 2), 2),
+        _leaves(x, weight, torch.randn(6, dtype=DOUBLE)),
+        bitwise=True,  # zeros: nothing to sum
+    )
+
+
 @pytest.mark.parametrize("case", CONV2D)
 def test_conv2d_gradcheck_and_gradgradcheck(case):
     *_, stride, padding, dilation, groups = CONV2D[case]

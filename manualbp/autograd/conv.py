@@ -28,7 +28,7 @@ class Conv2d(torch.autograd.Function):
     statement: **∂C/∂x is the transposed convolution of g with W** (each g[n, o, l] spreads back over its patch,
     weighted by W[o]), which PyTorch runs as one operation, ``conv_transpose2d``, with the forward pass's stride,
     padding, dilation and groups. That is what the code calls: the same sums as fold(W_gᵀ g), without building
-    the columns (nine times the size of x for a 3×3 kernel), and the same bits as PyTorch's own backward.
+    the columns (nine times the size of x for a 3×3 kernel), and on the CPU the same bits as PyTorch's own backward.
 
     So: im2col for the derivation, and for ∂C/∂W, where the columns are the product's operand; the transposed
     convolution for ∂C/∂x, where they would only be summed away again.
@@ -69,8 +69,9 @@ class Conv2d(torch.autograd.Function):
         c_out, _, kh, kw = weight.shape
         grad_x = grad_weight = grad_bias = None
         if needs_x_grad:
-            # what the last stride step left over, (H + 2p − kernel span) mod stride rows (and columns): no window
-            # reads them, so ∂C/∂x is 0 there, and conv_transpose2d appends them (its output_padding) to match x
+            # the last stride step leaves (H + 2p − span) mod stride rows of the padded input unread (span: the
+            # dilated kernel's d·(k − 1) + 1); ∂C/∂x is 0 on them, and conv_transpose2d appends them (its
+            # output_padding) so that ∂C/∂x has x's shape. Columns likewise.
             left_over = [
                 (size + 2 * pad - (dil * (k - 1) + 1)) % step
                 for size, pad, dil, k, step in zip(x.shape[2:], padding, dilation, (kh, kw), stride, strict=True)
@@ -78,9 +79,10 @@ class Conv2d(torch.autograd.Function):
             # ∂C/∂x = fold(W_gᵀ g): the transposed convolution of g with W
             grad_x = conv_transpose2d(grad_output, weight, None, stride, padding, left_over, groups, dilation)
         if needs_weight_grad:
-            cols = unfold(x, (kh, kw), dilation, padding, stride)
-            cols = cols.reshape(n, groups, -1, cols.shape[-1])  # (N, G, C_in/G · kh · kw, L)
-            g = grad_output.reshape(n, groups, c_out // groups, -1)  # (N, G, C_out/G, L): one row per neuron
+            # every size spelled out, none left to -1: with no examples (N = 0) a -1 would be ambiguous
+            patch, positions = x.shape[1] // groups * kh * kw, grad_output.shape[2] * grad_output.shape[3]
+            cols = unfold(x, (kh, kw), dilation, padding, stride).reshape(n, groups, patch, positions)
+            g = grad_output.reshape(n, groups, c_out // groups, positions)  # (N, G, C_out/G, L): one row per neuron
             # ∂C/∂W_g = Σ_n Σ_l g colsᵀ: the sum over positions l in each example's product, then over examples n
             grad_weight = g.matmul(cols.transpose(2, 3)).sum(0).reshape(weight.shape)
         if ctx.has_bias and needs_bias_grad:

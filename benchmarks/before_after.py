@@ -33,6 +33,8 @@ def export(revision, folder):
     """Write REVISION's packages into ``folder`` as ``manualbp_before`` (and ``manualbp_trainer_before``); return
     the module that holds its ``build_mlp``."""
     try:
+        if not _exists(revision, ""):
+            sys.exit(f"before_after.py: error: cannot export {revision!r}: not a commit of this repository")
         packages = [package for package in PACKAGES if _exists(revision, package)]
         if not packages:
             sys.exit(f"before_after.py: error: {revision!r} has no manualbp package to compare against")

@@ -78,7 +78,7 @@ def _exists(revision, path):
 def make_before_step(model_module, functional, sizes, activation, loss, batch_size):
     """``step.make_step``'s manualbp step, with the earlier commit's model builder and loss functions."""
     model = model_module.build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, "manual")
-    _, x, target, _ = step.make_case(sizes, activation, loss, batch_size, "torch", torch.device("cpu"))
+    x, target = step.make_batch(sizes, loss, batch_size, torch.device("cpu"))
     loss_function = functional.mse_loss if loss == "mse" else functional.cross_entropy
     return step.training_step(model, lambda: loss_function(model(x), target))
 

@@ -36,14 +36,18 @@ def make_case(sizes, activation, loss, batch_size, layers, device):
     batch, and ``cost(output)``, its loss."""
     model = build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, layers).to(device)
     functional = manual_functional if layers == "manual" else torch.nn.functional
+    x, target = make_batch(sizes, loss, batch_size, device)
+    loss_function = functional.mse_loss if loss == "mse" else functional.cross_entropy
+    return model, x, target, lambda output: loss_function(output, target)
+
+
+def make_batch(sizes, loss, batch_size, device):
+    """``(x, target)``: the fixed random batch of every case (seed 0), the target one-hot for MSE and class
+    indices for cross-entropy."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, sizes[0], generator=generator).to(device)
     labels = torch.randint(0, sizes[-1], (batch_size,), generator=generator).to(device)
-    if loss == "mse":
-        target, loss_function = torch.nn.functional.one_hot(labels, sizes[-1]).float(), functional.mse_loss
-    else:
-        target, loss_function = labels, functional.cross_entropy
-    return model, x, target, lambda output: loss_function(output, target)
+    return x, torch.nn.functional.one_hot(labels, sizes[-1]).float() if loss == "mse" else labels
 
 
 def make_step(sizes, activation, loss, batch_size, layers, device, compile=False):

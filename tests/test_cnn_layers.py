@@ -176,11 +176,13 @@ def test_adaptive_avg_pool2d_output_is_torchs_grads_match_and_gradcheck_passes(o
 BATCH_NORM_SHAPES = [(6, 3), (3, 2, 5), (2, 3, 3, 2)]
 
 
-def _batch_norm_inputs(shape, affine, dtype):
+def _normalization_inputs(shape, has_weight, has_bias, dtype):
+    """x of ``shape``, off centre and scaled (a zero mean and unit variance could hide a wrong formula), and a
+    per-channel weight and bias where asked for, as leaves."""
     channels = shape[1]
     x = torch.randn(*shape, dtype=dtype) * 2 + 1
-    weight = torch.randn(channels, dtype=dtype) if affine else None
-    bias = torch.randn(channels, dtype=dtype) if affine else None
+    weight = torch.randn(channels, dtype=dtype) if has_weight else None
+    bias = torch.randn(channels, dtype=dtype) if has_bias else None
     return _leaves(x, weight, bias)
 
 
@@ -194,7 +196,7 @@ def test_batch_norm_output_and_running_statistics_are_torchs_and_grads_match(sha
     _compare(
         lambda x, w, b: F.batch_norm(x, *ours_running, w, b, training, 0.3, 1e-3),
         lambda x, w, b: TF.batch_norm(x, *torch_running, w, b, training, 0.3, 1e-3),
-        _batch_norm_inputs(shape, affine, dtype),
+        _normalization_inputs(shape, affine, affine, dtype),
         bitwise=False,
     )
     for ours, theirs in zip(ours_running, torch_running, strict=True):
@@ -208,7 +210,7 @@ def test_batch_norm_gradcheck_and_gradgradcheck(shape, training):
     statistics = (None, None) if training else (running_mean, running_var)  # nothing moved between evaluations
     assert_grad_and_gradgrad(
         lambda x, w, b: F.batch_norm(x, *statistics, w, b, training, 0.1, 1e-5),
-        _batch_norm_inputs(shape, True, DOUBLE),
+        _normalization_inputs(shape, True, True, DOUBLE),
     )
 
 
@@ -227,12 +229,7 @@ AFFINE = {"weight_and_bias": (True, True), "weight_only": (True, False), "none":
 
 
 def _group_norm_inputs(shape, affine, dtype):
-    has_weight, has_bias = AFFINE[affine]
-    channels = shape[1]
-    x = torch.randn(*shape, dtype=dtype) * 2 + 1
-    weight = torch.randn(channels, dtype=dtype) if has_weight else None
-    bias = torch.randn(channels, dtype=dtype) if has_bias else None
-    return _leaves(x, weight, bias)
+    return _normalization_inputs(shape, *AFFINE[affine], dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])

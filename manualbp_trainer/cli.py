@@ -345,7 +345,7 @@ def main(argv=None, stop=None):
         if stop is not None:
             return _run(parser, args, config, resume, stop)
         with _CtrlC() as ctrl_c:
-            return _run(parser, args, config, resume, ctrl_c.stop, ctrl_c.training)
+            return _run(parser, args, config, resume, ctrl_c.stop, ctrl_c.training())
 
 
 @contextlib.contextmanager
@@ -369,17 +369,30 @@ def _writer_thread_errors_told_once():
 
 class _CtrlC:
     """SIGINT on a run of one process. The first Ctrl-C sets ``stop``: the run stops at the next step boundary and
-    saves its position. A second one while ``training`` is set stops it at once (KeyboardInterrupt); once the run
-    has returned, Ctrl-C is ignored: the run is saved, and all that is left is to say so."""
+    saves its position. A second one while ``training()`` is entered stops it at once (KeyboardInterrupt). When
+    training returns, SIGINT is ignored from then on: the run is saved, and all that is left is to say so.
+
+    Ignoring it there, before the run says that it stopped, matters to someone who holds Ctrl-C down: a flood of
+    signals that meets a Python handler in a blocking call runs the handler again at each retry, nested, until a
+    RecursionError ends the process with status -2 rather than 130 (this happened to the test that holds it down)."""
 
     def __init__(self):
         self.stop = threading.Event()
-        self.training = threading.Event()
+        self._training = False
 
     def _handle(self, signum, frame):
-        if self.stop.is_set() and self.training.is_set():
+        if self.stop.is_set() and self._training:
             raise KeyboardInterrupt
         self.stop.set()
+
+    @contextlib.contextmanager
+    def training(self):
+        self._training = True
+        try:
+            yield
+        finally:
+            self._training = False
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def __enter__(self):
         self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -525,7 +538,7 @@ def _what_is_kept(run_dir, resumable=False):
 def _run(parser, args, config, resume, stop, training=None):
     """Pick the run directory (rank 0 does, under torchrun), train, and report; errors end the process.
 
-    ``training`` (an event) is set while ``train`` runs.
+    ``training`` (a context manager) is entered while ``train`` runs.
     """
     rank, world_size = distributed.rank_and_world_size()
     prefix = f"rank {rank}: " if world_size > 1 else ""
@@ -540,14 +553,10 @@ def _run(parser, args, config, resume, stop, training=None):
     run_dir, error = distributed.broadcast_from_rank_0((run_dir, error))
     if error is not None:
         parser.exit(2, f"train.py: error: {prefix}{error}\n")
-    training = training or threading.Event()
-    training.set()
     try:
-        try:
+        with training or contextlib.nullcontext():
             progress = not args.no_progress and sys.stderr.isatty()
             result = train(config, run_dir, resume=resume, progress=progress, stop=stop)
-        finally:
-            training.clear()
     except data.DataError as error:
         _remove_if_empty(run_dir)
         parser.exit(2, f"train.py: error: {prefix}{error}\n")

@@ -412,6 +412,20 @@ def test_a_signal_after_a_seeded_epoch_then_resume_ends_bit_identical_with_each_
     assert leftovers(run) == []  # a temporary file that kill -9 cut short was replaced
 
 
+def test_ctrl_c_is_ignored_from_the_moment_training_returns_and_restored_when_the_run_ends():
+    before = signal.getsignal(signal.SIGINT)
+    with cli._CtrlC() as ctrl_c:
+        assert signal.getsignal(signal.SIGINT) == ctrl_c._handle
+        with ctrl_c.training():
+            ctrl_c._handle(signal.SIGINT, None)  # the first Ctrl-C asks the run to stop
+            assert ctrl_c.stop.is_set()
+            with pytest.raises(KeyboardInterrupt):  # the second stops it at once
+                ctrl_c._handle(signal.SIGINT, None)
+        # the run is saved; a signal flood must not meet a Python handler while it says so and shuts down
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) == before
+
+
 @pytest.mark.slow
 def test_more_ctrl_c_while_the_stopped_run_shuts_down_print_no_traceback(tmp_path, idx_dir):
     process = train_py(argv(idx_dir, tmp_path, "run", epochs=LONG))

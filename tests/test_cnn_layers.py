@@ -102,6 +102,18 @@ def test_conv2d_gradients_of_an_empty_batch_are_torchs():
     )
 
 
+def test_conv2d_function_applied_directly_takes_ints_as_torch_does_and_refuses_a_padding_word():
+    x, weight, bias = _conv2d_inputs("stride_past_the_kernel", DOUBLE)
+    _compare(
+        lambda x, w: manualbp.autograd.Conv2d.apply(x, w, None, 3, 1, 1, 1),
+        lambda x, w: TF.conv2d(x, w, None, 3, 1, 1, 1),
+        (x, weight),
+        bitwise=False,
+    )
+    with pytest.raises(ValueError, match=r"^Conv2d.apply: padding='same' .* use manualbp.functional.conv2d"):
+        manualbp.autograd.Conv2d.apply(x, weight, None, 1, "same", 1, 1)
+
+
 @pytest.mark.parametrize("case", CONV2D)
 def test_conv2d_gradcheck_and_gradgradcheck(case):
     *_, stride, padding, dilation, groups = CONV2D[case]
@@ -156,6 +168,18 @@ AVG_POOL = {
 def test_avg_pool2d_output_is_torchs_and_grads_match_torchs(case, dtype):
     x = _leaves(torch.randn(2, 3, 7, 8, dtype=dtype))
     _compare(lambda x: F.avg_pool2d(x, *AVG_POOL[case]), lambda x: TF.avg_pool2d(x, *AVG_POOL[case]), x, False)
+
+
+@pytest.mark.parametrize("case", AVG_POOL)
+def test_avg_pool2d_function_applied_directly_takes_torchs_arguments(case):
+    # ints for pairs and stride None, as torch.nn.functional.avg_pool2d takes them
+    x = _leaves(torch.randn(2, 3, 7, 8, dtype=DOUBLE))
+    _compare(
+        lambda x: manualbp.autograd.AvgPool2d.apply(x, *AVG_POOL[case]),
+        lambda x: TF.avg_pool2d(x, *AVG_POOL[case]),
+        x,
+        bitwise=False,
+    )
 
 
 @pytest.mark.parametrize("case", AVG_POOL)

@@ -42,8 +42,9 @@ class Conv2d(torch.autograd.Function):
     Shapes:
         x: ``(N, C_in, H, W)``; weight: ``(C_out, C_in / groups, kh, kw)``; bias: ``(C_out,)`` or None;
         z and grad_output: ``(N, C_out, H_out, W_out)``; cols: ``(N, C_in · kh · kw, H_out · W_out)``.
-        stride, padding, dilation: pairs of ints (padding symmetric; ``manualbp.functional.conv2d`` pads an
-        asymmetric ``"same"`` beforehand); groups: an int dividing C_in and C_out.
+        stride, padding, dilation: ints or pairs of ints, as ``torch.nn.functional.conv2d`` takes them (padding
+        symmetric and numeric; ``manualbp.functional.conv2d`` turns ``"valid"`` and ``"same"`` into numbers, padding
+        an asymmetric ``"same"`` beforehand); groups: an int dividing C_in and C_out.
     """
 
     generate_vmap_rule = True
@@ -58,7 +59,12 @@ class Conv2d(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.save_for_forward(x, weight)
         ctx.has_bias = bias is not None
-        ctx.arguments = stride, padding, dilation, groups
+        if isinstance(padding, str):
+            raise ValueError(
+                f"Conv2d.apply: padding={padding!r} is not a number of rows; use manualbp.functional.conv2d, which "
+                "turns 'valid' and 'same' into numbers"
+            )
+        ctx.arguments = pair(stride), pair(padding), pair(dilation), groups
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -101,3 +107,8 @@ class Conv2d(torch.autograd.Function):
         if bias_tangent is not None:
             z_tangent = z_tangent + bias_tangent[:, None, None]  # + ḃ, at every position
         return z_tangent
+
+
+def pair(value):
+    """An int or a pair of ints, as PyTorch's 2-D layers take them (``stride=2`` for ``(2, 2)``), as a pair."""
+    return (value, value) if isinstance(value, int) else tuple(value)

@@ -5,6 +5,8 @@ import math
 import torch
 from torch.nn.functional import adaptive_avg_pool2d, avg_pool2d, fold, max_pool2d
 
+from manualbp.autograd.conv import pair
+
 
 class MaxPool2d(torch.autograd.Function):
     r"""y_l = max over window l of x: each output is one of its inputs, the window's argmax i*(l).
@@ -78,7 +80,8 @@ class AvgPool2d(torch.autograd.Function):
 
     Shapes:
         x and grad_input: ``(N, C, H, W)``; y and grad_output: ``(N, C, H_out, W_out)``; the divisors
-        ``(H_out, W_out)``.
+        ``(H_out, W_out)``. kernel_size, stride, padding: ints or pairs of ints, stride None for kernel_size, as
+        ``torch.nn.functional.avg_pool2d`` takes them.
     """
 
     generate_vmap_rule = True
@@ -89,9 +92,11 @@ class AvgPool2d(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, *arguments = inputs
+        x, kernel_size, stride, padding, *rest = inputs
         ctx.input_shape = x.shape
-        ctx.arguments = arguments
+        kernel_size = pair(kernel_size)
+        stride = kernel_size if stride is None else pair(stride)  # PyTorch's default: windows side by side
+        ctx.arguments = kernel_size, stride, pair(padding), *rest
 
     @staticmethod
     def backward(ctx, grad_output):

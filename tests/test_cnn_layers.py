@@ -197,6 +197,13 @@ def test_adaptive_avg_pool2d_output_is_torchs_grads_match_and_gradcheck_passes(o
         assert_grad_and_gradgrad(ours, _leaves(x[0][:1, :2]))
 
 
+@pytest.mark.parametrize("output_size", [1, (None, 2), (5, 3)])
+def test_adaptive_avg_pool2d_function_applied_directly_takes_torchs_output_sizes(output_size):
+    x = _leaves(torch.randn(2, 3, 7, 8, dtype=DOUBLE))
+    ours = lambda x: manualbp.autograd.AdaptiveAvgPool2d.apply(x, output_size)  # noqa: E731
+    _compare(ours, lambda x: TF.adaptive_avg_pool2d(x, output_size), x, bitwise=False)
+
+
 BATCH_NORM_SHAPES = [(6, 3), (3, 2, 5), (2, 3, 3, 2)]
 
 

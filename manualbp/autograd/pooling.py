@@ -162,9 +162,9 @@ class AdaptiveAvgPool2d(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, output_size = inputs
+        x, _ = inputs
         ctx.input_shape = x.shape
-        ctx.output_size = output_size
+        ctx.output_size = tuple(output.shape[-2:])  # the sizes that an int or a None in output_size stood for
 
     @staticmethod
     def backward(ctx, grad_output):

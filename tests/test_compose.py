@@ -78,3 +78,60 @@ def test_autocast_bfloat16_on_cpu_runs_and_gradients_keep_the_parameters_dtypes(
     torch.testing.assert_close(loss_m, loss_b, rtol=1e-2, atol=1e-2)
     for g_m, g_b in zip(grads_m, grads_b, strict=True):
         torch.testing.assert_close(g_m, g_b, rtol=2e-2, atol=2e-3)
+
+
+def _cnn():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.GroupNorm(2, 8),
+        torch.nn.GELU(),
+        torch.nn.AvgPool2d(2),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 16),
+        torch.nn.LayerNorm(16),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 5),
+        torch.nn.LogSoftmax(-1),
+    )
+
+
+def _transformer():
+    return torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"), [(_cnn, (4, 3, 8, 8)), (_transformer, (2, 5, 16))], ids=["cnn", "transformer"]
+)
+def test_converted_cnn_and_transformer_under_cpu_autocast_give_every_layer_torchs_dtype_and_close_gradients(
+    make, shape
+):
+    # the CPU's autocast runs convolutions and linear maps in bfloat16 and leaves normalisation and softmax in
+    # their input's dtype (CUDA's runs those two in float32): every layer's output must have torch's dtype
+    torch.manual_seed(0)
+    builtin = make()
+    manual = manualbp.convert(copy.deepcopy(builtin))
+    x = torch.randn(*shape)
+    results = []
+    for model in (builtin, manual):
+        dtypes = []
+        for name, module in model.named_modules():
+            if name and not list(module.children()):
+                module.register_forward_hook(
+                    lambda m, i, output, name=name, dtypes=dtypes: dtypes.append((name, output.dtype))
+                )
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model(x)
+        output.float().square().sum().backward()
+        assert all(p.grad.dtype == p.dtype == torch.float32 for p in model.parameters())
+        results.append((dtypes, output, [p.grad for p in model.parameters()]))
+    (dtypes_b, output_b, grads_b), (dtypes_m, output_m, grads_m) = results
+    assert dtypes_m == dtypes_b and output_m.dtype == output_b.dtype
+    assert ("linear2" if make is _transformer else "14", torch.bfloat16) in dtypes_b  # autocast was on
+    torch.testing.assert_close(output_m.float(), output_b.float(), rtol=3e-2, atol=3e-2)
+    for g_m, g_b in zip(grads_m, grads_b, strict=True):
+        torch.testing.assert_close(g_m, g_b, rtol=5e-2, atol=5e-2 * g_b.abs().max().item())

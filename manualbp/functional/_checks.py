@@ -42,6 +42,15 @@ def _autocast_to_float32(input, *tensors):
     return tuple(None if t is None else t.float() if t.is_floating_point() else t for t in tensors)
 
 
+def _autocast_result_dtype(input):
+    """The dtype that PyTorch's autocast gives normalisation and softmax results: float32 on CUDA, whose autocast
+    list runs them in float32, and the input's own dtype on the CPU, whose list leaves them alone; None without
+    autocast. manualbp computes them in float32 on both (``_autocast_to_float32``) and casts the result to this."""
+    if not _autocast_enabled(input):
+        return None
+    return input.dtype if input.device.type == "cpu" else torch.float32
+
+
 def _autocast_enabled(input):
     """Whether autocast is on for ``input``'s device. The first test (any device, 0.07 µs) spares the common
     case the second (0.4 µs, a per-call cost on every layer)."""

@@ -3,7 +3,7 @@
 import torch
 
 from manualbp import fast
-from manualbp.functional._checks import _check_same, _check_tensors, _pair, _single
+from manualbp.functional._checks import _autocast_enabled, _check_same, _check_tensors, _pair, _single
 
 __all__ = ["conv1d", "conv2d"]
 
@@ -24,6 +24,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         ``(N, C_out, H_out, W_out)`` (or unbatched).
     """
     _check_tensors("conv2d", input=input, weight=weight, bias=bias)
+    if _autocast_enabled(input):  # as for linear: every operand in the autocast dtype, cast outside the Function
+        dtype = torch.get_autocast_dtype(input.device.type)
+        input, weight = input.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
     if input.dim() not in (3, 4) or weight.dim() != 4:
         raise RuntimeError(
             f"conv2d: expected a 3-D (unbatched) or 4-D input and a 4-D weight, got input of shape "

@@ -133,9 +133,10 @@ def test_convert_torchvision_vit_gives_the_same_outputs_and_gradients():
     _assert_same_outputs_and_grads(original, converted, torch.randn(2, 3, 16, 16))
 
 
-def test_convert_torchvision_mlp_with_inplace_relu_gives_the_same_outputs_and_gradients():
+@pytest.mark.parametrize("activation", [torch.nn.ReLU, torch.nn.LeakyReLU])
+def test_convert_torchvision_mlp_with_inplace_activations_gives_the_same_outputs_and_gradients(activation):
     torch.manual_seed(0)
-    mlp = torchvision.ops.MLP(8, [16, 16, 4], activation_layer=torch.nn.ReLU, inplace=True, dropout=0.0)
+    mlp = torchvision.ops.MLP(8, [16, 16, 4], activation_layer=activation, inplace=True, dropout=0.0)
     original, converted, count = _converted_pair(mlp)
     assert count == 5 + 3  # and a Dropout after each layer
     _assert_same_outputs_and_grads(original, converted, torch.randn(6, 8))

@@ -121,6 +121,23 @@ def test_activation_matches_autograd_bitwise_over_shapes_and_layouts(fns, shape,
     torch.testing.assert_close(grads_m[0], grads_r[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("slope", [0.3, 0.0])
+def test_in_place_leaky_relu_gives_torchs_gradient_bitwise_and_a_negative_slope_fails_in_backward_as_in_torch(slope):
+    # in place, the input is overwritten: the derivative must come from the output (a > 0 where z > 0 for s ≥ 0)
+    torch.manual_seed(0)
+    z, upstream = torch.randn(5, 7) * 3, torch.randn(5, 7)
+    grads = []
+    for leaky_relu in (F.leaky_relu, torch.nn.functional.leaky_relu):
+        leaf = z.clone().requires_grad_()
+        output = leaky_relu(leaf * 1, slope, inplace=True)
+        grads.append((output.detach(), torch.autograd.grad(output, leaf, upstream)[0]))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    for leaky_relu in (F.leaky_relu, torch.nn.functional.leaky_relu):  # s < 0: only z tells the side, and it is gone
+        leaf = z.clone().requires_grad_()
+        with pytest.raises(RuntimeError, match="inplace|[Ii]n-place"):
+            leaky_relu(leaf * 1, -0.5, inplace=True).sum().backward()
+
+
 def test_cross_entropy_is_stable_for_huge_logits():
     z = torch.tensor([[1e30, -1e30, 0.0], [3e38, -3e38, 1.0], [-50.0, 50.0, 0.0]], requires_grad=True)
     target = torch.tensor([1, 0, 1])

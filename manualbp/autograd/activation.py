@@ -76,25 +76,27 @@ class LeakyReLU(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         z, negative_slope = inputs
-        # the input, not the output: for a negative slope the sign of a no longer tells the side of the kink
-        ctx.save_for_backward(z)
-        ctx.save_for_forward(z)
+        # f′ needs the side of the kink. For a slope s ≥ 0, a > 0 exactly where z > 0, so the output tells it, as
+        # for ReLU (and an in-place call, which overwrites z, still has it); for s < 0 only the input does
+        side = output if negative_slope >= 0 else z
+        ctx.save_for_backward(side)
+        ctx.save_for_forward(side)
         ctx.negative_slope = negative_slope
 
     @staticmethod
     def backward(ctx, grad_output):
-        (z,) = ctx.saved_tensors
-        return LeakyReLU.times_derivative(grad_output, z, ctx.negative_slope), None
+        (side,) = ctx.saved_tensors
+        return LeakyReLU.times_derivative(grad_output, side, ctx.negative_slope), None
 
     @staticmethod
     def jvp(ctx, z_tangent, _):
-        (z,) = ctx.saved_tensors
-        return LeakyReLU.times_derivative(z_tangent, z, ctx.negative_slope)
+        (side,) = ctx.saved_tensors
+        return LeakyReLU.times_derivative(z_tangent, side, ctx.negative_slope)
 
     @staticmethod
-    def times_derivative(t, z, negative_slope):
-        """t · f′(z): t where z > 0, t · s elsewhere."""
-        return torch.where(z > 0, t, t * negative_slope)
+    def times_derivative(t, side, negative_slope):
+        """t · f′(z): t where z > 0, t · s elsewhere; ``side`` is z, or for s ≥ 0 a (positive where z is)."""
+        return torch.where(side > 0, t, t * negative_slope)
 
 
 class Sigmoid(torch.autograd.Function):

@@ -204,6 +204,29 @@ def test_adaptive_avg_pool2d_function_applied_directly_takes_torchs_output_sizes
     _compare(ours, lambda x: TF.adaptive_avg_pool2d(x, output_size), x, bitwise=False)
 
 
+EMPTY_BATCH = {
+    "max_pool2d": (lambda f, x: f.max_pool2d(x, 2), (0, 3, 8, 8)),
+    "avg_pool2d": (lambda f, x: f.avg_pool2d(x, 2, 1, 1), (0, 3, 8, 8)),
+    "adaptive_avg_pool2d": (lambda f, x: f.adaptive_avg_pool2d(x, 3), (0, 3, 8, 8)),
+    "mse_loss_mean": (lambda f, x: f.mse_loss(x, torch.zeros_like(x)), (0, 4)),
+    "mse_loss_sum": (lambda f, x: f.mse_loss(x, torch.zeros_like(x), reduction="sum"), (0, 4)),
+}
+
+
+@pytest.mark.parametrize("case", EMPTY_BATCH)
+def test_an_empty_batch_gives_torchs_output_and_empty_gradient(case):
+    function, shape = EMPTY_BATCH[case]
+    x = torch.randn(*shape, dtype=DOUBLE, requires_grad=True)
+    results = []
+    for library in (F, TF):
+        output = function(library, x)
+        (grad,) = torch.autograd.grad(output, x, torch.ones_like(output))
+        results.append((output, grad))
+    (output, grad), (expected_output, expected_grad) = results
+    torch.testing.assert_close(output, expected_output, equal_nan=True)  # a mean over nothing is nan in both
+    assert grad.shape == expected_grad.shape == x.shape
+
+
 BATCH_NORM_SHAPES = [(6, 3), (3, 2, 5), (2, 3, 3, 2)]
 
 

@@ -55,7 +55,7 @@ class MSELoss(torch.autograd.Function):
         grad_a = grad_weight = None
         if weight is None:
             # the scale first, as PyTorch's kernel does, so the rounding (and so every bit) is the same
-            scale = 2 / a.numel() if mean else 2.0
+            scale = 2 / a.numel() if mean and a.numel() else 2.0  # (no elements: an empty gradient, any scale)
             grad_a = scale * diff * grad_output
         else:
             total = weight.sum() if mean else 1

@@ -50,14 +50,17 @@ class MaxPool2d(torch.autograd.Function):
         n, c, height, width = ctx.input_shape
         grad_x = grad_output.new_zeros(n, c, height * width)
         # ∂C/∂x_i = Σ of g over the windows that i won
-        grad_x = grad_x.scatter_add(2, indices.reshape(n, c, -1), grad_output.reshape(n, c, -1))
+        windows = indices.shape[2] * indices.shape[3]  # spelled out, not -1: with N = 0 a -1 would be ambiguous
+        grad_x = grad_x.scatter_add(2, indices.reshape(n, c, windows), grad_output.reshape(n, c, windows))
         return grad_x.reshape(n, c, height, width), None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, x_tangent, *_):
         (indices,) = ctx.saved_tensors
         n, c, height, width = ctx.input_shape
-        y_tangent = x_tangent.reshape(n, c, -1).gather(2, indices.reshape(n, c, -1))  # ẏ_l = ẋ_{i*(l)}
+        windows = indices.shape[2] * indices.shape[3]
+        # ẏ_l = ẋ_{i*(l)}
+        y_tangent = x_tangent.reshape(n, c, height * width).gather(2, indices.reshape(n, c, windows))
         y_tangent = y_tangent.reshape(indices.shape)
         return y_tangent, None
 
@@ -106,7 +109,8 @@ class AvgPool2d(torch.autograd.Function):
         d = divisors((height, width), (h_out, w_out), kernel_size, stride, padding, count_include_pad)
         d = d if divisor_override is None else torch.full_like(d, divisor_override)
         share = (grad_output / d.to(grad_output)).reshape(n, c, 1, h_out * w_out)  # g_l / d_l
-        cols = share.expand(n, c, math.prod(kernel_size), h_out * w_out).reshape(n, -1, h_out * w_out)
+        patch = math.prod(kernel_size)  # sizes spelled out, none left to -1: with N = 0 a -1 would be ambiguous
+        cols = share.expand(n, c, patch, h_out * w_out).reshape(n, c * patch, h_out * w_out)
         # the overhang of ceil_mode's last windows past the padded input (0 without ceil_mode)
         over_h = max(0, (h_out - 1) * stride[0] + kernel_size[0] - height - 2 * padding[0])
         over_w = max(0, (w_out - 1) * stride[1] + kernel_size[1] - width - 2 * padding[1])

@@ -295,6 +295,18 @@ def format_table(rows):
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
 
 
+def _seed(text):
+    """--seed: an int that ``torch.Generator.manual_seed`` takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not -(2**63) <= value < 2**64:
+        expected = "an integer from -2**63 to 2**64 - 1 (torch.manual_seed's range)"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m manualbp.check",
@@ -309,7 +321,7 @@ def main(argv=None):
         default="float32",
         help="floating-point type of the inputs (default: float32)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default: 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed for the random inputs (default: 0)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")

@@ -73,6 +73,7 @@ def _positive(kind):
 
 
 _non_negative_float = _number(float, "a number ≥ 0", lambda value: value >= 0)
+_seed = _number(int, "an integer from -2**63 to 2**64 - 1 (torch.manual_seed's range)", lambda v: -(2**63) <= v < 2**64)
 
 
 def _flag(name):
@@ -159,7 +160,7 @@ def build_parser():
         help=_with_default("examples per mini-batch; the gradient is their average", d.batch_size),
     )
     opt.add_argument("--epochs", type=_positive(int), help=_with_default(f"--model cnn's: {CNN['epochs']}", d.epochs))
-    opt.add_argument("--seed", type=int, help=_with_default("seeds the initial weights and the shuffling", d.seed))
+    opt.add_argument("--seed", type=_seed, help=_with_default("seeds the initial weights and the shuffling", d.seed))
     opt.add_argument("--dtype", choices=["float32", "float64"], help=_with_default("", d.dtype))
     opt.add_argument(
         "--preset",

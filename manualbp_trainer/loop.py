@@ -316,7 +316,8 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
     """
     device = resolve_device(config.device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed + 1)  # + 1: not the very numbers the initial weights were drawn from
+        # + 1: not the very numbers the initial weights were drawn from (and 0 after torch's largest seed)
+        torch.manual_seed(config.seed + 1 if config.seed + 1 < 2**64 else 0)
         return _train(config, run_dir, resume, progress, stop)
 
 

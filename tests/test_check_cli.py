@@ -52,6 +52,15 @@ def test_check_rejects_an_unknown_dtype_with_exit_2(capsys):
     assert code == 2 and "invalid choice: 'float16'" in error
 
 
+@pytest.mark.parametrize("seed", [str(2**64), "-9223372036854775809", "one"])
+def test_check_rejects_a_seed_that_torch_cannot_take_with_exit_2(capsys, seed):
+    code, _, error = _main(capsys, "--seed", seed)
+    assert code == 2 and error.strip().splitlines()[-1] == (
+        "python -m manualbp.check: error: argument --seed: expected an integer from -2**63 to 2**64 - 1 "
+        f"(torch.manual_seed's range), got '{seed}'"
+    )
+
+
 @pytest.mark.slow
 def test_python_dash_m_manualbp_check_runs_as_a_user_runs_it():
     result = subprocess.run([sys.executable, "-m", "manualbp.check"], capture_output=True, text=True, timeout=300)

@@ -158,6 +158,14 @@ def test_ctrl_c_at_a_seeded_step_resumes_bit_identical_with_each_epoch_logged_on
     assert leftovers(run) == []
 
 
+@pytest.mark.parametrize("seed", [-(2**63), 2**64 - 1])
+def test_the_extreme_seeds_that_torch_takes_train(capsys, tmp_path, idx_dir, seed):
+    # the run seeds its weights from --seed and torch's generator from --seed + 1, which must stay in torch's range
+    code, _ = main(capsys, argv(idx_dir, tmp_path, "run", "--seed", str(seed), epochs=1))
+    assert code == 0
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["config"]["seed"] == seed
+
+
 def test_resuming_a_finished_run_exits_2_and_changes_nothing(capsys, tmp_path, reference):
     run = shutil.copytree(reference(), tmp_path / "finished")
     before = snapshot(run)

@@ -40,6 +40,11 @@ def fail(capsys, argv):
         (["--dataset", "cifar10"], "argument --dataset: invalid choice: 'cifar10'"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         (["--momentum", "0", "--nesterov"], "--nesterov needs a --momentum above 0"),
+        (
+            ["--seed", str(2**64)],
+            f"argument --seed: expected an integer from -2**63 to 2**64 - 1 (torch.manual_seed's range), got '{2**64}'",
+        ),
+        (["--seed", "1e3"], "argument --seed: expected an integer"),
     ],
 )
 def test_bad_flag_is_a_one_line_error_with_exit_2(capsys, tmp_path, flags, message):

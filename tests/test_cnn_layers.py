@@ -588,3 +588,17 @@ def test_functional_checks_raise_torchs_exception_types_with_clear_messages():
         F.max_pool2d(torch.randn(5, 5), 2)
     with pytest.raises(RuntimeError, match="running_mean and running_var"):
         F.batch_norm(x, None, None, training=False)
+
+
+def test_window_arguments_take_numpy_integers_as_torch_does_and_refuse_fractions_by_name():
+    np = pytest.importorskip("numpy")
+    x, weight = torch.randn(1, 2, 7, 7, dtype=DOUBLE), torch.randn(3, 2, 3, 3, dtype=DOUBLE)
+    stride = (np.int64(2), np.int32(1))
+    torch.testing.assert_close(F.conv2d(x, weight, stride=stride), TF.conv2d(x, weight, stride=stride))
+    torch.testing.assert_close(F.max_pool2d(x, np.int64(2)), TF.max_pool2d(x, np.int64(2)))
+    x1, weight1 = x[:, :, 0], weight[:, :, 0]
+    torch.testing.assert_close(F.conv1d(x1, weight1, stride=np.int64(2)), TF.conv1d(x1, weight1, stride=np.int64(2)))
+    with pytest.raises(RuntimeError, match=r"^conv2d: stride must be an int ≥ 1 or a pair of them, got 1.5$"):
+        F.conv2d(x, weight, stride=1.5)
+    with pytest.raises(RuntimeError, match=r"^conv2d: padding must be an int ≥ 0 or a pair of them, got \(1, 0.5\)$"):
+        F.conv2d(x, weight, padding=(1, 0.5))

@@ -174,11 +174,37 @@ BAD_CALLS = [
         RuntimeError,
         r"floating-point logits, got dtype torch.int64",
     ),
+    # None where a tensor is required: a TypeError naming the argument, not an AttributeError from inside
+    (
+        "linear input None",
+        "linear",
+        _args(None, torch.randn(4, 5)),
+        TypeError,
+        r"^linear: input must be a Tensor, got NoneType$",
+    ),
+    (
+        "linear weight None",
+        "linear",
+        _args(torch.randn(3, 5), None),
+        TypeError,
+        r"^linear: weight must be a Tensor, got NoneType$",
+    ),
+    (
+        "conv2d weight None",
+        "conv2d",
+        _args(torch.randn(1, 1, 3, 3), None),
+        TypeError,
+        r"^conv2d: weight must be a Tensor",
+    ),
+    ("mse target None", "mse_loss", _args(torch.randn(3), None), TypeError, r"^mse_loss: target must be a Tensor"),
+    ("ce target None", "cross_entropy", _args(torch.randn(3, 5), None), TypeError, r"^cross_entropy: target must be a"),
+    ("embedding weight None", "embedding", _args(torch.tensor([0]), None), TypeError, r"^embedding: weight must be a"),
 ]
 
 # inputs torch.nn.functional accepts or rejects otherwise, where manualbp is stricter on purpose
 STRICTER_THAN_TORCH = {
     "linear device": "torch fails later, inside the kernel, with no names",
+    "mse target None": "torch fails with an AttributeError from inside (None has no .size)",
 }
 
 
@@ -225,3 +251,8 @@ def test_mse_loss_promotes_mixed_dtypes_like_torch():
     torch.testing.assert_close(loss, expected)
     (grad,) = torch.autograd.grad(loss, a)
     assert grad.dtype == torch.float32
+
+
+def test_mlp_refuses_an_input_that_is_not_a_tensor_by_name():
+    with pytest.raises(TypeError, match=r"^mlp: input must be a Tensor, got NoneType$"):
+        F.mlp(None, [torch.randn(3, 4)], [None], [None])

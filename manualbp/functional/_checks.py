@@ -1,14 +1,17 @@
 """The argument checks every functional shares: shapes, dtypes and devices, reductions, autocast."""
 
+import operator
+
 import torch
 
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _check_tensors(function, **tensors):
-    """Raise TypeError, as ``torch.nn.functional`` does, for an argument that is not a tensor (None: absent)."""
+def _check_tensors(function, required=("input",), **tensors):
+    """Raise TypeError, as ``torch.nn.functional`` does, for an argument that is not a tensor; None stands for an
+    absent optional argument, and is refused for the names in ``required``."""
     for name, value in tensors.items():
-        if value is not None and not isinstance(value, torch.Tensor):
+        if not isinstance(value, torch.Tensor) and (value is not None or name in required):
             raise TypeError(f"{function}: {name} must be a Tensor, got {type(value).__name__}")
 
 
@@ -64,23 +67,33 @@ def _maybe_inplace(output, input, inplace):
 
 
 def _pair(function, name, value, low):
-    """``value`` (an int or a sequence of one or two ints, each ≥ ``low``) as a pair of ints."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) == 1:
+    """``value`` (an int or a sequence of one or two ints, each ≥ ``low``; NumPy's integers count) as a pair."""
+    pair = _ints(value)
+    if pair is not None and len(pair) == 1:
         pair = pair * 2
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= low for v in pair):
+    if pair is None or len(pair) != 2 or not all(v >= low for v in pair):
         raise RuntimeError(f"{function}: {name} must be an int ≥ {low} or a pair of them, got {value!r}")
     return pair
 
 
 def _single(function, name, value, low):
-    """``value`` (an int ≥ ``low`` or a 1-sequence of one) as an int."""
-    single = value if isinstance(value, int) else tuple(value)
-    if isinstance(single, tuple) and len(single) == 1:
-        single = single[0]
-    if not isinstance(single, int) or single < low:
+    """``value`` (an int ≥ ``low`` or a 1-sequence of one; NumPy's integers count) as an int."""
+    single = _ints(value)
+    if single is None or len(single) != 1 or single[0] < low:
         raise RuntimeError(f"{function}: {name} must be an int ≥ {low} (or a 1-tuple of one), got {value!r}")
-    return single
+    return single[0]
+
+
+def _ints(value):
+    """``value``, an integer or a sequence of them, as a tuple of Python ints; None if it is neither."""
+    try:
+        return (operator.index(value),)
+    except TypeError:
+        pass
+    try:
+        return tuple(operator.index(v) for v in value)
+    except TypeError:
+        return None
 
 
 def _unset(stride):

@@ -38,7 +38,7 @@ def scaled_dot_product_attention(
 def _attention(function, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa=False):
     """Check and broadcast the operands of scaled dot-product attention, turn its mask additive, draw its
     dropout mask, and run the Function: return its ``(output, weights)``."""
-    _check_tensors(function, query=query, key=key, value=value, attn_mask=attn_mask)
+    _check_tensors(function, ("query", "key", "value"), query=query, key=key, value=value, attn_mask=attn_mask)
     if min(query.dim(), key.dim(), value.dim()) < 2:
         raise RuntimeError(f"{function}: query, key and value must have at least 2 dimensions, (*, L or S, E)")
     if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:

@@ -23,7 +23,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     Returns:
         ``(N, C_out, H_out, W_out)`` (or unbatched).
     """
-    _check_tensors("conv2d", input=input, weight=weight, bias=bias)
+    _check_tensors("conv2d", ("input", "weight"), input=input, weight=weight, bias=bias)
     if _autocast_enabled(input):  # as for linear: every operand in the autocast dtype, cast outside the Function
         dtype = torch.get_autocast_dtype(input.device.type)
         input, weight = input.to(dtype), weight.to(dtype)
@@ -70,7 +70,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """z = W ⋆ x + b along one axis: ``conv2d`` on an image of height 1 (the same derivation, one node
     ``Conv2dBackward``). Input ``(N, C_in, L)`` or ``(C_in, L)``, weight ``(C_out, C_in / groups, k)``; the other
     arguments an int (or a 1-tuple), padding also ``"valid"`` or ``"same"``."""
-    _check_tensors("conv1d", input=input, weight=weight, bias=bias)
+    _check_tensors("conv1d", ("input", "weight"), input=input, weight=weight, bias=bias)
     if input.dim() not in (2, 3) or weight.dim() != 3:
         raise RuntimeError(
             f"conv1d: expected a 2-D (unbatched) or 3-D input and a 3-D weight, got input of shape "

@@ -37,7 +37,7 @@ def linear(input, weight, bias=None):
             return _on_rows(fast.linear, *_linear_operands("linear", input, row, bias)).squeeze(-1)
         return _on_rows(fast.linear, *_linear_operands("linear", input, weight, bias))
     except AttributeError:  # costs nothing unless raised: a non-tensor argument is torch's TypeError
-        _check_tensors("linear", input=input, weight=weight, bias=bias)
+        _check_tensors("linear", ("input", "weight"), input=input, weight=weight, bias=bias)
         raise
 
 
@@ -51,7 +51,7 @@ def linear_activation(input, weight, bias=None, activation="relu"):
     try:
         operands = _linear_operands("linear_activation", input, weight, bias)
     except AttributeError:
-        _check_tensors("linear_activation", input=input, weight=weight, bias=bias)
+        _check_tensors("linear_activation", ("input", "weight"), input=input, weight=weight, bias=bias)
         raise
     return _on_rows(fast.linear_activation, *operands, activation)
 
@@ -72,6 +72,7 @@ def mlp(input, weights, biases, activations):
     Returns:
         ``(*, n_L)``.
     """
+    _check_tensors("mlp", input=input)
     weights, biases, activations = list(weights), list(biases), tuple(activations)
     if not weights or not len(weights) == len(biases) == len(activations):
         raise ValueError(

@@ -24,7 +24,12 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     if size_average is not None or reduce is not None:
         reduction = _reduction.legacy_get_string(size_average, reduce)
     _check_reduction(reduction)
-    if target.shape != input.shape:
+    try:
+        same_shape = target.shape == input.shape
+    except AttributeError:  # costs nothing unless raised: a non-tensor argument is torch's TypeError
+        _check_tensors("mse_loss", ("input", "target"), input=input, target=target, weight=weight)
+        raise
+    if not same_shape:
         warnings.warn(
             f"mse_loss: target size {tuple(target.shape)} differs from input size {tuple(input.shape)}; they "
             "will be broadcast, which is likely not what you want. Make them the same size.",
@@ -82,7 +87,7 @@ def cross_entropy(
         floating = input.is_floating_point()
         probabilities = target.shape == input.shape
     except AttributeError:  # costs nothing unless raised: a non-tensor argument is torch's TypeError
-        _check_tensors("cross_entropy", input=input, target=target, weight=weight)
+        _check_tensors("cross_entropy", ("input", "target"), input=input, target=target, weight=weight)
         raise
     if not floating:  # torch's type: its log_softmax kernel is not implemented for integers
         raise NotImplementedError(f"cross_entropy: input must hold floating-point logits, got dtype {input.dtype}")

@@ -97,7 +97,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         running_mean, running_var, weight, bias: ``(C,)`` or None.
     """
     _check_tensors("batch_norm", input=input, running_mean=running_mean, running_var=running_var)
-    _check_tensors("batch_norm", weight=weight, bias=bias)
+    _check_tensors("batch_norm", (), weight=weight, bias=bias)
     if input.dim() < 2:
         raise ValueError(f"batch_norm: expected an input (N, C, *) of 2 or more dimensions, got {input.dim()}-D")
     if not training and (running_mean is None or running_var is None):

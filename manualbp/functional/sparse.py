@@ -23,7 +23,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     Returns:
         ``(*, embedding_dim)``.
     """
-    _check_tensors("embedding", input=input, weight=weight)
+    _check_tensors("embedding", ("input", "weight"), input=input, weight=weight)
     if sparse:
         raise NotImplementedError(
             "embedding: sparse gradients are not implemented in manualbp (its gradient is a dense table); use "

@@ -86,6 +86,10 @@ def _single(function, name, value, low):
 
 def _ints(value):
     """``value``, an integer or a sequence of them, as a tuple of Python ints; None if it is neither."""
+    if isinstance(value, int):  # the common cases first, without raising
+        return (value,)
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        return value
     try:
         return (operator.index(value),)
     except TypeError:

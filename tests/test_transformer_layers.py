@@ -6,6 +6,7 @@ gradients, forward-over-reverse) at PyTorch's tight tolerance; drop-in parity of
 """
 
 import copy
+import re
 
 import pytest
 import torch
@@ -248,6 +249,26 @@ def test_attention_refuses_a_mask_with_is_causal_and_heads_that_do_not_group():
         F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(L, S, dtype=torch.bool), is_causal=True)
     with pytest.raises(RuntimeError, match="enable_gqa"):
         F.scaled_dot_product_attention(_leaf(1, 3, L, E), k, v, enable_gqa=True)
+
+
+def test_attention_names_the_shapes_the_user_gave_when_they_do_not_fit():
+    q, k, v = _qkv()
+    with pytest.raises(RuntimeError, match=r"attn_mask of shape \[4, 4\] does not broadcast to \(\*, L, S\) = "):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=torch.zeros(4, 4))
+    torch_attention, attention = torch.nn.MultiheadAttention(8, 2), manualbp.convert(torch.nn.MultiheadAttention(8, 2))
+    query = torch.randn(3, 2, 8)
+    mismatched = {
+        "key and value lengths": (torch.randn(4, 2, 8), torch.randn(5, 2, 8), AssertionError),
+        "key and value widths": (torch.randn(4, 2, 8), torch.randn(4, 2, 6), AssertionError),
+        "the query's batch": (torch.randn(4, 3, 8), torch.randn(4, 3, 8), RuntimeError),
+    }
+    for key, value, error in mismatched.values():  # torch's exception types, the user's shapes in the message
+        with pytest.raises(error):
+            torch_attention(query, key, value)
+        with pytest.raises(
+            error, match=re.escape(f"got query [3, 2, 8], key {list(key.shape)} and value {list(value.shape)}")
+        ):
+            attention(query, key, value)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])

@@ -68,9 +68,13 @@ def _attention(function, query, key, value, attn_mask, dropout_p, is_causal, sca
     if is_causal:
         attn_mask = torch.ones(length, source, dtype=torch.bool, device=query.device).tril()
     if attn_mask is not None:
-        if torch.broadcast_shapes(attn_mask.shape, (*batch, length, source)) != (*batch, length, source):
+        try:
+            broadcasts = torch.broadcast_shapes(attn_mask.shape, (*batch, length, source)) == (*batch, length, source)
+        except RuntimeError:
+            broadcasts = False
+        if not broadcasts:
             raise RuntimeError(
-                f"{function}: attn_mask of shape {list(attn_mask.shape)} does not broadcast to "
+                f"{function}: attn_mask of shape {list(attn_mask.shape)} does not broadcast to (*, L, S) = "
                 f"{[*batch, length, source]}"
             )
         attn_mask = _additive_mask(function, attn_mask, query.dtype, allowed=True)
@@ -167,6 +171,14 @@ def multi_head_attention_forward(
         raise RuntimeError(
             f"{function}: expected query, key and value all 3-D (L, N, E) or all 2-D (L, E), got "
             f"{list(query.shape)}, {list(key.shape)} and {list(value.shape)}"
+        )
+    # key and value: one shape, but for their widths when they have projections of their own (kdim, vdim)
+    paired = key.shape[:-1] == value.shape[:-1] if use_separate_proj_weight else key.shape == value.shape
+    if not paired or key.shape[1:-1] != query.shape[1:-1]:
+        raise (RuntimeError if paired else AssertionError)(  # torch's types: an assertion for a mismatched pair
+            f"{function}: expected key (S, N, E_k) and value (S, N, E_v) for query (L, N, E), with E_k = E_v = E "
+            f"unless kdim and vdim are given, got query {list(query.shape)}, key {list(key.shape)} and value "
+            f"{list(value.shape)}"
         )
     if not batched:
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)

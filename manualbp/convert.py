@@ -1,6 +1,7 @@
 """Swap the ``torch.nn`` layers of any model for manualbp's, in place, and back."""
 
 import torch
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from manualbp import functional, nn
 
@@ -66,6 +67,9 @@ def convert(model, to="manualbp"):
     subclass's own behaviour is not ours to replace. Layers used through ``torch.nn.functional`` calls
     inside a model's ``forward`` are out of reach of any conversion.
 
+    Lazy layers (``LazyLinear``, ``LazyConv2d``, …) must have run once: until then they have no shape, and become
+    their plain class only at their first forward (a ValueError says so).
+
     Args:
         model: any ``torch.nn.Module``.
         to: ``"manualbp"`` (default) or ``"torch"`` to convert back.
@@ -79,6 +83,15 @@ def convert(model, to="manualbp"):
         raise ValueError(f"convert: to must be 'manualbp' or 'torch', got {to!r}")
     mapping = _TORCH_TO_MANUAL if to == "manualbp" else _MANUAL_TO_TORCH
     activations = _TORCH_TO_MANUAL_ACTIVATION if to == "manualbp" else _MANUAL_TO_TORCH_ACTIVATION
+    for name, module in model.named_modules():
+        # a lazy layer becomes its plain torch.nn class at its first forward, after the conversion: it would stay
+        # torch's, silently, so it is refused while it has no shape
+        if to == "manualbp" and isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+            where = f"{type(module).__name__} {name!r}" if name else f"the model, a {type(module).__name__},"
+            raise ValueError(
+                f"convert: {where} is not initialised yet, so it could not be converted; run one forward pass "
+                "first (or use the non-lazy layer), then convert"
+            )
     for module in model.modules():
         target_class = mapping.get(type(module))
         if target_class is not None:

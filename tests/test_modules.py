@@ -142,6 +142,16 @@ def test_convert_torchvision_mlp_with_inplace_activations_gives_the_same_outputs
     _assert_same_outputs_and_grads(original, converted, torch.randn(6, 8))
 
 
+def test_convert_refuses_an_uninitialised_lazy_layer_and_converts_it_once_it_has_run():
+    model = torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.ReLU())
+    message = r"^convert: LazyLinear '0' is not initialised yet, so it could not be converted; run one forward pass"
+    with pytest.raises(ValueError, match=message):
+        manualbp.convert(model)
+    assert [type(m) for m in model] == [torch.nn.LazyLinear, torch.nn.ReLU]  # refused before anything changed
+    model(torch.randn(2, 3))  # now a torch.nn.Linear(3, 4)
+    assert [type(m) for m in manualbp.convert(model)] == [mnn.Linear, mnn.ReLU]
+
+
 def test_convert_keeps_the_very_same_parameters_and_converts_back():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Sequential(torch.nn.Linear(4, 2)))
     parameters = list(model.parameters())

@@ -209,6 +209,30 @@ def test_jit_trace_with_check_trace():
     run_both(run)
 
 
+class _ManualbpLeaves(torch.fx.Tracer):
+    """FX traces into every module that is not torch.nn's own; manualbp's are kept as calls, as torch.nn's are."""
+
+    def is_leaf_module(self, module, qualified_name):
+        ours = type(module).__module__.startswith("manualbp.nn.") and not isinstance(module, manualbp.nn.Sequential)
+        return ours or super().is_leaf_module(module, qualified_name)
+
+
+def test_torch_fx_with_a_tracer_that_keeps_manualbps_modules_as_leaves():
+    x, y = make_batch()
+    other, other_y = make_batch(seed=4)
+
+    def run(model, loss):
+        traced = torch.fx.GraphModule(model, _ManualbpLeaves().trace(model))
+        if isinstance(model, manualbp.nn.Sequential):  # every layer one call in the graph, run by manualbp
+            calls = [node.target for node in traced.graph.nodes if node.op == "call_module"]
+            assert calls == [name for name, _ in model.named_children()]
+        return forward_backward(traced, loss, other, other_y)
+
+    run_both(run)
+    with pytest.raises(torch.fx.proxy.TraceError):  # FX's default tracer goes inside manualbp's modules
+        torch.fx.symbolic_trace(manualbp.convert(torch.nn.Sequential(torch.nn.Linear(3, 2))))
+
+
 def test_activation_checkpointing():
     x, y = make_batch()
 

@@ -9,7 +9,9 @@ def forward(sequential, input, linear_class, activations, linear_activation):
     ``linear_activation(input, weight, bias, name)``; everything else module by module through
     ``Module.__call__``, hooks and all.
     """
-    if _global_hooks():  # a global module hook fires for every module: run them one by one
+    # a global module hook fires for every module, and an input that is not a tensor (torch.fx's Proxy, which
+    # records each module call) must meet every module: then run them one by one
+    if _global_hooks() or not isinstance(input, torch.Tensor):
         return torch.nn.Sequential.forward(sequential, input)
     pending = None  # a Linear layer, held back until we see whether an activation follows it
     for module in sequential._modules.values():

@@ -98,6 +98,11 @@ def _read_idx_pair(data_dir, images_name, labels_name):
     if not os.path.isdir(data_dir):
         raise DataError(f"--data-dir {data_dir} is not a folder: pass the folder holding the four IDX files")
     images = _read_idx(_find(data_dir, images_name), read_image_file, "images (N, rows, cols)")
+    if images.shape[1] * images.shape[2] != IMAGE_PIXELS:  # the networks take 28 × 28 = 784 inputs
+        raise DataError(
+            f"{images_name} holds {images.shape[1]}×{images.shape[2]} images, but the networks here take MNIST's "
+            "28×28: pass a folder of 28×28 IDX files (MNIST or Fashion-MNIST)"
+        )
     labels = _read_idx(_find(data_dir, labels_name), read_label_file, "labels (N,)")
     if images.shape[0] != labels.shape[0]:
         raise DataError(

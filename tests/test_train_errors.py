@@ -117,8 +117,12 @@ def _images_bytes(n):
             lambda d: _corrupt(d, "train-images-idx3-ubyte", _images_bytes(300)),
             "train-images-idx3-ubyte holds 300 images but train-labels-idx1-ubyte holds 400 labels",
         ),
+        (
+            lambda d: _corrupt(d, "t10k-images-idx3-ubyte", idx_bytes(torch.zeros(200, 32, 32))),
+            "t10k-images-idx3-ubyte holds 32×32 images, but the networks here take MNIST's 28×28",
+        ),
     ],
-    ids=["missing", "empty", "truncated", "wrong-magic", "wrong-size", "labels-are-images", "count-mismatch"],
+    ids=["missing", "empty", "truncated", "wrong-magic", "wrong-size", "labels-are-images", "count-mismatch", "32x32"],
 )
 def test_bad_idx_files_are_one_line_errors(capsys, tmp_path, damage, message):
     folder = write_idx_dir(str(tmp_path / "idx"))
@@ -128,6 +132,7 @@ def test_bad_idx_files_are_one_line_errors(capsys, tmp_path, damage, message):
     )
     assert code == 2 and message in lines[-1] and lines[-1].startswith("train.py: error:")
     assert all("Traceback" not in line for line in lines)
+    assert not os.path.exists(tmp_path / "runs") or os.listdir(tmp_path / "runs") == []  # no run was left behind
 
 
 def test_corrupt_gzipped_idx_file_is_a_one_line_error(capsys, tmp_path):

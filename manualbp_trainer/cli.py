@@ -226,7 +226,7 @@ def build_parser():
             d.pictures,
         ),
     )
-    run.add_argument("--logdir", default="runs", help="parent folder of the run directories (default: %(default)s)")
+    run.add_argument("--logdir", help="parent folder of the run directories (default: runs)")
     run.add_argument("--run-name", help="the run directory's name (default: from the time and the config)")
     run.add_argument(
         "--resume",
@@ -265,7 +265,7 @@ def _new_run_dir(args, config):
     if args.run_name is not None:
         if not args.run_name or os.sep in args.run_name or args.run_name in (".", ".."):
             raise ValueError(f"--run-name {args.run_name!r} must be a plain folder name")
-        path = os.path.join(args.logdir, args.run_name)
+        path = os.path.join(args.logdir or "runs", args.run_name)
         if os.path.exists(path):
             raise ValueError(f"{path} already exists: choose another --run-name, or continue it with --resume {path}")
         _make_run_dir(path)
@@ -276,13 +276,13 @@ def _new_run_dir(args, config):
         f"bs{config.batch_size}"
     )
     for attempt in range(1, 1000):
-        path = os.path.join(args.logdir, base if attempt == 1 else f"{base}-{attempt}")
+        path = os.path.join(args.logdir or "runs", base if attempt == 1 else f"{base}-{attempt}")
         try:
             _make_run_dir(path)  # exist_ok=False: an existing run is never reused
             return path
         except FileExistsError:
             continue
-    raise ValueError(f"could not make a new run directory under {args.logdir}")
+    raise ValueError(f"could not make a new run directory under {args.logdir or 'runs'}")
 
 
 def main(argv=None, stop=None):
@@ -307,8 +307,15 @@ def main(argv=None, stop=None):
                     "configured (only --device, --compile, --cuda-graphs, --data-dir, --data-root, --log-every and "
                     "--pictures may differ)"
                 )
+            if args.run_name is not None or args.logdir is not None:
+                raise ValueError(
+                    f"--resume {args.resume} continues the run in that directory: leave out "
+                    f"{'--run-name' if args.run_name is not None else '--logdir'} (to train elsewhere, copy the run "
+                    "and resume the copy)"
+                )
             resume = checkpoint.load(args.resume)
             config = _resumed_config(args.resume, resume, explicit)
+            _check_same_data(args.resume, config)
             _check_writable(args.resume)
         if config.model == "cnn" and explicit.get("pictures"):  # a CNN run resumed with --pictures
             raise ValueError(_PICTURES_CNN)
@@ -471,6 +478,19 @@ def _check_cuda_graphs(config):
         )
     if distributed.launched_by_torchrun():
         raise ValueError("--cuda-graphs runs on one process: launch train.py without torchrun")
+
+
+def _check_same_data(run_dir, config):
+    """A resumed run must read the data it trained on: a --data-dir holding other files is refused."""
+    if config.data_dir is None or config.dataset == "idx":  # downloaded by name, or files no one can tell apart
+        return
+    found = data.identify(config.data_dir)
+    if found != config.dataset:
+        what = f"{found}'s" if found != "idx" else "neither MNIST's nor Fashion-MNIST's"
+        raise ValueError(
+            f"--resume {run_dir}: the run trained on {config.dataset}, but the files in --data-dir "
+            f"{config.data_dir} are {what}: pass the folder of the data it trained on"
+        )
 
 
 def _dataset_name(config, explicit):

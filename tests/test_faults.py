@@ -166,8 +166,29 @@ def test_the_extreme_seeds_that_torch_takes_train(capsys, tmp_path, idx_dir, see
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["config"]["seed"] == seed
 
 
+def test_resuming_with_other_data_or_another_run_directory_exits_2_and_changes_nothing(capsys, tmp_path, idx_dir):
+    assert main(capsys, argv(idx_dir, tmp_path, "run"), stop=StopAt(STEPS + 3))[0] == 130
+    run = str(tmp_path / "run")
+    path = os.path.join(run, "checkpoint.pt")
+    saved = torch.load(path, weights_only=True)
+    saved["config"]["dataset"] = "fashion-mnist"  # as if it had trained on Fashion-MNIST's files
+    torch.save(saved, path)
+    before = snapshot(run)
+    code, lines = main(capsys, ["--resume", run, "--data-dir", idx_dir])
+    assert code == 2 and lines == [
+        f"train.py: error: --resume {run}: the run trained on fashion-mnist, but the files in --data-dir {idx_dir} "
+        "are neither MNIST's nor Fashion-MNIST's: pass the folder of the data it trained on"
+    ]
+    for flag, value in (("--run-name", "elsewhere"), ("--logdir", str(tmp_path / "other"))):
+        code, lines = main(capsys, ["--resume", run, flag, value])
+        assert code == 2 and lines[-1].startswith(f"train.py: error: --resume {run} continues the run in that ")
+        assert f"leave out {flag}" in lines[-1]
+    assert snapshot(run) == before and not os.path.exists(tmp_path / "other")
+
+
 def test_resuming_a_finished_run_exits_2_and_changes_nothing(capsys, tmp_path, reference):
     run = shutil.copytree(reference(), tmp_path / "finished")
+    capsys.readouterr()  # what the reference run printed, if this test made it
     before = snapshot(run)
     code, lines = main(capsys, ["--resume", str(run)])
     assert code == 2 and lines == [

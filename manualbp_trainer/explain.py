@@ -98,6 +98,9 @@ def _explain(args):
         raise ExplainError(f"--out {args.out} already exists: choose a new file name")
     if args.out is not None and not args.out.lower().endswith(".png"):
         raise ExplainError(f"--out {args.out}: the figure is a PNG image; name the file FILE.png")
+    folder = os.path.dirname(os.path.abspath(args.out)) if args.out is not None else None
+    if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+        raise ExplainError(f"--out {args.out}: there is no writable folder {folder} to put it in: make it first")
     model, config = load_run(args.run_dir)
     data_dir = args.data_dir if args.data_dir is not None else config.data_dir
     dtype = next(model.parameters()).dtype

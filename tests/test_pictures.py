@@ -112,6 +112,7 @@ def test_explain_prints_the_chain_rule_and_draws_the_figure(run_dir, tmp_path, c
         (["{other}"], "holds a checkpoint of another model"),
         (["{corrupt}"], "is corrupt or not a checkpoint"),
         (["{run}", "--out", "{existing}"], "already exists: choose a new file name"),
+        (["{run}", "--out", "{missing}/figure.png"], "there is no writable folder"),
         (["{run}", "--row", "10"], "--row 10 is out of range"),
     ],
 )

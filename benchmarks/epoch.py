@@ -7,8 +7,8 @@ DIR holds the four MNIST-format IDX files (``/usr/share/datasets/fashion-mnist``
 ``dataset-fashion-mnist``, or MNIST's). One epoch is one pass over the training set plus the evaluation on the
 test set, as each pipeline does it:
 
-- trainer: ``train.py``'s ``training.train`` for one epoch (whole-tensor data set on the device, shuffled index
-  batches, evaluation, epoch summaries and checkpoint), ``--layers manual`` and ``--layers torch``;
+- trainer: ``train.py``'s ``manualbp_trainer.loop.train`` for one epoch (whole-tensor data set on the device,
+  shuffled index batches, evaluation, epoch summaries and checkpoint), ``--layers manual`` and ``--layers torch``;
 - DataLoader: ``torchvision.datasets`` + ``DataLoader(shuffle=True)`` with per-sample ``ToTensor`` and
   ``Normalize``, as pytorch/examples' mnist does, training the same torch.nn model with the same optimiser;
 - compute limit: the time the epoch's matrix multiplies take on their own, each product timed at its own

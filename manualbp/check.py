@@ -1,5 +1,8 @@
 """Compare every manualbp layer with PyTorch autograd on this machine: ``python -m manualbp.check``.
 
+Every layer but Dropout, whose mask is drawn at random (the tests prove it for a fixed mask and against torch's own
+draws on the CPU).
+
 For each layer, the forward output and every gradient are computed from the same random inputs and the same
 random upstream gradient (not ``.sum()``, which would hide a transposed or mis-scaled formula): by the reference
 tier (``manualbp.autograd``'s Function called as ``Function.apply``), by the fast tier (``manualbp.functional``,
@@ -129,6 +132,26 @@ def _attention_inputs(generator, dtype):
     }
 
 
+def _conv_inputs(generator, dtype):
+    return {
+        "x": _randn(generator, dtype, 8, 4, 12, 12),
+        "weight": _randn(generator, dtype, 6, 4, 3, 3),
+        "bias": _randn(generator, dtype, 6),
+    }
+
+
+def _image_inputs(generator, dtype):
+    return {"x": _randn(generator, dtype, 8, 4, 12, 12)}
+
+
+def _batch_norm_inputs(generator, dtype):
+    return {
+        "x": _randn(generator, dtype, 16, 4, 6, 6) * 2 + 1,
+        "weight": _randn(generator, dtype, 4),
+        "bias": _randn(generator, dtype, 4),
+    }
+
+
 tnf = torch.nn.functional
 
 
@@ -183,6 +206,46 @@ CASES = (
         lambda z: torch.log_softmax(z, -1),
         _activation_inputs,
         ("z",),
+    ),
+    Case(
+        "Conv2d(stride=2,padding=1)",
+        lambda x, weight, bias: F.conv2d(x, weight, bias, 2, 1),
+        lambda x, weight, bias: A.Conv2d.apply(x, weight, bias, (2, 2), (1, 1), (1, 1), 1),
+        lambda x, weight, bias: tnf.conv2d(x, weight, bias, 2, 1),
+        _conv_inputs,
+        ("x", "weight", "bias"),
+    ),
+    Case(
+        "MaxPool2d(3,stride=2)",
+        lambda x: F.max_pool2d(x, 3, 2),
+        lambda x: A.MaxPool2d.apply(x, (3, 3), (2, 2), (0, 0), (1, 1), False)[0],
+        lambda x: tnf.max_pool2d(x, 3, 2),
+        _image_inputs,
+        ("x",),
+    ),
+    Case(
+        "AvgPool2d(2)",
+        lambda x: F.avg_pool2d(x, 2),
+        lambda x: A.AvgPool2d.apply(x, (2, 2), (2, 2), (0, 0), False, True, None),
+        lambda x: tnf.avg_pool2d(x, 2),
+        _image_inputs,
+        ("x",),
+    ),
+    Case(
+        "AdaptiveAvgPool2d(5)",
+        lambda x: F.adaptive_avg_pool2d(x, 5),
+        lambda x: A.AdaptiveAvgPool2d.apply(x, (5, 5)),
+        lambda x: tnf.adaptive_avg_pool2d(x, 5),
+        _image_inputs,
+        ("x",),
+    ),
+    Case(
+        "BatchNorm2d(training)",
+        lambda x, weight, bias: F.batch_norm(x, None, None, weight, bias, training=True),
+        lambda x, weight, bias: A.BatchNorm.apply(x, weight, bias, None, None, True, 0.1, 1e-5),
+        lambda x, weight, bias: tnf.batch_norm(x, None, None, weight, bias, training=True),
+        _batch_norm_inputs,
+        ("x", "weight", "bias"),
     ),
     Case(
         "LayerNorm",

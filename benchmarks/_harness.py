@@ -19,8 +19,18 @@ def parser(description):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
     p.add_argument("--quick", action="store_true", help="a few small cases and short timings: proves the script works")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default: 11, quick: 2)")
+    p.add_argument("--rounds", type=positive_int, default=None, help="interleaved timing rounds (default: per script)")
     return p
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
 
 
 def check_device(args):

@@ -125,9 +125,15 @@ def torchvision_layout(data_dir, root):
 def main(argv=None):
     parser = _harness.parser(__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="a folder with the four MNIST-format IDX files")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer sizes (default: 256)")
+    parser.add_argument(
+        "--hidden", type=_harness.positive_int, nargs="+", default=[256], help="hidden layer sizes (default: 256)"
+    )
     args = parser.parse_args(argv)
     device = _harness.check_device(args)
+    try:  # the trainer's reader checks the files first, and says in one line what is wrong with them
+        train_set, test_set = data.load(data_dir=args.data_dir)
+    except data.DataError as error:
+        parser.error(str(error))
     rounds = args.rounds or (1 if args.quick else 5)
     config = Config(
         dataset="fashion-mnist",
@@ -144,7 +150,6 @@ def main(argv=None):
             times["manual"].append(trainer_epoch(config, "manual"))
             times["torch"].append(trainer_epoch(config, "torch"))
             times["dataloader"].append(dataloader_epoch(config, root, device))
-    train_set, test_set = data.load(data_dir=args.data_dir)
     sizes = [784, *config.hidden, 10]
     limit, flops = gemm_seconds(
         sizes, config.batch_size, len(train_set), len(test_set), device, 0.05 if args.quick else 0.5

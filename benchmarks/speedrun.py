@@ -14,6 +14,7 @@ the final test accuracy, and the time (training and evaluation) until the test a
 its final weights are from the first variant's.
 """
 
+import argparse
 import dataclasses
 import os
 import sys
@@ -83,22 +84,37 @@ def timed_run(config, state, step, train_set, test_set, target):
     return train_seconds, eval_seconds, accuracy, reached, weights
 
 
+def _fraction(text):
+    """--target: an accuracy, a number in (0, 1] (0.98, not 98)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected an accuracy in (0, 1], such as 0.98, got {text!r}")
+    return value
+
+
 def main(argv=None):
     parser = _harness.parser(__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="a folder with the four MNIST-format IDX files")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[512], help="hidden layer sizes (default: 512)")
-    parser.add_argument("--epochs", type=int, default=40, help="(default: 40; quick: 2)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="(default: 1024)")
+    positive = _harness.positive_int
+    parser.add_argument("--hidden", type=positive, nargs="+", default=[512], help="hidden layer sizes (default: 512)")
+    parser.add_argument("--epochs", type=positive, default=40, help="(default: 40; quick: 2)")
+    parser.add_argument("--batch-size", type=positive, default=1024, help="(default: 1024)")
     parser.add_argument("--lr", type=float, default=0.1, help="SGD learning rate, Nesterov momentum 0.9 (default: 0.1)")
-    parser.add_argument("--target", type=float, default=0.98, help="test accuracy to time (default: 0.98)")
+    parser.add_argument("--target", type=_fraction, default=0.98, help="test accuracy to time (default: 0.98)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=None, help="(default: all that run here)")
     args = parser.parse_args(argv)
     device = _harness.check_device(args)
     modes = args.modes or [mode for mode in MODES if mode != "cuda-graphs" or device.type == "cuda"]
     if "cuda-graphs" in modes and device.type != "cuda":
         parser.error("--modes cuda-graphs needs --device cuda")
-    train_set, test_set = data.load(data_dir=args.data_dir, device=device)
-    dataset = data.identify(args.data_dir)
+    try:
+        train_set, test_set = data.load(data_dir=args.data_dir, device=device)
+        dataset = data.identify(args.data_dir)
+    except data.DataError as error:
+        parser.error(str(error))
     if args.quick:
         train_set = data.Split(train_set.images[:4096], train_set.labels[:4096])
     config = loop.Config(

@@ -14,7 +14,9 @@ from idx import write_idx_dir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import cnn  # noqa: E402
+import epoch  # noqa: E402
 import memory  # noqa: E402
+import speedrun  # noqa: E402
 import step  # noqa: E402
 
 RATIO = r"\d+\.\d{3} \(\d+\.\d{3}–\d+\.\d{3}\)"
@@ -37,6 +39,27 @@ def _table_rows(output):
     headers = {i - 1 for i, line in enumerate(lines) if line.startswith("| ---")}
     separators = {i + 1 for i in headers}
     return [line for i, line in enumerate(lines) if line.startswith("| ") and i not in headers | separators]
+
+
+@pytest.mark.parametrize(
+    "script, argv, message",
+    [
+        (step, ["--rounds", "-1"], "argument --rounds: expected a positive int, got '-1'"),
+        (epoch, ["--data-dir", "{missing}"], "is not a folder: pass the folder holding the four IDX files"),
+        (epoch, ["--data-dir", "{empty}"], "has no train-images-idx3-ubyte (or train-images-idx3-ubyte.gz)"),
+        (epoch, ["--data-dir", "{idx}", "--hidden", "0"], "argument --hidden: expected a positive int, got '0'"),
+        (speedrun, ["--data-dir", "{missing}"], "is not a folder: pass the folder holding the four IDX files"),
+        (speedrun, ["--data-dir", "{idx}", "--batch-size", "0"], "argument --batch-size: expected a positive int"),
+        (speedrun, ["--data-dir", "{idx}", "--target", "98"], "argument --target: expected an accuracy in (0, 1]"),
+    ],
+)
+def test_benchmarks_refuse_bad_input_with_exit_2_before_measuring(capsys, tmp_path, script, argv, message):
+    (tmp_path / "empty").mkdir()
+    places = {"missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty"), "idx": str(tmp_path)}
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([arg.format(**places) for arg in argv])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and message in error[-1] and "Traceback" not in "\n".join(error)
 
 
 @pytest.mark.slow

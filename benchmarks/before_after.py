@@ -84,7 +84,7 @@ def make_before_step(model_module, functional, sizes, activation, loss, batch_si
 
 
 def main(argv=None):
-    parser = _harness.parser(__doc__.splitlines()[0])
+    parser = _harness.parser(__doc__.split("\n\n")[0])
     parser.add_argument("revision", help="the earlier commit, e.g. 2aac3b4")
     args = parser.parse_args(argv)
     if args.device != "cpu":

@@ -56,7 +56,7 @@ def profile_table(train_step, device, rows=12):
 
 
 def main(argv=None):
-    parser = _harness.parser(__doc__.splitlines()[0])
+    parser = _harness.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--profile", action="store_true", help="also print each variant's top operators")
     args = parser.parse_args(argv)
     device = _harness.check_device(args)

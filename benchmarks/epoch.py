@@ -123,7 +123,7 @@ def torchvision_layout(data_dir, root):
 
 
 def main(argv=None):
-    parser = _harness.parser(__doc__.splitlines()[0])
+    parser = _harness.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="a folder with the four MNIST-format IDX files")
     parser.add_argument(
         "--hidden", type=_harness.positive_int, nargs="+", default=[256], help="hidden layer sizes (default: 256)"

@@ -50,7 +50,7 @@ def make_pass(name, module, batch, width, device, compile=False):
 
 
 def main(argv=None):
-    parser = _harness.parser(__doc__.splitlines()[0])
+    parser = _harness.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--compile", action="store_true", help="each layer through torch.compile, both variants")
     parser.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS), help="(default: all)")
     args = parser.parse_args(argv)

@@ -51,7 +51,7 @@ def saved_for_backward(model, x, target, cost, device):
 
 
 def main(argv=None):
-    args = _harness.parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = _harness.parser(__doc__.split("\n\n")[0]).parse_args(argv)
     device = _harness.check_device(args)
     rows = []
     for sizes, activation, loss, batch_size in step.QUICK_CASES if args.quick else step.CASES:

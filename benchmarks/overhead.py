@@ -178,7 +178,7 @@ def layer_passes(sizes, activation, loss, batch_size, functional, device):
 
 
 def main(argv=None):
-    args = _harness.parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = _harness.parser(__doc__.split("\n\n")[0]).parse_args(argv)
     device = _harness.check_device(args)
     rounds = args.rounds or (2 if args.quick else 7)
     min_run_time = 0.01 if args.quick else 0.2

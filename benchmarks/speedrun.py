@@ -96,7 +96,7 @@ def _fraction(text):
 
 
 def main(argv=None):
-    parser = _harness.parser(__doc__.splitlines()[0])
+    parser = _harness.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="a folder with the four MNIST-format IDX files")
     positive = _harness.positive_int
     parser.add_argument("--hidden", type=positive, nargs="+", default=[512], help="hidden layer sizes (default: 512)")

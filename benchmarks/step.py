@@ -99,7 +99,7 @@ def case_cells(sizes, activation, loss, batch_size):
 
 
 def main(argv=None):
-    parser = _harness.parser(__doc__.splitlines()[0])
+    parser = _harness.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--compile", action="store_true", help="forward and loss through torch.compile, both variants")
     args = parser.parse_args(argv)
     device = _harness.check_device(args)

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import importlib
 import io
+import os
 import time
 
 import torch
@@ -187,6 +188,10 @@ def parse_args(argv=None):
     for name in ("steps", "lr", "batch_size", "block_size", "d_model", "n_layer", "n_head", "threads", "every"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.plot is not None and not args.plot.lower().endswith(".png"):
+        parser.error(f"--plot {args.plot}: the curves are saved as a PNG image; name the file FILE.png")
+    if args.plot is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        parser.error(f"--plot {args.plot}: there is no folder {os.path.dirname(os.path.abspath(args.plot))} for it")
     if args.d_model % args.n_head:
         parser.error(f"--n-head must divide --d-model, got {args.n_head} and {args.d_model}")
     if args.block_size >= len(zen_of_python()):

@@ -10,6 +10,7 @@ copy, and fine-tunes the converted one on a fixed batch; at every step the uncon
 weights, must produce the same gradients (up to float rounding).
 """
 
+import argparse
 import copy
 
 import torch
@@ -49,7 +50,13 @@ def main(steps=10, seed=0):
 
 
 if __name__ == "__main__":
-    count, worst, losses = main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="fine-tuning steps (default: 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the data (default: 0)")
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps must be positive, got {args.steps}")
+    count, worst, losses = main(steps=args.steps, seed=args.seed)
     print(f"converted {count} layers (Linear and GELU) of a torchvision VisionTransformer")
     print("fine-tuning losses: " + " ".join(f"{v:.4f}" for v in losses))
     print(f"largest gradient difference over the fine-tuning steps: {worst:.2e} of the largest entry")

@@ -7,6 +7,7 @@ other by changing a single name. The blocks below take the functional module as 
 with manualbp's gradients and, at every step, checks them against torch.nn.functional's on the same weights.
 """
 
+import argparse
 import math
 
 import torch
@@ -81,6 +82,12 @@ def main(steps=200, seed=0):
 
 
 if __name__ == "__main__":
-    first, last, worst = main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=200, help="training steps (default: 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the data (default: 0)")
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps must be positive, got {args.steps}")
+    first, last, worst = main(steps=args.steps, seed=args.seed)
     print(f"mean squared error: {first:.4f} before training, {last:.4f} after")
     print(f"largest gradient difference against torch.nn.functional: {worst:.2e} of the largest entry")

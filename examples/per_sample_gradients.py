@@ -7,6 +7,8 @@ Every manualbp Function is written in the form torch.func needs (a separate ``se
 passes batched. The script checks the result against the slow way: one backward pass per example.
 """
 
+import argparse
+
 import torch
 from torch.func import functional_call, grad, vmap
 
@@ -39,7 +41,13 @@ def main(batch_size=32, seed=0):
 
 
 if __name__ == "__main__":
-    shapes, worst = main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=32, help="examples in the batch (default: 32)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the data (default: 0)")
+    args = parser.parse_args()
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be positive, got {args.batch_size}")
+    shapes, worst = main(batch_size=args.batch_size, seed=args.seed)
     for name, shape in shapes.items():
         print(f"{name:>8}: per-sample gradients of shape {shape}")
     print(f"largest difference from one backward pass per example: {worst:.2e}")

@@ -97,3 +97,25 @@ def test_char_gpt_from_manualbp_layers_trains_on_the_loss_curve_of_the_same_gpt_
     assert abs(first - math.log(vocabulary)) < 0.5  # an untrained model guesses about uniformly
     assert last < 0.25 * first  # measured: 3.957 → 0.369
     assert _number(r"max rel difference (\S+)", output) < 1e-10  # measured in float64: 8.4e-15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, argv, message",
+    [
+        ("convert_vit.py", ["--bogus"], "unrecognized arguments: --bogus"),
+        ("functional_module.py", ["--steps", "0"], "--steps must be positive, got 0"),
+        ("per_sample_gradients.py", ["--batch-size", "0"], "--batch-size must be positive, got 0"),
+        ("char_gpt.py", ["--plot", "curves.txt"], "--plot curves.txt: the curves are saved as a PNG image"),
+        (
+            "char_gpt.py",
+            ["--plot", "no-such-folder/curves.png"],
+            "--plot no-such-folder/curves.png: there is no folder",
+        ),
+    ],
+)
+def test_examples_refuse_bad_arguments_with_exit_2_before_running(script, argv, message):
+    finished = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", script), *argv], capture_output=True, text=True, cwd=ROOT
+    )
+    assert finished.returncode == 2 and message in finished.stderr and "Traceback" not in finished.stderr

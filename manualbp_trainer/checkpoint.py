@@ -49,8 +49,16 @@ def load(run_dir):
     return read(run_dir, (*KEYS, "config"), "--resume ")
 
 
+def _lost(flag):
+    """What an unreadable checkpoint means for the command that read it: --resume has nothing to continue."""
+    return ": the run cannot be continued; start a new one" if flag.startswith("--resume") else ""
+
+
 def read(run_dir, keys, flag=""):
     """Read ``run_dir``'s checkpoint and check it holds ``keys``; errors name the run after ``flag``."""
+    if os.path.isfile(run_dir):  # the checkpoint file itself, say: the run is the folder that holds it
+        folder = os.path.dirname(run_dir) or "."
+        raise CheckpointError(f"{flag}{run_dir} is a file: give the run's directory, {folder}, not a file in it")
     if not os.path.isdir(run_dir):
         raise CheckpointError(f"{flag}{run_dir}: no such run directory")
     path = os.path.join(run_dir, FILENAME)
@@ -63,13 +71,12 @@ def read(run_dir, keys, flag=""):
     except Exception as error:  # torch.load's message would only mislead (it suggests weights_only=False)
         raise CheckpointError(
             f"{flag}{run_dir}: {FILENAME} is corrupt or not a checkpoint (torch.load raised "
-            f"{type(error).__name__}): the run cannot be continued; start a new one"
+            f"{type(error).__name__}){_lost(flag)}"
         ) from error
     missing = [key for key in keys if not isinstance(saved, dict) or key not in saved]
     if missing:
         raise CheckpointError(
-            f"{flag}{run_dir}: {FILENAME} lacks {', '.join(missing)}: it was not written by this train.py, "
-            "so the run cannot be continued: start a new one"
+            f"{flag}{run_dir}: {FILENAME} lacks {', '.join(missing)}: it was not written by this train.py{_lost(flag)}"
         )
     return saved
 

@@ -134,5 +134,6 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, argv, messa
     assert explain.main([arg.format(**places) for arg in argv]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0] and "Traceback" not in error[0]
+    assert "continued" not in error[0]  # explain reads a run; it does not continue one
     assert (tmp_path / "existing.png").read_bytes() == b"keep me"
     assert os.listdir(run_dir)  # the run is untouched

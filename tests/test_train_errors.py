@@ -181,6 +181,17 @@ def test_resume_of_a_missing_or_unreadable_run_is_a_one_line_error(capsys, tmp_p
     assert code == 2 and lines == [f"train.py: error: --resume {run}: {message}" + lines[0].split(message)[1]]
 
 
+def test_resume_of_the_checkpoint_file_names_its_run_directory(capsys, tmp_path):
+    run = tmp_path / "runs" / "old"
+    os.makedirs(run)
+    torch.save({"config": {}}, run / "checkpoint.pt")
+    path = run / "checkpoint.pt"
+    code, lines = fail(capsys, ["--resume", str(path)])
+    assert code == 2 and lines == [
+        f"train.py: error: --resume {path} is a file: give the run's directory, {run}, not a file in it"
+    ]
+
+
 def test_resume_refuses_to_change_what_the_run_computes(capsys, tmp_path):
     run = tmp_path / "runs" / "old"
     os.makedirs(run)

@@ -355,7 +355,7 @@ def _train(config, run_dir, resume, progress, stop):
             test_loss, test_accuracy, predictions = evaluate(state.model, functional, config.loss, test_shard)
             state.epoch, state.step = state.epoch + 1, 0
             state.epoch_rng = state.shuffler.get_state()
-            if test_accuracy > state.best_accuracy:
+            if test_accuracy > state.best_accuracy or state.best_epoch == 0:  # the first epoch is the best so far
                 state.best_accuracy, state.best_epoch = test_accuracy, state.epoch
             if writer is not None:
                 # rank 0's share of the test set stands for the whole in the misclassified-images grid

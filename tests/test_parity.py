@@ -28,6 +28,12 @@ NOT_BITWISE = {
     ("Attention", "grad q"): "as the forward: the fused kernel's backward against the four derived products",
     ("Attention", "grad k"): "as grad q",
     ("Attention", "grad v"): "as grad q",
+    ("Conv2d(stride=2,padding=1)", "grad weight"): "Σ over examples and positions of g·colsᵀ, against oneDNN's order",
+    ("Conv2d(stride=2,padding=1)", "grad bias"): "Σ g over examples and positions, in another order",
+    ("AdaptiveAvgPool2d(5)", "grad x"): "P_hᵀ g P_w as two products, against the kernel's per-window sums",
+    ("BatchNorm2d(training)", "grad x"): "native_batch_norm_backward sums and scales in its own order (a fused kernel)",
+    ("BatchNorm2d(training)", "grad weight"): "the sums Σ g·x̂ run over the examples and positions in another order",
+    ("BatchNorm2d(training)", "grad bias"): "as the weight: Σ g in another order",
 }
 ULPS = 4
 # attention's products sum over the keys in blocks in PyTorch's kernel (online softmax), over all keys at once here

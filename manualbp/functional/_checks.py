@@ -7,12 +7,12 @@ import torch
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _check_tensors(function, required=("input",), **tensors):
-    """Raise TypeError, as ``torch.nn.functional`` does, for an argument that is not a tensor; None stands for an
-    absent optional argument, and is refused for the names in ``required``."""
+def _check_tensors(function, required=("input",), error=TypeError, **tensors):
+    """Raise ``error`` (TypeError, as ``torch.nn.functional`` mostly does) for an argument that is not a tensor;
+    None stands for an absent optional argument, and is refused for the names in ``required``."""
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor) and (value is not None or name in required):
-            raise TypeError(f"{function}: {name} must be a Tensor, got {type(value).__name__}")
+            raise error(f"{function}: {name} must be a Tensor, got {type(value).__name__}")
 
 
 def _check_reduction(reduction):
@@ -42,16 +42,25 @@ def _autocast_to_float32(input, *tensors):
     tensors = (input, *tensors)
     if not _autocast_enabled(input):
         return tensors
-    return tuple(None if t is None else t.float() if t.is_floating_point() else t for t in tensors)
+    return _float32(tensors)
 
 
-def _autocast_result_dtype(input):
-    """The dtype that PyTorch's autocast gives normalisation and softmax results: float32 on CUDA, whose autocast
-    list runs them in float32, and the input's own dtype on the CPU, whose list leaves them alone; None without
-    autocast. manualbp computes them in float32 on both (``_autocast_to_float32``) and casts the result to this."""
+def _autocast_normalization(input, *tensors):
+    """Normalisation and softmax under autocast: ``(operands, result_dtype)``, the operands in float32 and the dtype
+    PyTorch's autocast gives the result, float32 on CUDA (whose autocast list runs them in float32) and the input's
+    own on the CPU (whose list leaves them alone). Without autocast the operands as they are, and None."""
     if not _autocast_enabled(input):
-        return None
-    return input.dtype if input.device.type == "cpu" else torch.float32
+        return (input, *tensors), None
+    return _float32((input, *tensors)), input.dtype if input.device.type == "cpu" else torch.float32
+
+
+def _as_dtype(output, dtype):
+    """``output`` cast to ``dtype`` (differentiably), or as it is for None: ``_autocast_normalization``'s result."""
+    return output if dtype is None else output.to(dtype)
+
+
+def _float32(tensors):
+    return tuple(None if t is None else t.float() if t.is_floating_point() else t for t in tensors)
 
 
 def _autocast_enabled(input):

@@ -5,7 +5,7 @@ import warnings
 import torch
 
 from manualbp import fast
-from manualbp.functional._checks import _autocast_result_dtype, _autocast_to_float32, _check_tensors, _maybe_inplace
+from manualbp.functional._checks import _as_dtype, _autocast_normalization, _check_tensors, _maybe_inplace
 
 __all__ = ["gelu", "leaky_relu", "log_softmax", "relu", "sigmoid", "softmax", "tanh"]
 
@@ -54,24 +54,23 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
     otherwise), with its warning; ``dtype`` casts the input first (a differentiable cast, outside the Function).
     """
     dim = _softmax_dim("softmax", input, dim, _stacklevel)
-    if dtype is not None:  # a dtype asked for is kept, under autocast too
-        return fast.softmax(input.to(dtype), dim)
-    result_dtype = _autocast_result_dtype(input)
-    (input,) = _autocast_to_float32(input)
-    output = fast.softmax(input, dim)
-    return output if result_dtype is None else output.to(result_dtype)
+    return _normalized_along(fast.softmax, input, dim, dtype)
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """ℓ = log softmax(z) along ``dim``. See ``manualbp.autograd.LogSoftmax``; ``dim`` and ``dtype`` as in
     ``softmax``."""
     dim = _softmax_dim("log_softmax", input, dim, _stacklevel)
-    if dtype is not None:  # a dtype asked for is kept, under autocast too
-        return fast.log_softmax(input.to(dtype), dim)
-    result_dtype = _autocast_result_dtype(input)
-    (input,) = _autocast_to_float32(input)
-    output = fast.log_softmax(input, dim)
-    return output if result_dtype is None else output.to(result_dtype)
+    return _normalized_along(fast.log_softmax, input, dim, dtype)
+
+
+def _normalized_along(function, input, dim, dtype):
+    """``function(input, dim)`` for softmax and log_softmax: in ``dtype`` if one is asked for (kept under autocast
+    too), else as autocast runs them (``_autocast_normalization``)."""
+    if dtype is not None:
+        return function(input.to(dtype), dim)
+    (input,), result_dtype = _autocast_normalization(input)
+    return _as_dtype(function(input, dim), result_dtype)
 
 
 def _softmax_dim(function, input, dim, stacklevel):

@@ -27,9 +27,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     try:
         same_shape = target.shape == input.shape
     except AttributeError:  # costs nothing unless raised; torch's type here (its mse_loss reads target.size())
-        for name, value in (("input", input), ("target", target)):
-            if not isinstance(value, torch.Tensor):
-                raise AttributeError(f"mse_loss: {name} must be a Tensor, got {type(value).__name__}") from None
+        _check_tensors("mse_loss", ("input", "target"), AttributeError, input=input, target=target)
         raise
     if not same_shape:
         warnings.warn(

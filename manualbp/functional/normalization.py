@@ -3,7 +3,7 @@
 import math
 
 from manualbp import fast
-from manualbp.functional._checks import _autocast_result_dtype, _autocast_to_float32, _check_same, _check_tensors
+from manualbp.functional._checks import _as_dtype, _autocast_normalization, _check_same, _check_tensors
 
 __all__ = ["batch_norm", "group_norm", "layer_norm"]
 
@@ -31,12 +31,10 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
             raise RuntimeError(
                 f"layer_norm: expected {name} to be of shape {list(normalized_shape)}, got {list(tensor.shape)}"
             )
-    result_dtype = _autocast_result_dtype(input)
-    input, weight, bias = _autocast_to_float32(input, weight, bias)
+    (input, weight, bias), result_dtype = _autocast_normalization(input, weight, bias)
     _check_same("layer_norm", "dtype", input=input, weight=weight, bias=bias)
     _check_same("layer_norm", "device", input=input, weight=weight, bias=bias)
-    output = fast.layer_norm(input, normalized_shape, weight, bias, float(eps))
-    return output if result_dtype is None else output.to(result_dtype)
+    return _as_dtype(fast.layer_norm(input, normalized_shape, weight, bias, float(eps)), result_dtype)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -78,12 +76,10 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
             raise RuntimeError(
                 f"group_norm: expected {name} of shape [{channels}] (one per channel), got {list(tensor.shape)}"
             )
-    result_dtype = _autocast_result_dtype(input)
-    input, weight, bias = _autocast_to_float32(input, weight, bias)
+    (input, weight, bias), result_dtype = _autocast_normalization(input, weight, bias)
     _check_same("group_norm", "dtype", input=input, weight=weight, bias=bias)
     _check_same("group_norm", "device", input=input, weight=weight, bias=bias)
-    output = fast.group_norm(input, num_groups, weight, bias, float(eps))
-    return output if result_dtype is None else output.to(result_dtype)
+    return _as_dtype(fast.group_norm(input, num_groups, weight, bias, float(eps)), result_dtype)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):

@@ -262,10 +262,11 @@ def _make_run_dir(path):
 
 
 def _new_run_dir(args, config):
+    logdir = args.logdir or "runs"  # --logdir's default, left None in the parser so that --resume can refuse it
     if args.run_name is not None:
         if not args.run_name or os.sep in args.run_name or args.run_name in (".", ".."):
             raise ValueError(f"--run-name {args.run_name!r} must be a plain folder name")
-        path = os.path.join(args.logdir or "runs", args.run_name)
+        path = os.path.join(logdir, args.run_name)
         if os.path.exists(path):
             raise ValueError(f"{path} already exists: choose another --run-name, or continue it with --resume {path}")
         _make_run_dir(path)
@@ -276,13 +277,13 @@ def _new_run_dir(args, config):
         f"bs{config.batch_size}"
     )
     for attempt in range(1, 1000):
-        path = os.path.join(args.logdir or "runs", base if attempt == 1 else f"{base}-{attempt}")
+        path = os.path.join(logdir, base if attempt == 1 else f"{base}-{attempt}")
         try:
             _make_run_dir(path)  # exist_ok=False: an existing run is never reused
             return path
         except FileExistsError:
             continue
-    raise ValueError(f"could not make a new run directory under {args.logdir or 'runs'}")
+    raise ValueError(f"could not make a new run directory under {logdir}")
 
 
 def main(argv=None, stop=None):

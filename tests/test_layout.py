@@ -11,6 +11,15 @@ import manualbp.autograd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, "manualbp", "autograd")
 REFERENCE_FILES = sorted(name for name in os.listdir(REFERENCE) if name.endswith(".py"))
+LIBRARY = os.path.join(ROOT, "manualbp")
+# the one file that may read PyTorch's private API, each read named and explained there
+SHIM = os.path.join("fast", "torch_internals.py")
+LIBRARY_FILES = sorted(
+    os.path.relpath(os.path.join(folder, name), LIBRARY)
+    for folder, _, files in os.walk(LIBRARY)
+    for name in files
+    if name.endswith(".py")
+)
 
 
 def _tree(path):
@@ -25,6 +34,38 @@ def _dotted(node):
         parts.append(node.attr)
         node = node.value
     return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else None
+
+
+def _private(name):
+    """Whether a dotted name has a private part (``_C``; not a dunder such as ``__version__``)."""
+    return any(part.startswith("_") and not part.endswith("__") for part in name.split("."))
+
+
+def _private_reads(tree):
+    """``(line, name)`` for every private torch name the module reads or imports."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and (_dotted(node) or "").startswith("torch."):
+            if _private(_dotted(node)):
+                yield node.lineno, _dotted(node)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
+            names = [node.module, *(alias.name for alias in node.names)]
+            if any(_private(name) for name in names):
+                yield node.lineno, node.module
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("torch") and _private(alias.name):
+                    yield node.lineno, alias.name
+
+
+@pytest.mark.parametrize("name", [name for name in LIBRARY_FILES if name != SHIM])
+def test_the_library_reads_private_torch_api_only_through_the_fast_tiers_shim(name):
+    assert list(_private_reads(_tree(os.path.join(LIBRARY, name)))) == []
+
+
+def test_the_shim_is_where_the_private_reads_are():
+    # the scan above must be able to fail: it finds the shim's own reads
+    names = {name for _, name in _private_reads(_tree(os.path.join(LIBRARY, SHIM)))}
+    assert {"torch._C._are_functorch_transforms_active", "torch.nn"} <= names
 
 
 @pytest.mark.parametrize("name", REFERENCE_FILES)

@@ -15,7 +15,8 @@ microseconds of checks in PyTorch (about 1% of a small network's training step).
 """
 
 import torch
-from torch.autograd import forward_ad
+
+from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active
 
 
 class Route:
@@ -33,8 +34,7 @@ class Route:
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self.compiled.apply(*args)
-        # private, and so only here: there is no public test for "inside a torch.func transform"
-        if torch._C._are_functorch_transforms_active():
+        if functorch_transforms_active():
             return self.function.apply(*args)
         return self.classic.apply(*args)
 
@@ -49,8 +49,7 @@ def classic(function):
 
     def forward(ctx, *args):
         output = function.forward(*args)
-        # private, and so only here: no public read of "is a forward-AD dual level open?"
-        if forward_ad._current_level < 0:
+        if not forward_ad_level_open():
             ctx.save_for_forward = _no_jvp_can_run
         function.setup_context(ctx, args, output)
         return output

@@ -3,6 +3,7 @@
 import torch
 
 from manualbp.autograd import CrossEntropyLoss
+from manualbp.fast.torch_internals import is_functorch_wrapped
 
 
 class OneHotCrossEntropyLoss(CrossEntropyLoss):
@@ -38,8 +39,7 @@ def target_range(target):
     """``(lowest, highest)`` class index in ``target`` (1-D, non-empty), or None where its values cannot be read
     without cost or at all: on a GPU (reading would stall every step) and under torch.compile or torch.func
     (there are no concrete values)."""
-    # the functorch test is private, and so only here: there is no public "is this a transformed tensor"
-    if not target.is_cpu or torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(target):
+    if not target.is_cpu or torch.compiler.is_compiling() or is_functorch_wrapped(target):
         return None
     if target.numel() <= READ_AS_LIST:
         values = target.tolist()

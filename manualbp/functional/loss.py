@@ -3,9 +3,9 @@
 import warnings
 
 import torch
-from torch.nn import _reduction
 
 from manualbp import fast
+from manualbp.fast.torch_internals import legacy_reduction
 from manualbp.functional._checks import _autocast_to_float32, _check_reduction, _check_same, _check_tensors, _one_device
 
 __all__ = ["cross_entropy", "mse_loss"]
@@ -22,7 +22,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         weight: optional, the shape of ``input``; weights each squared error (``"mean"`` divides by its sum).
     """
     if size_average is not None or reduce is not None:
-        reduction = _reduction.legacy_get_string(size_average, reduce)
+        reduction = legacy_reduction(size_average, reduce)
     _check_reduction(reduction)
     try:
         same_shape = target.shape == input.shape
@@ -79,7 +79,7 @@ def cross_entropy(
         ``()`` for ``"mean"`` and ``"sum"``; the input's shape without the class dimension for ``"none"``.
     """
     if size_average is not None or reduce is not None:
-        reduction = _reduction.legacy_get_string(size_average, reduce)
+        reduction = legacy_reduction(size_average, reduce)
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")

@@ -3,6 +3,7 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.fast.torch_internals import check_batch_norm_input
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -11,7 +12,7 @@ def _batch_norm(module, input):
     """``torch.nn.modules.batchnorm._BatchNorm.forward``, line for line, calling ``manualbp.functional.batch_norm``:
     the same choice of batch or running statistics, the same momentum (or the cumulative average when momentum is
     None) and the same count of batches."""
-    module._check_input_dim(input)
+    check_batch_norm_input(module, input)
     momentum = 0.0 if module.momentum is None else module.momentum
     if module.training and module.track_running_stats and module.num_batches_tracked is not None:
         module.num_batches_tracked.add_(1)

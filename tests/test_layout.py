@@ -44,9 +44,9 @@ def _private(name):
 def _private_reads(tree):
     """``(line, name)`` for every private torch name the module reads or imports."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and (_dotted(node) or "").startswith("torch."):
-            if _private(_dotted(node)):
-                yield node.lineno, _dotted(node)
+        name = _dotted(node) if isinstance(node, ast.Attribute) else None
+        if (name or "").startswith("torch.") and _private(name):
+            yield node.lineno, name
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
             names = [node.module, *(alias.name for alias in node.names)]
             if any(_private(name) for name in names):

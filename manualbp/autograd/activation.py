@@ -10,9 +10,11 @@ then the same product with f′:
     backward (reverse mode):  ∂C/∂z_i = ∂C/∂a_i · f′(z_i)
     jvp (forward mode):       ȧ_i = f′(z_i) · ż_i
 
-so each Function's ``backward`` and ``jvp`` call one ``times_derivative(t, …)`` = t · f′, for inputs of any shape
-``(*)``. Each Function saves what PyTorch's own derivative formula saves (the output where f′ can be written in
-terms of a, the input otherwise), so that where the arithmetic is the same, the results are the same to the bit.
+so each Function's ``backward`` and ``jvp`` call one ``times_derivative(t, kept, *options)`` = t · f′, for inputs
+of any shape ``(*)``, where ``kept = keep(z, a, *options)`` is what f′ is computed from: what PyTorch's own
+derivative formula saves (the output where f′ can be written in terms of a, the input otherwise), so that where the
+arithmetic is the same, the results are the same to the bit. Every activation has these two with the same
+signature, so the one-loop MLP and the fused layers call any of them alike.
 """
 
 import math
@@ -38,19 +40,22 @@ class ReLU(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        # save the output, not the input: a > 0 exactly where z > 0
-        ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+        (z,) = inputs
+        ctx.save_for_backward(ReLU.keep(z, output))
+        ctx.save_for_forward(ReLU.keep(z, output))
 
     @staticmethod
     def backward(ctx, grad_output):
-        (a,) = ctx.saved_tensors
-        return ReLU.times_derivative(grad_output, a)
+        return ReLU.times_derivative(grad_output, *ctx.saved_tensors)
 
     @staticmethod
     def jvp(ctx, z_tangent):
-        (a,) = ctx.saved_tensors
-        return ReLU.times_derivative(z_tangent, a)
+        return ReLU.times_derivative(z_tangent, *ctx.saved_tensors)
+
+    @staticmethod
+    def keep(z, a):
+        """What f′ is computed from: the output, not the input, since a > 0 exactly where z > 0."""
+        return a
 
     @staticmethod
     def times_derivative(t, a):
@@ -76,22 +81,24 @@ class LeakyReLU(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         z, negative_slope = inputs
-        # f′ needs the side of the kink. For a slope s ≥ 0, a > 0 exactly where z > 0, so the output tells it, as
-        # for ReLU (and an in-place call, which overwrites z, still has it); for s < 0 only the input does
-        side = output if negative_slope >= 0 else z
-        ctx.save_for_backward(side)
-        ctx.save_for_forward(side)
+        ctx.save_for_backward(LeakyReLU.keep(z, output, negative_slope))
+        ctx.save_for_forward(LeakyReLU.keep(z, output, negative_slope))
         ctx.negative_slope = negative_slope
 
     @staticmethod
     def backward(ctx, grad_output):
-        (side,) = ctx.saved_tensors
-        return LeakyReLU.times_derivative(grad_output, side, ctx.negative_slope), None
+        return LeakyReLU.times_derivative(grad_output, *ctx.saved_tensors, ctx.negative_slope), None
 
     @staticmethod
     def jvp(ctx, z_tangent, _):
-        (side,) = ctx.saved_tensors
-        return LeakyReLU.times_derivative(z_tangent, side, ctx.negative_slope)
+        return LeakyReLU.times_derivative(z_tangent, *ctx.saved_tensors, ctx.negative_slope)
+
+    @staticmethod
+    def keep(z, a, negative_slope):
+        """What f′ is computed from: the side of the kink. For a slope s ≥ 0, a > 0 exactly where z > 0, so the
+        output tells it, as for ReLU (and an in-place call, which overwrites z, still has it); for s < 0 only the
+        input does."""
+        return a if negative_slope >= 0 else z
 
     @staticmethod
     def times_derivative(t, side, negative_slope):
@@ -113,19 +120,22 @@ class Sigmoid(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        # save the output, not the input: σ′ = σ(1 − σ) needs only the output
-        ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+        (z,) = inputs
+        ctx.save_for_backward(Sigmoid.keep(z, output))
+        ctx.save_for_forward(Sigmoid.keep(z, output))
 
     @staticmethod
     def backward(ctx, grad_output):
-        (a,) = ctx.saved_tensors
-        return Sigmoid.times_derivative(grad_output, a)
+        return Sigmoid.times_derivative(grad_output, *ctx.saved_tensors)
 
     @staticmethod
     def jvp(ctx, z_tangent):
-        (a,) = ctx.saved_tensors
-        return Sigmoid.times_derivative(z_tangent, a)
+        return Sigmoid.times_derivative(z_tangent, *ctx.saved_tensors)
+
+    @staticmethod
+    def keep(z, a):
+        """What f′ is computed from: the output, not the input, since σ′ = σ(1 − σ) needs only the output."""
+        return a
 
     @staticmethod
     def times_derivative(t, a):
@@ -148,19 +158,22 @@ class Tanh(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        # save the output, not the input: tanh′ = 1 − tanh² needs only the output
-        ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+        (z,) = inputs
+        ctx.save_for_backward(Tanh.keep(z, output))
+        ctx.save_for_forward(Tanh.keep(z, output))
 
     @staticmethod
     def backward(ctx, grad_output):
-        (a,) = ctx.saved_tensors
-        return Tanh.times_derivative(grad_output, a)
+        return Tanh.times_derivative(grad_output, *ctx.saved_tensors)
 
     @staticmethod
     def jvp(ctx, z_tangent):
-        (a,) = ctx.saved_tensors
-        return Tanh.times_derivative(z_tangent, a)
+        return Tanh.times_derivative(z_tangent, *ctx.saved_tensors)
+
+    @staticmethod
+    def keep(z, a):
+        """What f′ is computed from: the output, not the input, since tanh′ = 1 − tanh² needs only the output."""
+        return a
 
     @staticmethod
     def times_derivative(t, a):
@@ -188,7 +201,7 @@ class GELU(torch.autograd.Function):
         a = ½z(1 + tanh u)
         f′(z) = ½(1 + tanh u) + ½z·(1 − tanh²u)·√(2/π)·(1 + 3κz²)
 
-    The second term is the chain rule through tanh and then through u. f′ needs z itself, so the input is saved.
+    The second term is the chain rule through tanh and then through u.
 
     Shapes: z, a, grad_output and grad_input: ``(*)``.
     """
@@ -202,19 +215,22 @@ class GELU(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         z, approximate = inputs
-        ctx.save_for_backward(z)
-        ctx.save_for_forward(z)
+        ctx.save_for_backward(GELU.keep(z, output, approximate))
+        ctx.save_for_forward(GELU.keep(z, output, approximate))
         ctx.approximate = approximate
 
     @staticmethod
     def backward(ctx, grad_output):
-        (z,) = ctx.saved_tensors
-        return GELU.times_derivative(grad_output, z, ctx.approximate), None
+        return GELU.times_derivative(grad_output, *ctx.saved_tensors, ctx.approximate), None
 
     @staticmethod
     def jvp(ctx, z_tangent, _):
-        (z,) = ctx.saved_tensors
-        return GELU.times_derivative(z_tangent, z, ctx.approximate)
+        return GELU.times_derivative(z_tangent, *ctx.saved_tensors, ctx.approximate)
+
+    @staticmethod
+    def keep(z, a, approximate):
+        """What f′ is computed from: the input, which f′(z) = Φ(z) + z·φ(z) needs (a alone does not give z)."""
+        return z
 
     @staticmethod
     def times_derivative(t, z, approximate):

@@ -55,19 +55,28 @@ class Linear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, weight = ctx.saved_tensors
-        needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad
+        return Linear.gradients(grad_output, *ctx.saved_tensors, ctx.has_bias, needs_input_grad=ctx.needs_input_grad)
+
+    @staticmethod
+    def jvp(ctx, x_tangent, weight_tangent, bias_tangent):
+        return Linear.tangent(x_tangent, weight_tangent, bias_tangent, *ctx.saved_tensors)
+
+    @staticmethod
+    def gradients(grad_output, x, weight, has_bias, needs_input_grad=None):
+        """``(∂C/∂x, ∂C/∂W, ∂C/∂b)`` from g = ∂C/∂z, each None where ``needs_input_grad`` does not ask for it (or
+        the layer has no bias). x may be None if ∂C/∂W is not asked for, W if ∂C/∂x is not."""
+        needs_x_grad, needs_weight_grad, needs_bias_grad = needs_input_grad or (True, True, True)
         grad_x = grad_weight = grad_bias = None
         if needs_x_grad:
             grad_x = grad_output.mm(weight)  # ∂C/∂x = g W
         if needs_weight_grad:
             grad_weight = grad_output.t().mm(x)  # ∂C/∂W = gᵀ x: a sum over the rows
-        if ctx.has_bias and needs_bias_grad:
+        if has_bias and needs_bias_grad:
             grad_bias = grad_output.sum(0)  # ∂C/∂b = Σ_rows g
         return grad_x, grad_weight, grad_bias
 
     @staticmethod
-    def jvp(ctx, x_tangent, weight_tangent, bias_tangent):
-        x, weight = ctx.saved_tensors
+    def tangent(x_tangent, weight_tangent, bias_tangent, x, weight):
+        """ż from the inputs' tangents ẋ, Ẇ and ḃ (None where the layer has no bias)."""
         z_tangent = x_tangent.mm(weight.t()) + x.mm(weight_tangent.t())  # ẋ Wᵀ + x Ẇᵀ
         return z_tangent if bias_tangent is None else z_tangent + bias_tangent  # + ḃ

@@ -3,20 +3,26 @@
 import torch
 
 from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from manualbp.autograd.linear import Linear
 
-# a = f(z) by each activation's own forward, and t · f′(z) by its own times_derivative, which needs the output a
-# (ReLU, sigmoid, tanh) or the input z (leaky ReLU with PyTorch's default slope 0.01, GELU): the third entry
+# each name's activation Function and its options: a = f.forward(z, *options), and t · f′(z) =
+# f.times_derivative(t, f.keep(z, a, *options), *options) (leaky ReLU with PyTorch's default slope 0.01)
 ACTIVATIONS = {
-    "relu": (ReLU.forward, lambda t, z, a: ReLU.times_derivative(t, a), False),
-    "sigmoid": (Sigmoid.forward, lambda t, z, a: Sigmoid.times_derivative(t, a), False),
-    "tanh": (Tanh.forward, lambda t, z, a: Tanh.times_derivative(t, a), False),
-    "leaky-relu": (lambda z: LeakyReLU.forward(z, 0.01), lambda t, z, a: LeakyReLU.times_derivative(t, z, 0.01), True),
-    "gelu": (lambda z: GELU.forward(z, "none"), lambda t, z, a: GELU.times_derivative(t, z, "none"), True),
+    "relu": (ReLU, ()),
+    "sigmoid": (Sigmoid, ()),
+    "tanh": (Tanh, ()),
+    "leaky-relu": (LeakyReLU, (0.01,)),
+    "gelu": (GELU, ("none",)),
 }
 
 
-def _needs_z(activation):
-    return activation is not None and ACTIVATIONS[activation][2]
+def _keeps_z(activation):
+    """Whether f′ is computed from z (GELU) rather than from a, which the loop keeps anyway as the next layer's
+    input: ``keep`` chooses by position, so two labels show which it picks."""
+    if activation is None:
+        return False
+    function, options = ACTIVATIONS[activation]
+    return function.keep("z", "a", *options) == "z"
 
 
 class MLP(torch.autograd.Function):
@@ -52,11 +58,11 @@ class MLP(torch.autograd.Function):
         # every hidden layer's a, and the z its f′ needs, are outputs too, so that setup_context can keep them
         zs, outputs, a = [], [], x
         for activation, weight, bias in zip(activations, parameters[::2], parameters[1::2], strict=True):
-            z = a.mm(weight.t()) if bias is None else torch.addmm(bias, a, weight.t())  # as Linear.forward
-            a = z if activation is None else ACTIVATIONS[activation][0](z)
+            z = Linear.forward(a, weight, bias)
+            a = z if activation is None else _activate(activation, z)
             zs.append(z)
             outputs.append(a)
-        return a, *outputs[:-1], *(z for z, activation in zip(zs, activations, strict=True) if _needs_z(activation))
+        return a, *outputs[:-1], *(z for z, activation in zip(zs, activations, strict=True) if _keeps_z(activation))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -83,17 +89,19 @@ class MLP(torch.autograd.Function):
             activation = ctx.activations[layer]
             delta = grad_a  # δˡ = ∂C/∂zˡ = ∂C/∂aˡ ⊙ f′(zˡ)
             if activation is not None and grad_a is not None:
-                delta = ACTIVATIONS[activation][1](grad_a, zs[layer], outputs[layer])
+                delta = _times_derivative(activation, grad_a, zs[layer], outputs[layer])
             delta = _add(delta, extra_z[layer])
             if delta is None:  # nothing reaches this layer from above (a double backward may start lower down)
                 grads[:0] = [None, None]
                 continue
-            needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[2 + 2 * layer : 4 + 2 * layer]
-            grad_weight = delta.t().mm(inputs[layer]) if needs_weight_grad else None  # ∂C/∂Wˡ = δˡᵀ aˡ⁻¹
-            grad_bias = delta.sum(0) if ctx.has_bias[layer] and needs_bias_grad else None  # ∂C/∂bˡ = Σ_rows δˡ
+            # Linear's backward with δˡ for g: ∂C/∂Wˡ = δˡᵀ aˡ⁻¹, ∂C/∂bˡ = Σ_rows δˡ, and ∂C/∂aˡ⁻¹ = δˡ Wˡ, where
+            # each neuron sums what the next layer suggests (for x itself only if it needs it)
+            needs_a_grad = layer > 0 or ctx.needs_input_grad[0]
+            needs = (needs_a_grad, *ctx.needs_input_grad[2 + 2 * layer : 4 + 2 * layer])
+            grad_a, grad_weight, grad_bias = Linear.gradients(
+                delta, inputs[layer], weights[layer], ctx.has_bias[layer], needs_input_grad=needs
+            )
             grads[:0] = [grad_weight, grad_bias]
-            # ∂C/∂aˡ⁻¹ = δˡ Wˡ: each neuron sums what the next layer suggests (for x itself only if it needs it)
-            grad_a = delta.mm(weights[layer]) if layer > 0 or ctx.needs_input_grad[0] else None
         return grad_a, None, *grads
 
     @staticmethod
@@ -104,20 +112,24 @@ class MLP(torch.autograd.Function):
         for layer, activation in enumerate(ctx.activations):
             weight, bias = parameters[2 * layer], parameters[2 * layer + 1]
             weight_tangent, bias_tangent = parameter_tangents[2 * layer], parameter_tangents[2 * layer + 1]
-            z = a.mm(weight.t()) if bias is None else torch.addmm(bias, a, weight.t())
-            # żˡ = ȧˡ⁻¹ Wˡᵀ + aˡ⁻¹ Ẇˡᵀ + ḃˡ, each term where its input has a tangent (ḃ broadcast to every row)
-            z_tangent = _add(
-                None if a_tangent is None else a_tangent.mm(weight.t()),
-                None if weight_tangent is None else a.mm(weight_tangent.t()),
-                None if bias_tangent is None else bias_tangent.expand_as(z).clone(),  # a tensor of its own
-            )
-            a = z if activation is None else ACTIVATIONS[activation][0](z)
+            z = Linear.forward(a, weight, bias)
+            # żˡ = ȧˡ⁻¹ Wˡᵀ + aˡ⁻¹ Ẇˡᵀ + ḃˡ by Linear's own tangent, a missing ȧ or Ẇ taken as zero
+            z_tangent = None
+            if a_tangent is not None or weight_tangent is not None or bias_tangent is not None:
+                z_tangent = Linear.tangent(
+                    torch.zeros_like(a) if a_tangent is None else a_tangent,
+                    torch.zeros_like(weight) if weight_tangent is None else weight_tangent,
+                    bias_tangent,
+                    a,
+                    weight,
+                )
+            a = z if activation is None else _activate(activation, z)
             a_tangent = z_tangent  # ȧˡ = f′(zˡ) · żˡ
             if activation is not None and z_tangent is not None:
-                a_tangent = ACTIVATIONS[activation][1](z_tangent, z, a)
+                a_tangent = _times_derivative(activation, z_tangent, z, a)
             # an output with no tangent yet gets zeros: forward AD wants a tangent for every output it tracks
             hidden_tangents.append(torch.zeros_like(a) if a_tangent is None else a_tangent)
-            if _needs_z(activation):
+            if _keeps_z(activation):
                 z_tangents.append(torch.zeros_like(z) if z_tangent is None else z_tangent)
         return hidden_tangents[-1], *hidden_tangents[:-1], *z_tangents
 
@@ -141,8 +153,20 @@ class MLP(torch.autograd.Function):
         a's (None for the last layer, the output itself) and the z's (None where f′ does not need z)."""
         layers = len(ctx.activations)
         hidden, kept = intermediates[: layers - 1], iter(intermediates[layers - 1 :])
-        zs = [next(kept) if _needs_z(activation) else None for activation in ctx.activations]
+        zs = [next(kept) if _keeps_z(activation) else None for activation in ctx.activations]
         return [*hidden, None], zs
+
+
+def _activate(activation, z):
+    """a = f(z) by the activation's own forward."""
+    function, options = ACTIVATIONS[activation]
+    return function.forward(z, *options)
+
+
+def _times_derivative(activation, t, z, a):
+    """t · f′(z) by the activation's own derivative, from z or a as its ``keep`` says."""
+    function, options = ACTIVATIONS[activation]
+    return function.times_derivative(t, function.keep(z, a, *options), *options)
 
 
 def _add(*terms):

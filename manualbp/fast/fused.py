@@ -1,12 +1,11 @@
 """A Linear layer and the activation after it as one Function: the reference tier's two backward passes, one node."""
 
-from types import SimpleNamespace
-
 import torch
 
 from manualbp.autograd import Linear, ReLU, Sigmoid, Tanh
 
-# the activations whose backward needs only their output a, so that the fused node need keep nothing else
+# the activations whose derivative is computed from their output a (their ``keep``), so that the fused node need
+# keep nothing else
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 
 
@@ -20,7 +19,8 @@ class LinearActivation(torch.autograd.Function):
         ∂C/∂x = δ W        ∂C/∂W = δᵀ x        ∂C/∂b = Σ_rows δ     (Linear's backward, with δ for g)
 
     δ is the "error" of the layer in Nielsen's notation, δᴸ = ∂C/∂zᴸ. Both steps call the reference Functions'
-    own ``forward``, ``backward`` and ``jvp`` (no derivative is written here), so the results are theirs to the bit.
+    own ``forward``, ``times_derivative``, ``gradients`` and ``tangent`` (no derivative is written here), so the results
+    are theirs to the bit.
     What fusing saves is a node of the autograd graph, and so a round trip into Python, per layer and per pass.
 
     Shapes: x: ``(*, in_features)``; weight: ``(out_features, in_features)``; bias: ``(out_features,)`` or
@@ -46,16 +46,13 @@ class LinearActivation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         x, weight, a = ctx.saved_tensors
-        # the reference backward passes, each handed the saved tensors and flags its own setup_context would keep
-        delta = ACTIVATIONS[ctx.activation].backward(SimpleNamespace(saved_tensors=(a,)), grad_output)
-        linear = SimpleNamespace(
-            saved_tensors=(x, weight), needs_input_grad=ctx.needs_input_grad[:3], has_bias=ctx.has_bias
-        )
-        return *Linear.backward(linear, delta), None
+        # the reference derivations, in the backward order: δ = g ⊙ f′(z), then Linear's gradients with δ for g
+        delta = ACTIVATIONS[ctx.activation].times_derivative(grad_output, a)
+        return *Linear.gradients(delta, x, weight, ctx.has_bias, needs_input_grad=ctx.needs_input_grad[:3]), None
 
     @staticmethod
     def jvp(ctx, x_tangent, weight_tangent, bias_tangent, _):
         x, weight, a = ctx.saved_tensors
-        # the reference jvps in the forward order: ż through the linear map, then ȧ = f′(z)·ż
-        z_tangent = Linear.jvp(SimpleNamespace(saved_tensors=(x, weight)), x_tangent, weight_tangent, bias_tangent)
-        return ACTIVATIONS[ctx.activation].jvp(SimpleNamespace(saved_tensors=(a,)), z_tangent)
+        # the reference derivations in the forward order: ż through the linear map, then ȧ = f′(z)·ż
+        z_tangent = Linear.tangent(x_tangent, weight_tangent, bias_tangent, x, weight)
+        return ACTIVATIONS[ctx.activation].times_derivative(z_tangent, a)

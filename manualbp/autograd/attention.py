@@ -60,8 +60,24 @@ class ScaledDotProductAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, grad_weights):
-        q, k, v, dropout_mask, p = ctx.saved_tensors
-        needs_q_grad, needs_k_grad, needs_v_grad, needs_mask_grad, _, _ = ctx.needs_input_grad
+        return ScaledDotProductAttention.gradients(
+            grad_output,
+            grad_weights,
+            *ctx.saved_tensors,
+            ctx.scale,
+            ctx.mask_shape,
+            needs_input_grad=ctx.needs_input_grad,
+        )
+
+    @staticmethod
+    def jvp(ctx, q_tangent, k_tangent, v_tangent, mask_tangent, _, __):
+        return ScaledDotProductAttention.tangent(
+            q_tangent, k_tangent, v_tangent, mask_tangent, *ctx.saved_tensors, ctx.scale
+        )
+
+    @staticmethod
+    def gradients(grad_output, grad_weights, q, k, v, dropout_mask, p, scale, mask_shape, needs_input_grad=None):
+        needs_q_grad, needs_k_grad, needs_v_grad, needs_mask_grad, _, _ = needs_input_grad or (True,) * 6
         weights = p if dropout_mask is None else p * dropout_mask
         grad_v = weights.transpose(-2, -1).matmul(grad_output) if needs_v_grad else None  # ∂C/∂v = Pᵀ g
         grad_p = grad_output.matmul(v.transpose(-2, -1))  # ∂C/∂P = g vᵀ
@@ -70,17 +86,16 @@ class ScaledDotProductAttention(torch.autograd.Function):
         if grad_weights is not None:
             grad_p = grad_p + grad_weights  # P's own users
         grad_scores = Softmax.times_jacobian(grad_p, p, -1)  # ∂C/∂S = P ⊙ (∂C/∂P − rowsum(∂C/∂P ⊙ P))
-        grad_q = grad_scores.matmul(k) * ctx.scale if needs_q_grad else None  # ∂C/∂q = ∂C/∂S k · scale
-        grad_k = grad_scores.transpose(-2, -1).matmul(q) * ctx.scale if needs_k_grad else None  # (∂C/∂S)ᵀ q · scale
+        grad_q = grad_scores.matmul(k) * scale if needs_q_grad else None  # ∂C/∂q = ∂C/∂S k · scale
+        grad_k = grad_scores.transpose(-2, -1).matmul(q) * scale if needs_k_grad else None  # (∂C/∂S)ᵀ q · scale
         grad_mask = None
-        if ctx.mask_shape is not None and needs_mask_grad:
-            grad_mask = grad_scores.sum_to_size(ctx.mask_shape)  # ∂C/∂M = ∂C/∂S, summed where M was broadcast
+        if mask_shape is not None and needs_mask_grad:
+            grad_mask = grad_scores.sum_to_size(mask_shape)  # ∂C/∂M = ∂C/∂S, summed where M was broadcast
         return grad_q, grad_k, grad_v, grad_mask, None, None
 
     @staticmethod
-    def jvp(ctx, q_tangent, k_tangent, v_tangent, mask_tangent, _, __):
-        q, k, v, dropout_mask, p = ctx.saved_tensors
-        scores_tangent = (q_tangent.matmul(k.transpose(-2, -1)) + q.matmul(k_tangent.transpose(-2, -1))) * ctx.scale
+    def tangent(q_tangent, k_tangent, v_tangent, mask_tangent, q, k, v, dropout_mask, p, scale):
+        scores_tangent = (q_tangent.matmul(k.transpose(-2, -1)) + q.matmul(k_tangent.transpose(-2, -1))) * scale
         if mask_tangent is not None:
             scores_tangent = scores_tangent + mask_tangent  # Ṡ = (q̇ kᵀ + q k̇ᵀ)·scale + Ṁ
         p_tangent = Softmax.times_jacobian(scores_tangent, p, -1)  # Ṗ = P ⊙ (Ṡ − rowsum(Ṡ ⊙ P))

@@ -32,10 +32,16 @@ class Dropout(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        (mask,) = ctx.saved_tensors
-        return grad_output * mask, None  # ∂C/∂x = g · m; the mask is not a parameter
+        return Dropout.gradients(grad_output, *ctx.saved_tensors)
 
     @staticmethod
     def jvp(ctx, x_tangent, _):
-        (mask,) = ctx.saved_tensors
-        return x_tangent * mask
+        return Dropout.tangent(x_tangent, *ctx.saved_tensors)
+
+    @staticmethod
+    def gradients(grad_output, mask):
+        return grad_output * mask, None  # ∂C/∂x = g · m; the mask is not a parameter
+
+    @staticmethod
+    def tangent(x_tangent, mask):
+        return x_tangent * mask  # ẏ = ẋ · m

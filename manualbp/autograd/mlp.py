@@ -80,13 +80,38 @@ class MLP(torch.autograd.Function):
         x, weights, zs, outputs = MLP.saved(ctx)
         # gradients into the hidden a's and z's, which are outputs too: None in ordinary use (a double backward,
         # which differentiates this loop through them, sends some)
-        extra_a, extra_z = MLP.per_layer(ctx, grad_intermediates)
+        extra_a, extra_z = MLP.per_layer(ctx.activations, grad_intermediates)
+        grad_x, *grads = MLP.gradients(
+            grad_output,
+            x,
+            weights,
+            zs,
+            outputs,
+            ctx.activations,
+            ctx.has_bias,
+            extra_a,
+            extra_z,
+            needs_input_grad=ctx.needs_input_grad[:1] + ctx.needs_input_grad[2:],
+        )
+        return grad_x, None, *grads
+
+    @staticmethod
+    def gradients(
+        grad_output, x, weights, zs, outputs, activations, has_bias, extra_a=None, extra_z=None, needs_input_grad=None
+    ):
+        """``(∂C/∂x, ∂C/∂W¹, ∂C/∂b¹, ∂C/∂W², …)`` from g = ∂C/∂aᴸ by the backprop loop. ``zs`` and ``outputs`` are
+        every layer's z (None where f′ does not need it) and a; ``extra_a`` and ``extra_z`` gradients flowing into
+        the hidden a's and z's themselves (None, or a list with None where nothing flows); ``needs_input_grad``
+        says which of x, W¹, b¹, W², … to compute."""
+        layers = len(weights)
+        extra_a, extra_z = extra_a or [None] * layers, extra_z or [None] * layers
+        needs_input_grad = needs_input_grad or (True,) * (1 + 2 * layers)
         inputs = [x, *outputs[:-1]]  # aˡ⁻¹ of every layer
         grads = []
         grad_a = grad_output  # ∂C/∂aᴸ, from the loss
-        for layer in reversed(range(len(weights))):
+        for layer in reversed(range(layers)):
             grad_a = _add(grad_a, extra_a[layer])
-            activation = ctx.activations[layer]
+            activation = activations[layer]
             delta = grad_a  # δˡ = ∂C/∂zˡ = ∂C/∂aˡ ⊙ f′(zˡ)
             if activation is not None and grad_a is not None:
                 delta = _times_derivative(activation, grad_a, zs[layer], outputs[layer])
@@ -96,20 +121,25 @@ class MLP(torch.autograd.Function):
                 continue
             # Linear's backward with δˡ for g: ∂C/∂Wˡ = δˡᵀ aˡ⁻¹, ∂C/∂bˡ = Σ_rows δˡ, and ∂C/∂aˡ⁻¹ = δˡ Wˡ, where
             # each neuron sums what the next layer suggests (for x itself only if it needs it)
-            needs_a_grad = layer > 0 or ctx.needs_input_grad[0]
-            needs = (needs_a_grad, *ctx.needs_input_grad[2 + 2 * layer : 4 + 2 * layer])
+            needs = (layer > 0 or needs_input_grad[0], *needs_input_grad[1 + 2 * layer : 3 + 2 * layer])
             grad_a, grad_weight, grad_bias = Linear.gradients(
-                delta, inputs[layer], weights[layer], ctx.has_bias[layer], needs_input_grad=needs
+                delta, inputs[layer], weights[layer], has_bias[layer], needs_input_grad=needs
             )
             grads[:0] = [grad_weight, grad_bias]
-        return grad_a, None, *grads
+        return grad_a, *grads
 
     @staticmethod
     def jvp(ctx, x_tangent, _, *parameter_tangents):
         x, *parameters = ctx.saved_tensors
+        return MLP.tangent(x_tangent, parameter_tangents, x, parameters, ctx.activations)
+
+    @staticmethod
+    def tangent(x_tangent, parameter_tangents, x, parameters, activations):
+        """The tangents of aᴸ, the hidden a's and the kept z's (as the forward returns them) from ẋ and the
+        parameters' tangents Ẇ¹, ḃ¹, … (each None for a zero direction), running the layers forwards beside them."""
         a, a_tangent = x, x_tangent
         hidden_tangents, z_tangents = [], []
-        for layer, activation in enumerate(ctx.activations):
+        for layer, activation in enumerate(activations):
             weight, bias = parameters[2 * layer], parameters[2 * layer + 1]
             weight_tangent, bias_tangent = parameter_tangents[2 * layer], parameter_tangents[2 * layer + 1]
             z = Linear.forward(a, weight, bias)
@@ -145,15 +175,15 @@ class MLP(torch.autograd.Function):
             rest[layers + 1 : 2 * layers],
             rest[2 * layers :],
         )
-        return x, weights, MLP.per_layer(ctx, [*hidden, *kept_zs])[1], [*hidden, output]
+        return x, weights, MLP.per_layer(ctx.activations, [*hidden, *kept_zs])[1], [*hidden, output]
 
     @staticmethod
-    def per_layer(ctx, intermediates):
+    def per_layer(activations, intermediates):
         """The forward's extra outputs (hidden a's, then the kept z's) as two lists with one entry per layer: the
         a's (None for the last layer, the output itself) and the z's (None where f′ does not need z)."""
-        layers = len(ctx.activations)
+        layers = len(activations)
         hidden, kept = intermediates[: layers - 1], iter(intermediates[layers - 1 :])
-        zs = [next(kept) if _keeps_z(activation) else None for activation in ctx.activations]
+        zs = [next(kept) if _keeps_z(activation) else None for activation in activations]
         return [*hidden, None], zs
 
 

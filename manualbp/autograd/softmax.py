@@ -37,17 +37,16 @@ class Softmax(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        (p,) = ctx.saved_tensors
-        return Softmax.times_jacobian(grad_output, p, ctx.dim), None
+        return Softmax.times_jacobian(grad_output, *ctx.saved_tensors, ctx.dim), None
 
     @staticmethod
     def jvp(ctx, z_tangent, _):
-        (p,) = ctx.saved_tensors
-        return Softmax.times_jacobian(z_tangent, p, ctx.dim)
+        return Softmax.times_jacobian(z_tangent, *ctx.saved_tensors, ctx.dim)
 
     @staticmethod
     def times_jacobian(t, p, dim):
-        """p ⊙ (t − Σ t·p): the symmetric Jacobian of softmax times t, from either side."""
+        """p ⊙ (t − Σ t·p): the symmetric Jacobian of softmax times t, from either side (so, like the element-wise
+        activations' ``times_derivative``, it is both the backward's and the jvp's derivation)."""
         return p * (t - (t * p).sum(dim, keepdim=True))
 
 
@@ -80,12 +79,18 @@ class LogSoftmax(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        (log_p,) = ctx.saved_tensors
-        p = log_p.exp()
-        return grad_output - p * grad_output.sum(ctx.dim, keepdim=True), None  # g − p Σg
+        return LogSoftmax.gradients(grad_output, *ctx.saved_tensors, ctx.dim)
 
     @staticmethod
     def jvp(ctx, z_tangent, _):
-        (log_p,) = ctx.saved_tensors
+        return LogSoftmax.tangent(z_tangent, *ctx.saved_tensors, ctx.dim)
+
+    @staticmethod
+    def gradients(grad_output, log_p, dim):
         p = log_p.exp()
-        return z_tangent - (p * z_tangent).sum(ctx.dim, keepdim=True)  # ż − Σ p·ż
+        return grad_output - p * grad_output.sum(dim, keepdim=True), None  # g − p Σg
+
+    @staticmethod
+    def tangent(z_tangent, log_p, dim):
+        p = log_p.exp()
+        return z_tangent - (p * z_tangent).sum(dim, keepdim=True)  # ż − Σ p·ż

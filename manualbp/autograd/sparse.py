@@ -42,18 +42,28 @@ class Embedding(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        (indices,) = ctx.saved_tensors
-        rows = Embedding.prepare(grad_output, indices, ctx.padding_idx, ctx.scale_grad_by_freq, ctx.num_embeddings)
+        return Embedding.gradients(
+            grad_output, *ctx.saved_tensors, ctx.num_embeddings, ctx.padding_idx, ctx.scale_grad_by_freq
+        )
+
+    @staticmethod
+    def jvp(ctx, _, weight_tangent, __, ___):
+        return Embedding.tangent(
+            weight_tangent, *ctx.saved_tensors, ctx.num_embeddings, ctx.padding_idx, ctx.scale_grad_by_freq
+        )
+
+    @staticmethod
+    def gradients(grad_output, indices, num_embeddings, padding_idx, scale_grad_by_freq):
+        rows = Embedding.prepare(grad_output, indices, padding_idx, scale_grad_by_freq, num_embeddings)
         rows = rows.reshape(-1, grad_output.shape[-1])
-        grad_weight = grad_output.new_zeros(ctx.num_embeddings, grad_output.shape[-1])
+        grad_weight = grad_output.new_zeros(num_embeddings, grad_output.shape[-1])
         # ∂C/∂W_k = Σ_{n : i_n = k} g_n: a repeated index adds its rows up
         return None, grad_weight.index_add(0, indices.reshape(-1), rows), None, None
 
     @staticmethod
-    def jvp(ctx, _, weight_tangent, __, ___):
-        (indices,) = ctx.saved_tensors
+    def tangent(weight_tangent, indices, num_embeddings, padding_idx, scale_grad_by_freq):
         rows = weight_tangent[indices]  # ȧ = Ẇ[i]
-        return Embedding.prepare(rows, indices, ctx.padding_idx, ctx.scale_grad_by_freq, ctx.num_embeddings)
+        return Embedding.prepare(rows, indices, padding_idx, scale_grad_by_freq, num_embeddings)
 
     @staticmethod
     def prepare(rows, indices, padding_idx, scale_grad_by_freq, num_embeddings):

@@ -23,6 +23,10 @@ class OneHotCrossEntropyLoss(torch.autograd.Function):
     and so that a double backward, which differentiates the backward through p, reaches z through this Function;
     a gradient v into ℓ itself (None in ordinary use) adds the log-softmax's own backward, v − p Σ_c v_c.
 
+    ``gradients`` and ``tangent`` hold the two derivations without a ctx (``backward`` and ``jvp`` only unpack ctx
+    into them), for callers that have the saved tensors themselves; see ``manualbp.autograd.MSELoss`` for why the
+    first is not called ``vjp``.
+
     The value C is PyTorch's: log-softmax, then its ``nll_loss`` kernel, which picks −ℓ_t and takes the mean.
     ``CrossEntropyLoss`` below is PyTorch's every option (class weights, label smoothing, ``ignore_index``, class
     probabilities, every reduction), starting from this one; on this case the two agree bit for bit.
@@ -105,7 +109,8 @@ class CrossEntropyLoss(torch.autograd.Function):
     for a direction ẏ of soft targets), reduced as C is. The log-probabilities' tangent is ℓ̇ itself.
 
     The value C itself is PyTorch's: log-softmax, then (without smoothing) its ``nll_loss`` kernel, which picks
-    −ℓ_t, weighs and reduces; the smoothed value is written out. What this Function derives is the backward.
+    −ℓ_t, weighs and reduces; the smoothed value is written out. What this Function derives is the backward, in
+    ``gradients``, and the jvp, in ``tangent``, as in the plain case.
 
     Shapes: z: ``(M, K)``; target: ``(M,)`` of class indices or ``(M, K)`` of class probabilities; weight:
     ``(K,)`` or None; loss: ``()`` for ``"mean"`` and ``"sum"``, ``(M,)`` for ``"none"``; log-probabilities:
@@ -144,26 +149,18 @@ class CrossEntropyLoss(torch.autograd.Function):
         _, log_probs = output
         ctx.save_for_backward(target, weight, log_probs)
         ctx.save_for_forward(target, weight, log_probs)
-        ctx.ignore_index, ctx.label_smoothing, ctx.reduction = ignore_index, label_smoothing, reduction
+        ctx.options = ignore_index, label_smoothing, reduction  # what the derivation needs besides tensors
         ctx.set_materialize_grads(False)  # an output (or input) with no gradient gets None, not a tensor of zeros
 
     @staticmethod
     def backward(ctx, grad_loss, grad_log_probs):
         return CrossEntropyLoss.gradients(
-            grad_loss,
-            grad_log_probs,
-            *ctx.saved_tensors,
-            ctx.ignore_index,
-            ctx.label_smoothing,
-            ctx.reduction,
-            needs_input_grad=ctx.needs_input_grad,
+            grad_loss, grad_log_probs, *ctx.saved_tensors, *ctx.options, needs_input_grad=ctx.needs_input_grad
         )
 
     @staticmethod
     def jvp(ctx, z_tangent, target_tangent, *_):
-        return CrossEntropyLoss.tangent(
-            z_tangent, target_tangent, *ctx.saved_tensors, ctx.ignore_index, ctx.label_smoothing, ctx.reduction
-        )
+        return CrossEntropyLoss.tangent(z_tangent, target_tangent, *ctx.saved_tensors, *ctx.options)
 
     @staticmethod
     def gradients(

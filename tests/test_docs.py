@@ -17,7 +17,8 @@ GUIDE = os.path.join(ROOT, "docs", "derivations.md")
 REFERENCE_FILES = {
     "manualbp/autograd/linear.py",
     "manualbp/autograd/activation.py",
-    "manualbp/autograd/loss.py",
+    "manualbp/autograd/mse.py",
+    "manualbp/autograd/cross_entropy.py",
     "manualbp/autograd/conv.py",
     "manualbp/autograd/pooling.py",
     "manualbp/autograd/normalization.py",

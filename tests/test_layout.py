@@ -100,7 +100,8 @@ FUNCTIONS = [
 
 
 def test_every_reference_function_is_checked():
-    names = {"Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "MSELoss", "CrossEntropyLoss", "MLP"}
+    names = {"Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "MSELoss", "MLP"}
+    names |= {"OneHotCrossEntropyLoss", "CrossEntropyLoss"}
     names |= {"Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm", "Dropout"}
     names |= {"Softmax", "LogSoftmax", "LayerNorm", "GroupNorm", "Embedding", "ScaledDotProductAttention"}
     assert {function.__name__ for function in FUNCTIONS} == names

@@ -8,7 +8,9 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
 
 - ``linear.py``: ``Linear``, z = x Wᵀ + b.
 - ``activation.py``: ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, a = f(z).
-- ``loss.py``: ``MSELoss``, ``CrossEntropyLoss``.
+- ``mse.py``: ``MSELoss``, C = Σ(a − y)².
+- ``cross_entropy.py``: ``OneHotCrossEntropyLoss``, the plain case, ∂C/∂z = (softmax(z) − onehot(t))/N; then
+  ``CrossEntropyLoss``, PyTorch's every option (weights, smoothing, ``ignore_index``, class probabilities).
 - ``conv.py``: ``Conv2d``, z = W ⋆ x + b (derived through im2col and Linear's rule).
 - ``pooling.py``: ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``.
 - ``normalization.py``: ``BatchNorm``, y = γ x̂ + β, with the compact one-line backward.
@@ -24,12 +26,13 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
 from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from manualbp.autograd.attention import ScaledDotProductAttention
 from manualbp.autograd.conv import Conv2d
+from manualbp.autograd.cross_entropy import CrossEntropyLoss, OneHotCrossEntropyLoss
 from manualbp.autograd.dropout import Dropout
 from manualbp.autograd.group_norm import GroupNorm
 from manualbp.autograd.layer_norm import LayerNorm
 from manualbp.autograd.linear import Linear
-from manualbp.autograd.loss import CrossEntropyLoss, MSELoss
 from manualbp.autograd.mlp import MLP
+from manualbp.autograd.mse import MSELoss
 from manualbp.autograd.normalization import BatchNorm
 from manualbp.autograd.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from manualbp.autograd.softmax import LogSoftmax, Softmax
@@ -48,6 +51,7 @@ __all__ = [
     "Linear",
     "MSELoss",
     "MaxPool2d",
+    "OneHotCrossEntropyLoss",
     "ReLU",
     "Sigmoid",
     "Embedding",

@@ -10,8 +10,8 @@ plumbing:
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
   two reference backward passes (and jvps).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
-- ``cross_entropy.py``: ``OneHotCrossEntropyLoss``, cross-entropy's common case in fewer kernels, and
-  ``target_range``, the cheapest read of the targets that chooses it.
+- ``cross_entropy.py``: ``target_range``, the cheapest read of the class-index targets, which decides whether
+  cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs.
 
 ``manualbp.functional`` (and through it ``manualbp.nn`` and ``convert``) calls these after checking its arguments.
 """
@@ -19,7 +19,7 @@ plumbing:
 from manualbp import autograd
 from manualbp.fast import sequential
 from manualbp.fast.call import Route, classic
-from manualbp.fast.cross_entropy import OneHotCrossEntropyLoss, target_range
+from manualbp.fast.cross_entropy import target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 
 linear = Route(autograd.Linear)
@@ -30,7 +30,7 @@ tanh = Route(autograd.Tanh)
 gelu = Route(autograd.GELU)
 mse_loss = Route(autograd.MSELoss)
 cross_entropy = Route(autograd.CrossEntropyLoss)
-one_hot_cross_entropy = Route(OneHotCrossEntropyLoss)
+one_hot_cross_entropy = Route(autograd.OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
 conv2d = Route(autograd.Conv2d)
@@ -49,7 +49,6 @@ scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 __all__ = [
     "ACTIVATIONS",
     "LinearActivation",
-    "OneHotCrossEntropyLoss",
     "Route",
     "adaptive_avg_pool2d",
     "avg_pool2d",

@@ -62,7 +62,11 @@ def cross_entropy(
     label_smoothing=0.0,
 ):
     """Softmax cross-entropy from logits, against class indices or class probabilities.
-    See ``manualbp.autograd.CrossEntropyLoss``.
+
+    The plain case (class indices, no ``ignore_index`` hit, no weights, no smoothing, the mean) runs
+    ``manualbp.autograd.OneHotCrossEntropyLoss``, ∂C/∂z = (softmax(z) − onehot(t))/N; everything else runs
+    ``manualbp.autograd.CrossEntropyLoss``, which derives what each option adds. (Where the targets cannot be read
+    cheaply, on a GPU or under torch.compile or torch.func, the general one runs: it is equal on the plain case.)
 
     Args:
         input: logits, ``(C,)``, ``(N, C)`` or ``(N, C, d₁, …, d_k)``.
@@ -117,17 +121,21 @@ def cross_entropy(
     logits = input if input.dim() == 2 else input.movedim(1, -1).reshape(-1, num_classes)
     if probabilities:
         rows = target if target.dim() == 2 else target.movedim(1, -1).reshape(-1, num_classes)
-        route = fast.cross_entropy
     else:
         rows = (target if target.dim() == 1 else target.reshape(-1)).long()
         span = None if rows.numel() == 0 else fast.target_range(rows)
         if span is not None:
             _check_targets(rows, num_classes, ignore_index, *span)
-        one_hot = (
-            weight is None and label_smoothing == 0 and span is not None and not span[0] <= ignore_index <= span[1]
-        )
-        route = fast.one_hot_cross_entropy if one_hot else fast.cross_entropy
-    loss, _ = route(logits, rows, weight, ignore_index, float(label_smoothing), reduction)
+        # the plain case, (softmax(z) − onehot(t))/N, where the targets are known to ignore no row (read cheaply)
+        if (
+            reduction == "mean"
+            and weight is None
+            and label_smoothing == 0
+            and span is not None
+            and not span[0] <= ignore_index <= span[1]
+        ):
+            return fast.one_hot_cross_entropy(logits, rows)[0]
+    loss, _ = fast.cross_entropy(logits, rows, weight, ignore_index, float(label_smoothing), reduction)
     if reduction == "none":
         shape = (input.shape[0], *input.shape[2:])
         loss = loss.reshape(shape[1:] if unbatched else shape)

@@ -29,6 +29,10 @@ class MSELoss(torch.nn.MSELoss):
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     r"""Softmax cross-entropy from logits, with ∂C/∂z = softmax(z) − onehot(y) (divided by N for the mean).
 
+    The plain case (class indices, the mean, no weights, no smoothing, no target equal to ``ignore_index``) runs
+    ``manualbp.autograd.OneHotCrossEntropyLoss``; every other case ``manualbp.autograd.CrossEntropyLoss``, which
+    derives what each option adds (``manualbp.functional.cross_entropy`` chooses).
+
     Args:
         weight: optional per-class weights, ``(C,)``.
         size_average, reduce: deprecated, as in PyTorch; use ``reduction``.

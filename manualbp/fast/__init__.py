@@ -9,6 +9,8 @@ plumbing:
   eager mode; the forms torch.func and torch.compile need under them). One Route per Function, below.
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
   two reference backward passes (and jvps).
+- ``mlp_loss.py``: ``MLPLoss``, a whole network and its loss as one node, its gradients computed in the forward pass
+  by the reference's derivations (the loss's ``gradients``, then ``MLP.gradients``).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
 - ``cross_entropy.py``: ``target_range``, the cheapest read of the class-index targets, which decides whether
   cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs.
@@ -21,6 +23,8 @@ from manualbp.fast import sequential
 from manualbp.fast.call import Route, classic
 from manualbp.fast.cross_entropy import target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
+from manualbp.fast.mlp_loss import MLPLoss
+from manualbp.fast.mlp_loss import in_one_node as mlp_loss_in_one_node
 
 linear = Route(autograd.Linear)
 relu = Route(autograd.ReLU)
@@ -33,6 +37,7 @@ cross_entropy = Route(autograd.CrossEntropyLoss)
 one_hot_cross_entropy = Route(autograd.OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
+mlp_loss = MLPLoss.apply  # a classic-form Function already: no argument binding to save
 conv2d = Route(autograd.Conv2d)
 max_pool2d = Route(autograd.MaxPool2d)
 avg_pool2d = Route(autograd.AvgPool2d)
@@ -49,6 +54,7 @@ scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 __all__ = [
     "ACTIVATIONS",
     "LinearActivation",
+    "MLPLoss",
     "Route",
     "adaptive_avg_pool2d",
     "avg_pool2d",
@@ -67,6 +73,8 @@ __all__ = [
     "max_pool2d",
     "log_softmax",
     "mlp",
+    "mlp_loss",
+    "mlp_loss_in_one_node",
     "mse_loss",
     "one_hot_cross_entropy",
     "relu",

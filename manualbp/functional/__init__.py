@@ -12,7 +12,7 @@ from manualbp.functional.activation import gelu, leaky_relu, log_softmax, relu, 
 from manualbp.functional.attention import multi_head_attention_forward, scaled_dot_product_attention
 from manualbp.functional.conv import conv1d, conv2d
 from manualbp.functional.dropout import dropout
-from manualbp.functional.linear import linear, linear_activation, mlp
+from manualbp.functional.linear import linear, linear_activation, mlp, mlp_loss
 from manualbp.functional.loss import cross_entropy, mse_loss
 from manualbp.functional.normalization import batch_norm, group_norm, layer_norm
 from manualbp.functional.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
@@ -36,6 +36,7 @@ __all__ = [
     "log_softmax",
     "max_pool2d",
     "mlp",
+    "mlp_loss",
     "mse_loss",
     "multi_head_attention_forward",
     "relu",

@@ -1,4 +1,5 @@
-"""The linear map and what is built from it: ``linear``, ``linear_activation`` (fused) and ``mlp`` (one node)."""
+"""The linear map and what is built from it: ``linear``, ``linear_activation`` (fused), ``mlp`` (one node) and
+``mlp_loss`` (the network and its loss, one node)."""
 
 import math
 
@@ -6,8 +7,9 @@ import torch
 
 from manualbp import autograd, fast
 from manualbp.functional._checks import _autocast_enabled, _check_same, _check_tensors, _one_device
+from manualbp.functional.loss import cross_entropy, mse_loss
 
-__all__ = ["linear", "linear_activation", "mlp"]
+__all__ = ["linear", "linear_activation", "mlp", "mlp_loss"]
 
 
 def linear(input, weight, bias=None):
@@ -72,29 +74,101 @@ def mlp(input, weights, biases, activations):
     Returns:
         ``(*, n_L)``.
     """
-    _check_tensors("mlp", input=input)
+    input, parameters, activations = _mlp_operands("mlp", input, weights, biases, activations)
+    width = parameters[-2].shape[0]
+    rows = input if input.dim() == 2 else input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    output = fast.mlp(rows, activations, *parameters)[0]
+    return output if input.dim() == 2 else output.reshape(*input.shape[:-1], width)
+
+
+LOSSES = ("cross-entropy", "mse")
+
+
+def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy"):
+    """C = loss(aᴸ, y) for the network aᴸ = f_L(⋯ f_1(x W₁ᵀ + b₁) ⋯): the whole network and its loss as one
+    autograd node, whose every gradient is computed in the forward pass by the four equations of backpropagation
+    (see ``manualbp.fast.MLPLoss``, and ``docs/derivations.md``). ``loss.backward()`` then only hands them over.
+
+    The loss and every gradient are those of ``mlp`` (or the layers one by one) followed by ``cross_entropy`` or
+    ``mse_loss``, to the bit. Under ``torch.no_grad()`` (or with nothing requiring a gradient) no gradient is
+    computed. Under torch.func transforms, torch.compile, forward-mode AD and autocast, and for a double backward,
+    the same value and gradients come from the two nodes ``mlp`` and the loss, which support them.
+
+    Args:
+        input: ``(*, n₀)``.
+        target: for ``"cross-entropy"``, int64 class indices in ``[0, n_L)`` of shape ``(*)``; for ``"mse"``,
+            the output's shape ``(*, n_L)``.
+        weights, biases, activations: as for ``mlp``.
+        loss: ``"cross-entropy"`` (softmax cross-entropy of the logits aᴸ, the mean over the examples) or
+            ``"mse"`` (the mean squared error over every element, as ``mse_loss``'s default).
+
+    Returns:
+        ``()``, the loss.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"mlp_loss: loss must be one of {list(LOSSES)}, got {loss!r}")
+    input, parameters, activations = _mlp_operands("mlp_loss", input, weights, biases, activations)
+    _check_tensors("mlp_loss", ("input", "target"), input=input, target=target)
+    width = parameters[-2].shape[0]
+    rows = input if input.dim() == 2 else input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    if loss == "cross-entropy":
+        if target.dtype is not torch.int64 or target.shape != input.shape[:-1]:
+            raise RuntimeError(
+                f"mlp_loss: cross-entropy targets must be int64 class indices of shape {tuple(input.shape[:-1])} "
+                f"(one per example), got {target.dtype} of shape {tuple(target.shape)}"
+            )
+        target = target.reshape(-1)
+        span = None if target.numel() == 0 else fast.target_range(target)
+        if span is not None and not (span[0] >= 0 and span[1] < width):
+            bad = target[(target < 0) | (target >= width)][0].item()
+            raise IndexError(f"mlp_loss: target {bad} is out of bounds: class indices must lie in [0, {width})")
+    elif target.shape != (*input.shape[:-1], width):
+        raise ValueError(
+            f"mlp_loss: mse targets must have the output's shape {(*input.shape[:-1], width)}, got "
+            f"{tuple(target.shape)}"
+        )
+    else:
+        target = target.reshape(rows.shape[0], width)
+    if target.device != input.device:
+        _check_same("mlp_loss", "device", input=input, target=target)
+    if not torch.is_grad_enabled() or _autocast_enabled(input) or not fast.mlp_loss_in_one_node():
+        # no gradient to compute (the node would compute them: inside a Function, grad mode is always off), or a
+        # mode the node cannot take: the network's node and the loss's
+        output = fast.mlp(rows, activations, *parameters)[0]
+        if loss == "cross-entropy":
+            return cross_entropy(output, target)
+        return mse_loss(output, target)
+    if loss == "mse" and target.dtype is not input.dtype:
+        _check_same("mlp_loss", "dtype", input=input, target=target)
+    return fast.mlp_loss(rows, target, loss, activations, *parameters)
+
+
+def _mlp_operands(function, input, weights, biases, activations):
+    """Check a network's operands (and cast them as autocast would); return ``(input, parameters, activations)``
+    with ``parameters`` W¹, b¹, W², … as the Functions take them."""
+    _check_tensors(function, input=input)
     weights, biases, activations = list(weights), list(biases), tuple(activations)
     if not weights or not len(weights) == len(biases) == len(activations):
         raise ValueError(
-            f"mlp: weights, biases and activations need one entry per layer, got {len(weights)}, {len(biases)} "
+            f"{function}: weights, biases and activations need one entry per layer, got {len(weights)}, {len(biases)} "
             f"and {len(activations)}"
         )
     unknown = [name for name in activations if name is not None and name not in autograd.mlp.ACTIVATIONS]
     if unknown:
         raise ValueError(
-            f"mlp: activation {unknown[0]!r} is not one of {sorted(autograd.mlp.ACTIVATIONS)} (or None for none)"
+            f"{function}: activation {unknown[0]!r} is not one of {sorted(autograd.mlp.ACTIVATIONS)} (or None for none)"
         )
     width = input.shape[-1] if input.dim() > 0 else None
     for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
         if weight.dim() != 2 or weight.shape[1] != width:
             raise RuntimeError(
-                f"mlp: layer {layer + 1}'s weight must be 2-D (out_features, {width}) to take "
+                f"{function}: layer {layer + 1}'s weight must be 2-D (out_features, {width}) to take "
                 f"{'the input' if layer == 0 else f'layer {layer} output'} of width {width}, got shape "
                 f"{tuple(weight.shape)}"
             )
         if bias is not None and tuple(bias.shape) != (weight.shape[0],):
             raise RuntimeError(
-                f"mlp: layer {layer + 1}'s bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
+                f"{function}: layer {layer + 1}'s bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
             )
         width = weight.shape[0]
     tensors = {"input": input} | {f"weight {i + 1}": w for i, w in enumerate(weights)}
@@ -102,13 +176,10 @@ def mlp(input, weights, biases, activations):
     if _autocast_enabled(input):  # as for linear: every operand in the autocast dtype, cast outside the Function
         dtype = torch.get_autocast_dtype(input.device.type)
         tensors = {name: t.to(dtype) for name, t in tensors.items()}
-    _check_same("mlp", "dtype", **tensors)
-    _check_same("mlp", "device", **tensors)
-    input = tensors["input"]
+    _check_same(function, "dtype", **tensors)
+    _check_same(function, "device", **tensors)
     parameters = [tensors.get(f"{kind} {i + 1}") for i in range(len(weights)) for kind in ("weight", "bias")]
-    rows = input if input.dim() == 2 else input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
-    output = fast.mlp(rows, activations, *parameters)[0]
-    return output if input.dim() == 2 else output.reshape(*input.shape[:-1], width)
+    return tensors["input"], parameters, activations
 
 
 def _on_rows(route, input, weight, *args):

@@ -16,6 +16,7 @@ from manualbp.nn.group_norm import GroupNorm
 from manualbp.nn.layer_norm import LayerNorm
 from manualbp.nn.linear import Linear
 from manualbp.nn.loss import CrossEntropyLoss, MSELoss
+from manualbp.nn.mlp import MLP
 from manualbp.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from manualbp.nn.sparse import Embedding
 from manualbp.nn.transformer import TransformerEncoder, TransformerEncoderLayer
@@ -37,6 +38,7 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
+    "MLP",
     "MSELoss",
     "MaxPool2d",
     "MultiheadAttention",

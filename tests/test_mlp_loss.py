@@ -1,0 +1,291 @@
+"""The network and its loss as one node (``manualbp.functional.mlp_loss``, ``manualbp.nn.MLP``): every gradient the
+per-layer reference path's to the bit, autograd's within rounding, and the node works where every Function here
+works (gradcheck, gradgradcheck, forward AD, vmap, torch.compile, autocast, no_grad)."""
+
+import pytest
+import torch
+from conftest import TIGHT
+from hypothesis import given
+from hypothesis import strategies as st
+
+import manualbp
+import manualbp.functional as F
+from manualbp import autograd as A
+from manualbp import nn as mnn
+
+NAMES = ["relu", "leaky-relu", "sigmoid", "tanh", "gelu", None]
+REFERENCE_ACTIVATION = {
+    "relu": A.ReLU.apply,
+    "leaky-relu": lambda z: A.LeakyReLU.apply(z, 0.01),
+    "sigmoid": A.Sigmoid.apply,
+    "tanh": A.Tanh.apply,
+    "gelu": lambda z: A.GELU.apply(z, "none"),
+    None: lambda z: z,
+}
+TORCH_ACTIVATION = {
+    "relu": torch.relu,
+    "leaky-relu": torch.nn.functional.leaky_relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "gelu": torch.nn.functional.gelu,
+    None: lambda z: z,
+}
+
+
+def _network(widths, bias, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    weights = [
+        (torch.randn(n, m, generator=generator, dtype=dtype) / m**0.5).requires_grad_()
+        for m, n in zip(widths[:-1], widths[1:], strict=True)
+    ]
+    biases = [torch.randn(n, generator=generator, dtype=dtype).requires_grad_() if bias else None for n in widths[1:]]
+    return weights, biases
+
+
+def _data(widths, rows, loss, dtype, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, widths[0], generator=generator, dtype=dtype).requires_grad_()
+    if loss == "cross-entropy":
+        return x, torch.randint(widths[-1], (rows,), generator=generator)
+    return x, torch.randn(rows, widths[-1], generator=generator, dtype=dtype)
+
+
+def _per_layer_reference(x, target, weights, biases, activations, loss):
+    """The same loss by the reference tier's Functions called one layer at a time."""
+    a = x
+    for weight, bias, activation in zip(weights, biases, activations, strict=True):
+        a = REFERENCE_ACTIVATION[activation](A.Linear.apply(a, weight, bias))
+    if loss == "cross-entropy":
+        return A.OneHotCrossEntropyLoss.apply(a, target)[0]
+    return A.MSELoss.apply(a, target, None, "mean")
+
+
+def _torch(x, target, weights, biases, activations, loss):
+    a = x
+    for weight, bias, activation in zip(weights, biases, activations, strict=True):
+        a = TORCH_ACTIVATION[activation](torch.nn.functional.linear(a, weight, bias))
+    if loss == "cross-entropy":
+        return torch.nn.functional.cross_entropy(a, target)
+    return torch.nn.functional.mse_loss(a, target)
+
+
+def _loss_and_grads(function, x, target, weights, biases, activations, loss):
+    leaves = [x, *weights, *(b for b in biases if b is not None)]
+    value = function(x, target, weights, biases, activations, loss)
+    return [value.detach(), *torch.autograd.grad(value, leaves)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@given(
+    widths=st.lists(st.integers(1, 12), min_size=2, max_size=5),
+    names=st.lists(st.sampled_from(NAMES), min_size=4, max_size=4),
+    rows=st.integers(1, 9),
+    bias=st.booleans(),
+    loss=st.sampled_from(["cross-entropy", "mse"]),
+)
+def test_mlp_loss_equals_the_per_layer_reference_path_bitwise_and_autograd_closely(
+    dtype, widths, names, rows, bias, loss
+):
+    activations = names[: len(widths) - 1]
+    weights, biases = _network(widths, bias, dtype)
+    x, target = _data(widths, rows, loss, dtype)
+    one_node = _loss_and_grads(F.mlp_loss, x, target, weights, biases, activations, loss)
+    per_layer = _loss_and_grads(_per_layer_reference, x, target, weights, biases, activations, loss)
+    for ours, theirs in zip(one_node, per_layer, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    for ours, theirs in zip(
+        one_node, _loss_and_grads(_torch, x, target, weights, biases, activations, loss), strict=True
+    ):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_mlp_loss_is_one_node_whose_inputs_are_the_leaves():
+    weights, biases = _network([6, 5, 3], True, torch.float32)
+    x, target = _data([6, 5, 3], 4, "cross-entropy", torch.float32)
+    value = F.mlp_loss(x, target, weights, biases, ["relu", None])
+    assert type(value.grad_fn).__name__ == "MLPLossBackward"
+    # every input of the node is a leaf's accumulator: no other node for the layers or the loss
+    assert all(type(node).__name__ == "AccumulateGrad" for node, _ in value.grad_fn.next_functions if node is not None)
+
+
+def test_mlp_loss_backward_scales_by_an_upstream_gradient_that_is_not_one():
+    weights, biases = _network([5, 4, 3], True, torch.float64)
+    x, target = _data([5, 4, 3], 6, "mse", torch.float64)
+    once = torch.autograd.grad(F.mlp_loss(x, target, weights, biases, ["tanh", None], "mse"), weights)
+    thrice = torch.autograd.grad(3 * F.mlp_loss(x, target, weights, biases, ["tanh", None], "mse"), weights)
+    for one, three in zip(once, thrice, strict=True):
+        torch.testing.assert_close(three, 3 * one, rtol=1e-15, atol=0)
+
+
+def test_mlp_loss_a_retained_graph_gives_the_same_gradients_twice():
+    weights, biases = _network([5, 4, 3], True, torch.float64)
+    x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float64)
+    value = F.mlp_loss(x, target, weights, biases, ["sigmoid", None])
+    first = torch.autograd.grad(value, weights, retain_graph=True)
+    second = torch.autograd.grad(value, weights)
+    for one, two in zip(first, second, strict=True):
+        torch.testing.assert_close(one, two)
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
+@pytest.mark.parametrize("activations", [("tanh", None), ("gelu", "sigmoid")], ids=str)
+def test_mlp_loss_gradcheck_and_gradgradcheck_with_forward_ad(loss, activations):
+    weights, biases = _network([4, 3, 3], True, torch.float64)
+    x, target = _data([4, 3, 3], 5, loss, torch.float64)
+
+    def function(x, *parameters):
+        return F.mlp_loss(x, target, parameters[::2], parameters[1::2], activations, loss)
+
+    inputs = (x, *(p for pair in zip(weights, biases, strict=True) for p in pair))
+    assert torch.autograd.gradcheck(function, inputs, **TIGHT, check_forward_ad=True, check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(function, inputs, **TIGHT, check_fwd_over_rev=True, check_rev_over_rev=True)
+
+
+def test_mlp_loss_under_vmap_gives_per_example_gradients():
+    weights, biases = _network([5, 4, 3], True, torch.float64)
+    x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float64)
+    params = {"weights": [w.detach() for w in weights], "biases": [b.detach() for b in biases]}
+
+    def loss_of(params, x, t):
+        return F.mlp_loss(x.unsqueeze(0), t.unsqueeze(0), params["weights"], params["biases"], ["relu", None])
+
+    per_example = torch.func.vmap(torch.func.grad(loss_of), in_dims=(None, 0, 0))(params, x.detach(), target)
+    for row in range(len(x)):
+        expected = torch.autograd.grad(
+            _torch(x[row : row + 1].detach(), target[row : row + 1], weights, biases, ["relu", None], "cross-entropy"),
+            weights,
+        )
+        for got, want in zip(per_example["weights"], expected, strict=True):
+            torch.testing.assert_close(got[row], want)
+
+
+def test_mlp_loss_under_no_grad_computes_no_gradient(monkeypatch):
+    weights, biases = _network([5, 4, 3], True, torch.float32)
+    x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float32)
+    expected = F.mlp_loss(x, target, weights, biases, ["relu", None]).detach()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a gradient was computed")
+
+    monkeypatch.setattr(A.MLP, "gradients", staticmethod(refuse))
+    with torch.no_grad():
+        value = F.mlp_loss(x, target, weights, biases, ["relu", None])
+    plain = [t.detach() for t in (x, *weights, *biases)]
+    value_of_constants = F.mlp_loss(plain[0], target, plain[1:3], plain[3:], ["relu", None])
+    torch.testing.assert_close(value, expected, rtol=0, atol=0)
+    torch.testing.assert_close(value_of_constants, expected, rtol=0, atol=0)
+
+
+def test_mlp_loss_under_autocast_matches_torch():
+    weights, biases = _network([8, 6, 4], True, torch.float32)
+    x, target = _data([8, 6, 4], 5, "cross-entropy", torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = _loss_and_grads(F.mlp_loss, x, target, weights, biases, ["relu", None], "cross-entropy")
+        theirs = _loss_and_grads(_torch, x, target, weights, biases, ["relu", None], "cross-entropy")
+    assert ours[0].dtype == theirs[0].dtype == torch.float32
+    for got, want in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.slow
+def test_mlp_loss_under_torch_compile_fullgraph():
+    weights, biases = _network([6, 5, 3], True, torch.float32)
+    x, target = _data([6, 5, 3], 4, "cross-entropy", torch.float32)
+    compiled = torch.compile(F.mlp_loss, fullgraph=True, backend="aot_eager")
+    ours = _loss_and_grads(compiled, x, target, weights, biases, ("relu", None), "cross-entropy")
+    theirs = _loss_and_grads(_torch, x, target, weights, biases, ("relu", None), "cross-entropy")
+    for got, want in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"loss": "hinge"}, ValueError, "loss must be one of"),
+        ({"target": torch.zeros(4, dtype=torch.int32)}, RuntimeError, "int64 class indices of shape"),
+        ({"target": torch.tensor([0, 1, 2, 3])}, IndexError, "target 3 is out of bounds"),
+        ({"loss": "mse", "target": torch.zeros(4, 2)}, ValueError, "mse targets must have the output's shape"),
+        ({"activations": ["relu"]}, ValueError, "one entry per layer"),
+        ({"target": None}, TypeError, "target"),
+    ],
+    ids=["loss", "target-dtype", "target-range", "mse-shape", "layers", "none"],
+)
+def test_mlp_loss_refuses_bad_input_in_one_line(change, error, message):
+    weights, biases = _network([5, 4, 3], True, torch.float32)
+    arguments = {
+        "input": torch.randn(4, 5),
+        "target": torch.tensor([0, 1, 2, 0]),
+        "weights": weights,
+        "biases": biases,
+        "activations": ["relu", None],
+        "loss": "cross-entropy",
+    } | change
+    with pytest.raises(error, match=message) as raised:
+        F.mlp_loss(**arguments)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_mlp_module_keeps_torch_sequentials_state_dict_and_its_loss_is_the_layers_loss_bitwise():
+    torch.manual_seed(0)
+    model = mnn.MLP([6, 5, 4, 3], activation="tanh")
+    plain = torch.nn.Sequential(
+        torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)
+    )
+    assert list(model.state_dict()) == list(plain.state_dict()) == [
+        "0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"
+    ]  # fmt: skip
+    plain.load_state_dict(model.state_dict())
+    x, target = torch.randn(7, 6), torch.randint(3, (7,))
+    torch.testing.assert_close(model(x), plain(x))
+    ours = torch.autograd.grad(model.loss(x, target), list(model.parameters()))
+    layers = manualbp.convert(plain)  # the same modules, one at a time
+    theirs = torch.autograd.grad(
+        F.cross_entropy(torch.nn.Sequential.forward(layers, x), target), list(layers.parameters())
+    )
+    for got, want in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_mlp_module_runs_module_by_module_when_a_hook_must_fire():
+    model = mnn.MLP([4, 3, 2], activation="relu")
+    seen = []
+    model[0].register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    x, target = torch.randn(5, 4), torch.randint(2, (5,))
+    value = model.loss(x, target)
+    assert seen == [torch.Size([5, 3])]
+    assert type(value.grad_fn).__name__ != "MLPLossBackward"
+    with pytest.raises(ValueError, match="loss must be one of"):
+        model.loss(x, target, loss="hinge")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"sizes": [4]}, "at least two positive ints"),
+        ({"sizes": [4, 0, 2]}, "at least two positive ints"),
+        ({"sizes": [4, 2], "activation": "swish"}, "activation must be one of"),
+        ({"sizes": [4, 2], "activation": None}, "need an activation"),
+    ],
+)
+def test_the_mlp_module_refuses_bad_sizes_and_activations(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        mnn.MLP(**arguments)
+
+
+def test_mlp_loss_backward_hands_its_gradients_over_without_a_copy(monkeypatch):
+    # the gradients computed in the forward pass become .grad as they are: the backward makes no new tensor
+    computed = []
+    gradients = A.MLP.gradients
+
+    def recording(*args, **kwargs):
+        result = gradients(*args, **kwargs)
+        computed.extend(None if grad is None else grad.data_ptr() for grad in result)  # no reference kept
+        return result
+
+    monkeypatch.setattr(A.MLP, "gradients", staticmethod(recording))
+    weights, biases = _network([5, 4, 3], True, torch.float32)
+    x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float32)
+    F.mlp_loss(x.detach(), target, weights, biases, ["relu", None]).backward()
+    _, *parameter_gradients = computed
+    grads = [weights[0].grad, biases[0].grad, weights[1].grad, biases[1].grad]
+    assert [g.data_ptr() for g in grads] == parameter_gradients

@@ -4,7 +4,9 @@
 
 Both models are built by the trainer's ``build_mlp`` from the same seed (the same initial weights) and trained
 on the same random batch; the only difference is whose Functions compute the forward and backward passes. A third
-column runs manualbp's model as one node, ``manualbp.functional.mlp`` (the whole network's backward as one loop).
+column runs manualbp's model as one node, ``manualbp.functional.mlp`` (the whole network's backward as one loop),
+and a fourth the network and its loss as one node, ``manualbp.functional.mlp_loss`` (every gradient computed in the
+forward pass).
 """
 
 import os
@@ -52,11 +54,15 @@ def make_batch(sizes, loss, batch_size, device):
 
 def make_step(sizes, activation, loss, batch_size, layers, device, compile=False):
     """A function that runs one training step of the given network on a fixed random batch; ``layers`` is
-    ``"manual"``, ``"torch"`` or ``"mlp"`` (manualbp's model run as one ``manualbp.functional.mlp`` node)."""
-    model, x, _, cost = make_case(sizes, activation, loss, batch_size, "manual" if layers == "mlp" else layers, device)
+    ``"manual"``, ``"torch"``, ``"mlp"`` (manualbp's model run as one ``manualbp.functional.mlp`` node) or
+    ``"mlp_loss"`` (the model and its loss as one ``manualbp.functional.mlp_loss`` node)."""
+    one_node = layers in ("mlp", "mlp_loss")
+    model, x, target, cost = make_case(sizes, activation, loss, batch_size, "manual" if one_node else layers, device)
     network = as_one_node(model) if layers == "mlp" else model
 
     def forward():
+        if layers == "mlp_loss":
+            return manual_functional.mlp_loss(x, target, *layers_of(model), loss)
         return cost(network(x))
 
     return training_step(model, torch.compile(forward, fullgraph=True) if compile else forward)
@@ -64,6 +70,13 @@ def make_step(sizes, activation, loss, batch_size, layers, device, compile=False
 
 def as_one_node(model):
     """``x ↦ model(x)`` for a Sequential of Linear layers and activations, as one ``manualbp.functional.mlp``."""
+    weights, biases, activations = layers_of(model)
+    return lambda x: manual_functional.mlp(x, weights, biases, activations)
+
+
+def layers_of(model):
+    """``(weights, biases, activations)`` of a Sequential of Linear layers and activations, as
+    ``manualbp.functional.mlp`` takes them."""
     names = {module: name for name, module in mnn.ACTIVATIONS.items()}
     weights, biases, activations = [], [], []
     for module in model:
@@ -73,7 +86,7 @@ def as_one_node(model):
             activations.append(None)
         else:
             activations[-1] = names[type(module)]
-    return lambda x: manual_functional.mlp(x, weights, biases, activations)
+    return weights, biases, activations
 
 
 def training_step(model, forward, **options):
@@ -111,7 +124,7 @@ def main(argv=None):
             torch._dynamo.reset()  # a fresh cache per case: the recompile limit counts all graphs
         steps = {
             layers: make_step(sizes, activation, loss, batch_size, layers, device, args.compile)
-            for layers in ("manual", "torch", "mlp")
+            for layers in ("manual", "torch", "mlp", "mlp_loss")
         }
         times = _harness.compare(steps, device, rounds, min_run_time)
         rows.append(
@@ -122,9 +135,12 @@ def main(argv=None):
                 _harness.format_ratio(times["manual"], times["torch"]),
                 _harness.microseconds(times["mlp"]),
                 _harness.format_ratio(times["mlp"], times["torch"]),
+                _harness.microseconds(times["mlp_loss"]),
+                _harness.format_ratio(times["mlp_loss"], times["torch"]),
             ]
         )
     header = [*CASE_HEADER, "manualbp µs", "torch.nn µs", "ratio (IQR)", "one-node MLP µs", "MLP ratio (IQR)"]
+    header += ["MLP + loss µs", "MLP + loss ratio (IQR)"]
     command = _harness.command("step.py", args)
     command += " --compile" if args.compile else ""
     mode = "torch.compile" if args.compile else "eager"

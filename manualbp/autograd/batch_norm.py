@@ -3,7 +3,7 @@
 import torch
 from torch.nn.functional import batch_norm
 
-from manualbp.autograd.normalization import affine_tangent, affine_vjp, channel, normalize, times_jacobian
+from manualbp.autograd.normalization import affine_gradients, affine_tangent, channel, normalize, times_jacobian
 
 
 class BatchNorm(torch.autograd.Function):
@@ -48,7 +48,7 @@ class BatchNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        return BatchNorm.vjp(
+        return BatchNorm.gradients(
             grad_output, *ctx.saved_tensors, ctx.training, ctx.eps, ctx.has_bias, needs_input_grad=ctx.needs_input_grad
         )
 
@@ -57,7 +57,7 @@ class BatchNorm(torch.autograd.Function):
         return BatchNorm.tangent(x_tangent, weight_tangent, bias_tangent, *ctx.saved_tensors, ctx.training, ctx.eps)
 
     @staticmethod
-    def vjp(grad_output, x, weight, running_mean, running_var, training, eps, has_bias, needs_input_grad=None):
+    def gradients(grad_output, x, weight, running_mean, running_var, training, eps, has_bias, needs_input_grad=None):
         needs_x_grad, needs_weight_grad, needs_bias_grad = (needs_input_grad or (True,) * 3)[:3]
         x_hat, inverse_std, axes = BatchNorm.normalize(x, running_mean, running_var, training, eps)
         grad_x = None
@@ -66,7 +66,7 @@ class BatchNorm(torch.autograd.Function):
             # ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ mean(ĝ x̂)); in eval the statistics are constants: σ_r⁻¹ ĝ
             grad_x = times_jacobian(g_hat, x_hat, inverse_std, axes) if training else inverse_std * g_hat
         needs_weight_grad, needs_bias_grad = weight is not None and needs_weight_grad, has_bias and needs_bias_grad
-        grad_weight, grad_bias = affine_vjp(grad_output, x_hat, axes, needs_weight_grad, needs_bias_grad)
+        grad_weight, grad_bias = affine_gradients(grad_output, x_hat, axes, needs_weight_grad, needs_bias_grad)
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
     @staticmethod

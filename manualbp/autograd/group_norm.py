@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from manualbp.autograd.normalization import affine_tangent, affine_vjp, channel, normalize, times_jacobian
+from manualbp.autograd.normalization import affine_gradients, affine_tangent, channel, normalize, times_jacobian
 
 
 class GroupNorm(torch.autograd.Function):
@@ -48,7 +48,7 @@ class GroupNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        return GroupNorm.vjp(
+        return GroupNorm.gradients(
             grad_output,
             *ctx.saved_tensors,
             ctx.num_groups,
@@ -62,7 +62,7 @@ class GroupNorm(torch.autograd.Function):
         return GroupNorm.tangent(x_tangent, weight_tangent, bias_tangent, *ctx.saved_tensors, ctx.num_groups, ctx.eps)
 
     @staticmethod
-    def vjp(grad_output, x, weight, num_groups, eps, has_bias, needs_input_grad=None):
+    def gradients(grad_output, x, weight, num_groups, eps, has_bias, needs_input_grad=None):
         needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = needs_input_grad or (True,) * 5
         x_hat, inverse_std = normalize(grouped(x, num_groups), -1, eps)  # in the (N, G, M) view
         grad_x = None
@@ -72,7 +72,7 @@ class GroupNorm(torch.autograd.Function):
             grad_x = times_jacobian(grouped(g_hat, num_groups), x_hat, inverse_std, -1).reshape(x.shape)
         needs_weight_grad, needs_bias_grad = weight is not None and needs_weight_grad, has_bias and needs_bias_grad
         axes = [0, *range(2, x.dim())]  # every example and position: γ and β are shared by them
-        grad_weight, grad_bias = affine_vjp(
+        grad_weight, grad_bias = affine_gradients(
             grad_output, x_hat.reshape(x.shape), axes, needs_weight_grad, needs_bias_grad
         )
         return grad_x, None, grad_weight, grad_bias, None

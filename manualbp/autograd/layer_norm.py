@@ -2,7 +2,7 @@
 
 import torch
 
-from manualbp.autograd.normalization import affine_tangent, affine_vjp, normalize, times_jacobian
+from manualbp.autograd.normalization import affine_gradients, affine_tangent, normalize, times_jacobian
 
 
 class LayerNorm(torch.autograd.Function):
@@ -43,7 +43,7 @@ class LayerNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        return LayerNorm.vjp(
+        return LayerNorm.gradients(
             grad_output, *ctx.saved_tensors, ctx.axes, ctx.eps, ctx.has_bias, needs_input_grad=ctx.needs_input_grad
         )
 
@@ -52,7 +52,7 @@ class LayerNorm(torch.autograd.Function):
         return LayerNorm.tangent(x_tangent, weight_tangent, bias_tangent, *ctx.saved_tensors, ctx.axes, ctx.eps)
 
     @staticmethod
-    def vjp(grad_output, x, weight, axes, eps, has_bias, needs_input_grad=None):
+    def gradients(grad_output, x, weight, axes, eps, has_bias, needs_input_grad=None):
         needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = needs_input_grad or (True,) * 5
         x_hat, inverse_std = normalize(x, axes, eps)
         examples = range(x.dim() - len(axes))  # the leading axes, whose examples share γ and β
@@ -61,7 +61,9 @@ class LayerNorm(torch.autograd.Function):
             g_hat = grad_output if weight is None else weight * grad_output  # ĝ = γ ⊙ g
             grad_x = times_jacobian(g_hat, x_hat, inverse_std, axes)  # σ⁻¹ (ĝ − mean ĝ − x̂ mean(ĝ x̂))
         needs_weight_grad, needs_bias_grad = weight is not None and needs_weight_grad, has_bias and needs_bias_grad
-        grad_weight, grad_bias = affine_vjp(grad_output, x_hat, tuple(examples), needs_weight_grad, needs_bias_grad)
+        grad_weight, grad_bias = affine_gradients(
+            grad_output, x_hat, tuple(examples), needs_weight_grad, needs_bias_grad
+        )
         return grad_x, None, grad_weight, grad_bias, None
 
     @staticmethod

@@ -21,7 +21,7 @@ The Jacobian is symmetric, so forward mode applies the same bracket to a tangent
 x̂ · mean(x̂ ẋ)); ``times_jacobian`` is both. docs/derivations.md derives it rung by rung (μ, x − μ, v, σ⁻¹, x̂, y).
 
 The affine part is y = γ x̂ + β, γ and β shared by the values of the other axes, so their gradients sum over those:
-∂C/∂γ = Σ g x̂ and ∂C/∂β = Σ g (``affine_vjp``), and ẏ = γ x̂̇ + γ̇ x̂ + β̇ (``affine_tangent``).
+∂C/∂γ = Σ g x̂ and ∂C/∂β = Σ g (``affine_gradients``), and ẏ = γ x̂̇ + γ̇ x̂ + β̇ (``affine_tangent``).
 """
 
 import torch
@@ -45,7 +45,7 @@ def times_jacobian(t, x_hat, inverse_std, axes):
     return inverse_std * (t - t.mean(axes, keepdim=True) - x_hat * (t * x_hat).mean(axes, keepdim=True))
 
 
-def affine_vjp(grad_output, x_hat, shared_axes, needs_weight_grad, needs_bias_grad):
+def affine_gradients(grad_output, x_hat, shared_axes, needs_weight_grad, needs_bias_grad):
     """``(∂C/∂γ, ∂C/∂β)`` of y = γ x̂ + β: Σ g x̂ and Σ g over ``shared_axes`` (the axes whose values share one γ
     and β), each None where not needed. Shapes: grad_output and x̂ alike; the sums drop ``shared_axes``."""
     grad_weight = sum_over(grad_output * x_hat, shared_axes) if needs_weight_grad else None  # ∂C/∂γ = Σ g x̂

@@ -55,15 +55,13 @@ class LayerNorm(torch.autograd.Function):
     def gradients(grad_output, x, weight, axes, eps, has_bias, needs_input_grad=None):
         needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = needs_input_grad or (True,) * 5
         x_hat, inverse_std = normalize(x, axes, eps)
-        examples = range(x.dim() - len(axes))  # the leading axes, whose examples share γ and β
+        examples = tuple(range(x.dim() - len(axes)))  # the leading axes, whose examples share γ and β
         grad_x = None
         if needs_x_grad:
             g_hat = grad_output if weight is None else weight * grad_output  # ĝ = γ ⊙ g
             grad_x = times_jacobian(g_hat, x_hat, inverse_std, axes)  # σ⁻¹ (ĝ − mean ĝ − x̂ mean(ĝ x̂))
         needs_weight_grad, needs_bias_grad = weight is not None and needs_weight_grad, has_bias and needs_bias_grad
-        grad_weight, grad_bias = affine_gradients(
-            grad_output, x_hat, tuple(examples), needs_weight_grad, needs_bias_grad
-        )
+        grad_weight, grad_bias = affine_gradients(grad_output, x_hat, examples, needs_weight_grad, needs_bias_grad)
         return grad_x, None, grad_weight, grad_bias, None
 
     @staticmethod

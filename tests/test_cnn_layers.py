@@ -1,4 +1,5 @@
-"""The CNN layers (convolution, pooling, batch and group norm, dropout) against PyTorch and finite differences.
+"""The CNN layers (convolution, pooling, dropout) against PyTorch and finite differences; the norms are in
+test_normalization.py.
 
 Each forward pass runs PyTorch's own kernel, so outputs are compared bit for bit; the backward passes are ours, and
 are compared bit for bit where the arithmetic is the same (max-pool's scatter, dropout's product) and with
@@ -8,7 +9,6 @@ manualbp's nodes alone.
 """
 
 import copy
-import re
 
 import pytest
 import torch
@@ -225,149 +225,6 @@ def test_an_empty_batch_gives_torchs_output_and_empty_gradient(case):
     (output, grad), (expected_output, expected_grad) = results
     torch.testing.assert_close(output, expected_output, equal_nan=True)  # a mean over nothing is nan in both
     assert grad.shape == expected_grad.shape == x.shape
-
-
-BATCH_NORM_SHAPES = [(6, 3), (3, 2, 5), (2, 3, 3, 2)]
-
-
-def _normalization_inputs(shape, has_weight, has_bias, dtype):
-    """x of ``shape``, off centre and scaled (a zero mean and unit variance could hide a wrong formula), and a
-    per-channel weight and bias where asked for, as leaves."""
-    channels = shape[1]
-    x = torch.randn(*shape, dtype=dtype) * 2 + 1
-    weight = torch.randn(channels, dtype=dtype) if has_weight else None
-    bias = torch.randn(channels, dtype=dtype) if has_bias else None
-    return _leaves(x, weight, bias)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
-@pytest.mark.parametrize("affine", [True, False])
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("shape", BATCH_NORM_SHAPES)
-def test_batch_norm_output_and_running_statistics_are_torchs_and_grads_match(shape, training, affine, dtype):
-    running = [torch.randn(shape[1], dtype=dtype), torch.rand(shape[1], dtype=dtype) + 0.5]
-    ours_running, torch_running = copy.deepcopy(running), copy.deepcopy(running)
-    _compare(
-        lambda x, w, b: F.batch_norm(x, *ours_running, w, b, training, 0.3, 1e-3),
-        lambda x, w, b: TF.batch_norm(x, *torch_running, w, b, training, 0.3, 1e-3),
-        _normalization_inputs(shape, affine, affine, dtype),
-        bitwise=False,
-    )
-    for ours, theirs in zip(ours_running, torch_running, strict=True):
-        assert torch.equal(ours, theirs)
-
-
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("shape", BATCH_NORM_SHAPES)
-def test_batch_norm_gradcheck_and_gradgradcheck(shape, training):
-    running_mean, running_var = torch.randn(shape[1], dtype=DOUBLE), torch.rand(shape[1], dtype=DOUBLE) + 0.5
-    statistics = (None, None) if training else (running_mean, running_var)  # nothing moved between evaluations
-    assert_grad_and_gradgrad(
-        lambda x, w, b: F.batch_norm(x, *statistics, w, b, training, 0.1, 1e-5),
-        _normalization_inputs(shape, True, True, DOUBLE),
-    )
-
-
-# (input shape, num_groups): one group (layer norm over (C, *)), one per channel (instance norm), and between
-GROUP_NORM = {
-    "rows_one_group": ((5, 6), 1),
-    "rows_three_per_group": ((5, 6), 2),
-    "sequence_one_group": ((3, 6, 5), 1),
-    "sequence_between": ((3, 6, 5), 3),
-    "sequence_instance": ((3, 6, 5), 6),
-    "image_one_group": ((2, 6, 3, 4), 1),
-    "image_between": ((2, 6, 3, 4), 2),
-    "image_instance": ((2, 6, 3, 4), 6),
-}
-AFFINE = {"weight_and_bias": (True, True), "weight_only": (True, False), "none": (False, False)}
-
-
-def _group_norm_inputs(shape, affine, dtype):
-    return _normalization_inputs(shape, *AFFINE[affine], dtype)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
-@pytest.mark.parametrize("affine", AFFINE)
-@pytest.mark.parametrize("case", GROUP_NORM)
-def test_group_norm_output_is_torchs_and_grads_match_torchs(case, affine, dtype):
-    shape, num_groups = GROUP_NORM[case]
-    inputs = _group_norm_inputs(shape, affine, dtype)
-    assert is_manualbp_node(F.group_norm(inputs[0], num_groups, *inputs[1:]).grad_fn, "GroupNorm")
-    _compare(
-        lambda x, w, b: F.group_norm(x, num_groups, w, b, 1e-3),
-        lambda x, w, b: TF.group_norm(x, num_groups, w, b, 1e-3),
-        inputs,
-        bitwise=False,
-    )
-
-
-@pytest.mark.parametrize("dtype, residue", [(torch.float32, 1e-3), (DOUBLE, 1e-11)], ids=["float32", "float64"])
-def test_group_norm_with_one_value_per_group_gives_the_exact_zero_gradients_where_torch_leaves_a_residue(
-    dtype, residue
-):
-    # (N, C) with C groups: each group is one value, x̂ = x − μ = 0, so y = β and ∂C/∂x = ∂C/∂γ = 0 exactly, which
-    # the compact form gives to the bit; torch's kernel leaves a rounding residue amplified by σ⁻¹ = 1/√ε
-    x, weight, bias = _group_norm_inputs((5, 6), "weight_and_bias", dtype)
-    g = torch.randn(5, 6, dtype=dtype)
-    output = F.group_norm(x, 6, weight, bias)
-    expected = TF.group_norm(x, 6, weight, bias)
-    assert torch.equal(output, expected)  # torch's kernel, the forward's rounding residue included
-    torch.testing.assert_close(output, bias.detach().expand(5, 6), atol=residue, rtol=0)
-    grads = torch.autograd.grad(output, (x, weight, bias), g)
-    expected_grads = torch.autograd.grad(expected, (x, weight, bias), g)
-    assert not grads[0].any() and not grads[1].any()
-    torch.testing.assert_close(grads[2], expected_grads[2])  # ∂C/∂β = Σ g
-    assert expected_grads[0].abs().max() < residue and expected_grads[1].abs().max() < residue
-
-
-@pytest.mark.parametrize(
-    "shape, num_groups, affine",
-    [((4, 6), 2, "weight_and_bias"), ((2, 6, 3), 3, "weight_only"), ((2, 4, 3), 1, "none"), ((2, 4, 2, 2), 4, "none")],
-)
-def test_group_norm_gradcheck_and_gradgradcheck(shape, num_groups, affine):
-    assert_grad_and_gradgrad(
-        lambda x, w, b: F.group_norm(x, num_groups, w, b), _group_norm_inputs(shape, affine, DOUBLE)
-    )
-
-
-def _raised(fn, *args):
-    try:
-        fn(*args)
-    except Exception as error:  # the exception is the result
-        return error
-    return None
-
-
-# (input shape, num_groups, weight shape, bias shape, what manualbp's message says)
-GROUP_NORM_ERRORS = {
-    "one_dimension": ((6,), 2, None, None, "2 or more dimensions, got 1-D"),
-    "groups_do_not_divide_channels": ((2, 6, 3), 4, None, None, "divisible by num_groups=4"),
-    "more_groups_than_channels": ((2, 6, 3), 12, None, None, "divisible by num_groups=12"),
-    "negative_groups": ((2, 6, 3), -2, None, None, "greater than 0, got -2"),
-    "no_channels": ((2, 0, 3), 1, None, None, r"at least one channel, got input of shape \[2, 0, 3\]"),
-    "no_positions": ((2, 6, 0), 3, None, None, "at least one position"),
-    "one_value": ((1, 4), 4, None, None, r"more than one value per group .* size \[1, 4\] with num_groups=4"),
-    "weight_shape": ((2, 6, 3), 3, (5,), None, r"weight of shape \[6\] \(one per channel\), got \[5\]"),
-    "bias_shape": ((2, 6, 3), 3, None, (6, 1), r"bias of shape \[6\] \(one per channel\), got \[6, 1\]"),
-    "float_groups": ((2, 6, 3), 3.0, None, None, "num_groups must be an int, got float"),
-}
-
-
-@pytest.mark.parametrize("case", GROUP_NORM_ERRORS)
-def test_group_norm_raises_torchs_exception_type_with_a_message_that_says_what_came(case):
-    shape, num_groups, weight_shape, bias_shape, message = GROUP_NORM_ERRORS[case]
-    args = (torch.randn(shape), num_groups, *(None if s is None else torch.ones(s) for s in (weight_shape, bias_shape)))
-    theirs, ours = _raised(TF.group_norm, *args), _raised(F.group_norm, *args)
-    assert theirs is not None, "torch accepts this call: it is no error case"
-    assert type(ours) is type(theirs), f"manualbp raised {ours!r}, torch {theirs!r}"
-    assert re.search(message, str(ours)), str(ours)
-
-
-def test_group_norm_refuses_zero_groups_with_a_runtime_error_where_torch_divides_by_zero():
-    # torch.nn.functional.group_norm computes N·C // num_groups in Python before its kernel's "greater than 0" check
-    assert isinstance(_raised(TF.group_norm, torch.randn(2, 6, 3), 0), ZeroDivisionError)
-    with pytest.raises(RuntimeError, match="num_groups to be greater than 0, got 0"):
-        F.group_norm(torch.randn(2, 6, 3), 0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])

@@ -197,8 +197,8 @@ UNSUPPORTED = {
         (
             _one_element_layer_norm_in_float32,
             "normalised over a single element, in float32: x̂ = x − μ = 0, so the exact ∂C/∂x is 0, which manualbp's "
-            "(r/N)(Nĝ − Σĝ − x̂Σĝx̂) gives to the bit; torch's float32 kernel leaves a rounding residue, amplified "
-            "by r = 1/√ε, of about 1e-5 (outside float32's atol). Not a difference in the derivative",
+            "σ⁻¹(ĝ − mean ĝ − x̂·mean(ĝx̂)) gives to the bit; torch's float32 kernel leaves a rounding residue, "
+            "amplified by σ⁻¹ = 1/√ε, of about 1e-5 (outside float32's atol). Not a difference in the derivative",
         )
     ],
     "scaled_dot_product_attention": [

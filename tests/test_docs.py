@@ -22,6 +22,7 @@ REFERENCE_FILES = {
     "manualbp/autograd/conv.py",
     "manualbp/autograd/pooling.py",
     "manualbp/autograd/normalization.py",
+    "manualbp/autograd/batch_norm.py",
     "manualbp/autograd/dropout.py",
     "manualbp/autograd/softmax.py",
     "manualbp/autograd/layer_norm.py",

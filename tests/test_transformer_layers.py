@@ -1,4 +1,5 @@
-"""Softmax, layer norm, embedding, attention and the transformer encoder: hand-derived, and equal to PyTorch's.
+"""Softmax, embedding, attention and the transformer encoder: hand-derived, and equal to PyTorch's (layer norm:
+test_normalization.py).
 
 Outputs and gradients against PyTorch's own ops and modules; gradcheck and gradgradcheck (forward AD, batched
 gradients, forward-over-reverse) at PyTorch's tight tolerance; drop-in parity of the modules; and a converted
@@ -65,47 +66,6 @@ def test_softmax_checks_its_dim_as_torch_does():
     with pytest.warns(UserWarning, match="Implicit dimension choice"):
         out = F.softmax(torch.randn(2, 3))
     torch.testing.assert_close(out.sum(1), torch.ones(2))
-
-
-# ---- layer norm ----
-
-LAYER_NORM_CASES = [
-    ((4, 6), (6,), True, True),
-    ((2, 3, 4, 5), (4, 5), True, True),
-    ((3, 5), (5,), True, False),
-    ((3, 5), (5,), False, False),
-]
-
-
-@pytest.mark.parametrize("shape, normalized_shape, affine, bias", LAYER_NORM_CASES)
-@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
-def test_layer_norm_outputs_and_grads_match_torch(shape, normalized_shape, affine, bias, dtype):
-    x = (_leaf(*shape, dtype=dtype) * 2 + 1).detach().requires_grad_()
-    weight = _leaf(*normalized_shape, dtype=dtype) if affine else None
-    b = _leaf(*normalized_shape, dtype=dtype) if bias else None
-    assert is_manualbp_node(F.layer_norm(x, normalized_shape, weight, b).grad_fn, "LayerNorm")
-    _assert_same_outputs_and_grads(
-        lambda *t: F.layer_norm(t[0], normalized_shape, *t[1:], eps=1e-5),
-        lambda *t: torch.nn.functional.layer_norm(t[0], normalized_shape, *t[1:], eps=1e-5),
-        (x, weight, b),
-    )
-
-
-@pytest.mark.parametrize("shape, normalized_shape, affine, bias", LAYER_NORM_CASES)
-def test_layer_norm_gradcheck_and_gradgradcheck(shape, normalized_shape, affine, bias):
-    shape = shape if len(shape) < 4 else (2, 2, 3, 2)  # small: gradgradcheck is quadratic in the size
-    normalized_shape = normalized_shape if len(normalized_shape) < 2 else (3, 2)
-    x = _leaf(*shape)
-    weight = _leaf(*normalized_shape) if affine else None
-    b = _leaf(*normalized_shape) if bias else None
-    assert_grad_and_gradgrad(lambda *t: F.layer_norm(t[0], normalized_shape, *t[1:]), (x, weight, b))
-
-
-def test_layer_norm_rejects_a_shape_that_does_not_end_the_input():
-    with pytest.raises(RuntimeError, match=r"expected input with shape \[\*, 4\]"):
-        F.layer_norm(torch.randn(2, 3), (4,))
-    with pytest.raises(RuntimeError, match="expected weight to be of shape"):
-        F.layer_norm(torch.randn(2, 3), 3, torch.ones(2))
 
 
 # ---- embedding ----

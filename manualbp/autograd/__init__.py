@@ -13,11 +13,12 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
   ``CrossEntropyLoss``, PyTorch's every option (weights, smoothing, ``ignore_index``, class probabilities).
 - ``conv.py``: ``Conv2d``, z = W ⋆ x + b (derived through im2col and Linear's rule).
 - ``pooling.py``: ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``.
-- ``normalization.py``: ``BatchNorm``, y = γ x̂ + β, with the compact one-line backward.
+- ``normalization.py``: x̂ = (x − μ)σ⁻¹ over given axes and y = γ x̂ + β, derived once for the three norms below.
+- ``batch_norm.py``: ``BatchNorm``, normalised per channel over the batch, with running statistics.
 - ``dropout.py``: ``Dropout``, y = x · m for a mask m drawn outside the Function.
 - ``softmax.py``: ``Softmax``, ``LogSoftmax``, along one dimension.
-- ``layer_norm.py``: ``LayerNorm``, y = γ ⊙ (x − μ)/σ + β, with the compact backward.
-- ``group_norm.py``: ``GroupNorm``, y = γ (x − μ)/σ + β over groups of channels, with the compact backward.
+- ``layer_norm.py``: ``LayerNorm``, normalised per example over its last dimensions.
+- ``group_norm.py``: ``GroupNorm``, normalised per example over each group of channels.
 - ``sparse.py``: ``Embedding``, a = W[i], whose backward is a scatter-add of rows.
 - ``attention.py``: ``ScaledDotProductAttention``, O = softmax(q kᵀ·scale + mask) v.
 - ``mlp.py``: ``MLP``, a whole multilayer perceptron as one Function, its backward the textbook backprop loop.
@@ -25,6 +26,7 @@ and is tested bit for bit against them. Each Function trusts its inputs; ``manua
 
 from manualbp.autograd.activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from manualbp.autograd.attention import ScaledDotProductAttention
+from manualbp.autograd.batch_norm import BatchNorm
 from manualbp.autograd.conv import Conv2d
 from manualbp.autograd.cross_entropy import CrossEntropyLoss, OneHotCrossEntropyLoss
 from manualbp.autograd.dropout import Dropout
@@ -33,7 +35,6 @@ from manualbp.autograd.layer_norm import LayerNorm
 from manualbp.autograd.linear import Linear
 from manualbp.autograd.mlp import MLP
 from manualbp.autograd.mse import MSELoss
-from manualbp.autograd.normalization import BatchNorm
 from manualbp.autograd.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from manualbp.autograd.softmax import LogSoftmax, Softmax
 from manualbp.autograd.sparse import Embedding

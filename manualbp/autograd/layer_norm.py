@@ -1,38 +1,29 @@
-"""Layer normalization, y = γ ⊙ x̂ + β with x̂ = (x − μ)/σ over the last dimensions, and its compact backward."""
-
-import math
+"""Layer normalization, y = γ ⊙ x̂ + β with x̂ = (x − μ) σ⁻¹ over the last dimensions of each example."""
 
 import torch
 
+from manualbp.autograd.normalization import affine_gradients, affine_tangent, normalize, times_jacobian
+
 
 class LayerNorm(torch.autograd.Function):
-    r"""y = γ ⊙ x̂ + β, x̂ = (x − μ) · r, over the N = prod(normalized_shape) last entries of each example.
+    r"""y = γ ⊙ x̂ + β,  x̂ = (x − μ) σ⁻¹, each example over its N = prod(normalized_shape) last entries.
 
-    μ = (1/N) Σ x and σ² = (1/N) Σ (x − μ)² (the biased variance) are per example, and r = 1/√(σ² + ε) = 1/σ.
-    γ (``weight``) and β (``bias``) are shared by every example, so their gradients sum over the examples
-    (the leading dimensions):
+    ``normalization.py``'s x̂ over the trailing ``normalized_shape`` axes, per example (each position of the leading
+    axes): with ĝ = ∂C/∂x̂ = γ ⊙ g, its closed form, the compact backward of CS231n's and llm.c's layer norm, is
+
+        ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂))        over each example's N entries
+
+    and forward mode applies the same symmetric Jacobian to ẋ, then the product rule, ẏ = γ ⊙ x̂̇ + γ̇ ⊙ x̂ + β̇.
+    γ (``weight``) and β (``bias``) have one entry per normalised position and are shared by every example, as a
+    Linear layer's weights are shared by the rows of a batch, so their gradients sum over the leading axes:
 
         ∂C/∂γ = Σ_examples g ⊙ x̂        ∂C/∂β = Σ_examples g
 
-    For x, write ĝ = ∂C/∂x̂ = g ⊙ γ. x̂_i depends on every x_k of its example through μ and r:
+    x̂ and σ⁻¹ are recomputed from the saved input rather than saved: so the backward is written in x and γ alone,
+    and a second derivative (which differentiates the backward) sees how x̂ and σ⁻¹ move with x.
 
-        ∂μ/∂x_k = 1/N        ∂r/∂x_k = −½ r³ · ∂σ²/∂x_k = −½ r³ · (2/N)(x_k − μ) = −(r²/N) x̂_k
-        ∂x̂_i/∂x_k = r([i = k] − 1/N) + (x_i − μ) ∂r/∂x_k = (r/N)(N[i = k] − 1 − x̂_i x̂_k)
-
-    (the Σ(x − μ) = 0 term of ∂σ²/∂x_k drops out). Summing over every x̂_i that x_k feeds:
-
-        ∂C/∂x_k = Σ_i ĝ_i (r/N)(N[i = k] − 1 − x̂_i x̂_k) = (r/N)(N ĝ_k − Σ ĝ − x̂_k Σ(ĝ ⊙ x̂))
-
-    the one-line ("compact") backward of CS231n's and llm.c's layer norm. That Jacobian is symmetric, so the jvp
-    applies the same bracket to a tangent ẋ, then the product rule through γ and β:
-
-        x̂̇ = (r/N)(N ẋ − Σ ẋ − x̂ Σ(ẋ ⊙ x̂))        ẏ = γ ⊙ x̂̇ + γ̇ ⊙ x̂ + β̇
-
-    x̂ and r are recomputed from the saved input rather than saved: so the backward is written in x and γ alone,
-    and a second derivative (which differentiates the backward) sees how x̂ and r move with x.
-
-    Shapes: x, y, grad_output and grad_input: ``(*, *normalized_shape)``; weight and bias:
-    ``normalized_shape`` or None.
+    Shapes: x, y, grad_output and grad_input: ``(*, *normalized_shape)``; weight and bias: ``normalized_shape`` or
+    None; the means run over the last ``len(normalized_shape)`` axes, the parameters' sums over the others.
     """
 
     generate_vmap_rule = True
@@ -47,50 +38,34 @@ class LayerNorm(torch.autograd.Function):
         x, normalized_shape, weight, bias, eps = inputs
         ctx.save_for_backward(x, weight)
         ctx.save_for_forward(x, weight)
-        ctx.dims = tuple(range(-len(normalized_shape), 0))
-        ctx.eps = eps
-        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
+        ctx.axes = tuple(range(-len(normalized_shape), 0))
+        ctx.eps, ctx.has_bias = eps, bias is not None
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, weight = ctx.saved_tensors
-        needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = ctx.needs_input_grad
-        x_hat, r = LayerNorm.normalize(x, ctx.dims, ctx.eps)
-        examples = tuple(range(x.dim() - len(ctx.dims)))  # the leading dimensions, over which γ and β are shared
-        grad_x = grad_weight = grad_bias = None
-        if needs_x_grad:
-            g_hat = grad_output * weight if ctx.has_weight else grad_output  # ĝ = g ⊙ γ
-            grad_x = LayerNorm.times_jacobian(g_hat, x_hat, r, ctx.dims)
-        if ctx.has_weight and needs_weight_grad:
-            grad_weight = LayerNorm.sum_examples(grad_output * x_hat, examples)  # ∂C/∂γ = Σ g ⊙ x̂
-        if ctx.has_bias and needs_bias_grad:
-            grad_bias = LayerNorm.sum_examples(grad_output, examples)  # ∂C/∂β = Σ g
-        return grad_x, None, grad_weight, grad_bias, None
+        return LayerNorm.gradients(
+            grad_output, *ctx.saved_tensors, ctx.axes, ctx.eps, ctx.has_bias, needs_input_grad=ctx.needs_input_grad
+        )
 
     @staticmethod
     def jvp(ctx, x_tangent, _, weight_tangent, bias_tangent, __):
-        x, weight = ctx.saved_tensors
-        x_hat, r = LayerNorm.normalize(x, ctx.dims, ctx.eps)
-        y_tangent = LayerNorm.times_jacobian(x_tangent, x_hat, r, ctx.dims)  # x̂̇
-        if ctx.has_weight:
-            y_tangent = y_tangent * weight + weight_tangent * x_hat  # γ ⊙ x̂̇ + γ̇ ⊙ x̂
-        return y_tangent if bias_tangent is None else y_tangent + bias_tangent  # + β̇
+        return LayerNorm.tangent(x_tangent, weight_tangent, bias_tangent, *ctx.saved_tensors, ctx.axes, ctx.eps)
 
     @staticmethod
-    def sum_examples(t, examples):
-        """t summed over the leading dimensions ``examples``; a single example (none) is t itself (``sum(())`` would
-        sum everything)."""
-        return t.sum(examples) if examples else t
+    def gradients(grad_output, x, weight, axes, eps, has_bias, needs_input_grad=None):
+        needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = needs_input_grad or (True,) * 5
+        x_hat, inverse_std = normalize(x, axes, eps)
+        examples = tuple(range(x.dim() - len(axes)))  # the leading axes, whose examples share γ and β
+        grad_x = None
+        if needs_x_grad:
+            g_hat = grad_output if weight is None else weight * grad_output  # ĝ = γ ⊙ g
+            grad_x = times_jacobian(g_hat, x_hat, inverse_std, axes)  # σ⁻¹ (ĝ − mean ĝ − x̂ mean(ĝ x̂))
+        needs_weight_grad, needs_bias_grad = weight is not None and needs_weight_grad, has_bias and needs_bias_grad
+        grad_weight, grad_bias = affine_gradients(grad_output, x_hat, examples, needs_weight_grad, needs_bias_grad)
+        return grad_x, None, grad_weight, grad_bias, None
 
     @staticmethod
-    def normalize(x, dims, eps):
-        """x̂ = (x − μ)·r and r = 1/√(σ² + ε), per example (r keeps the summed dimensions, as size 1)."""
-        mean = x.mean(dims, keepdim=True)
-        r = torch.rsqrt(x.var(dims, correction=0, keepdim=True) + eps)
-        return (x - mean) * r, r
-
-    @staticmethod
-    def times_jacobian(t, x_hat, r, dims):
-        """(r/N)(N t − Σ t − x̂ Σ(t ⊙ x̂)): the symmetric Jacobian ∂x̂/∂x times t, from either side."""
-        n = math.prod(x_hat.shape[d] for d in dims)
-        return (r / n) * (n * t - t.sum(dims, keepdim=True) - x_hat * (t * x_hat).sum(dims, keepdim=True))
+    def tangent(x_tangent, weight_tangent, bias_tangent, x, weight, axes, eps):
+        x_hat, inverse_std = normalize(x, axes, eps)
+        x_hat_tangent = None if x_tangent is None else times_jacobian(x_tangent, x_hat, inverse_std, axes)  # x̂̇
+        return affine_tangent(x_hat_tangent, x_hat, weight, weight_tangent, bias_tangent)  # γ x̂̇ + γ̇ x̂ + β̇

@@ -1,119 +1,75 @@
-"""Batch normalization, y = γ x̂ + β with x̂ = (x − μ)/σ, and its compact backward pass derived by hand."""
+r"""Normalisation derived once: x̂ = (x − μ) σ⁻¹ over given axes, then y = γ x̂ + β.
+
+Batch, layer and group norm (``batch_norm.py``, ``layer_norm.py``, ``group_norm.py``) are this map. They differ only
+in the axes that μ and σ⁻¹ reduce over (every axis but the channel's; the trailing ``normalized_shape``; each
+example's group of channels), in the axes that share one γ and β, and, for batch norm, in running statistics.
+
+Over the N values that the reduced axes hold:
+
+    μ = mean x        v = mean (x − μ)²  (biased: 1/N)        σ⁻¹ = 1/√(v + ε)        x̂ = (x − μ) σ⁻¹
+
+Each x̂_i depends on every x_k through μ and v; with ∂μ/∂x_k = 1/N, ∂v/∂x_k = (2/N)(x_k − μ) (the Σ (x − μ) = 0
+term drops out) and ∂σ⁻¹/∂v = −½ σ⁻³,
+
+    ∂x̂_i/∂x_k = σ⁻¹ ([i = k] − 1/N) − (1/N) σ⁻¹ x̂_i x̂_k
+
+With ĝ = ∂C/∂x̂ = γ g, summing over every x̂_i that x_k feeds gives the closed form (the "compact" backward)
+
+    ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂))
+
+The Jacobian is symmetric, so forward mode applies the same bracket to a tangent ẋ: x̂̇ = σ⁻¹ (ẋ − mean ẋ −
+x̂ · mean(x̂ ẋ)); ``times_jacobian`` is both. docs/derivations.md derives it rung by rung (μ, x − μ, v, σ⁻¹, x̂, y).
+
+The affine part is y = γ x̂ + β, γ and β shared by the values of the other axes, so their gradients sum over those:
+∂C/∂γ = Σ g x̂ and ∂C/∂β = Σ g (``affine_gradients``), and ẏ = γ x̂̇ + γ̇ x̂ + β̇ (``affine_tangent``).
+"""
 
 import torch
-from torch.nn.functional import batch_norm
 
 
-class BatchNorm(torch.autograd.Function):
-    r"""y = γ x̂ + β,  x̂ = (x − μ) σ⁻¹,  σ⁻¹ = 1/√(v + ε), per channel c over its N values (batch and positions).
+def normalize(x, axes, eps):
+    """``(x̂, σ⁻¹)``: x̂ = (x − μ) σ⁻¹, μ = mean x and σ⁻¹ = 1/√(mean (x − μ)² + ε) over ``axes``.
 
-    **Training** (batch statistics): μ = (1/N) Σ x and v = (1/N) Σ (x − μ)², summed over every axis but the
-    channel's (N = batch · positions). Each x̂_i then depends on every x_j of its channel, through μ and v, so the
-    chain rule has three paths from x_i to C: directly, through μ, and through v. With g = ∂C/∂y and
-    ∂C/∂x̂ = γ g,
-
-        ∂μ/∂x_i = 1/N        ∂v/∂x_i = (2/N)(x_i − μ)        ∂σ⁻¹/∂v = −½ σ⁻³
-        ∂C/∂x_i = γσ⁻¹ g_i  +  (1/N) Σ_j ∂C/∂x̂_j · (−σ⁻¹)  +  (2/N)(x_i − μ) · Σ_j ∂C/∂x̂_j (x_j − μ)(−½σ⁻³)
-
-    (the middle path's (x − μ)-term of ∂v/∂μ sums to zero). Writing (x − μ) = x̂σ in the last term and taking
-    γσ⁻¹/N out gives the compact one-line form:
-
-        ∂C/∂x = (1/N) γ σ⁻¹ (N g − Σ g − x̂ Σ (g x̂))  =  γ σ⁻¹ (g − mean g − x̂ · mean(g x̂))
-
-    The parameters act per channel like a bias and a diagonal weight shared by every value of the channel:
-
-        ∂C/∂γ = Σ g x̂          ∂C/∂β = Σ g
-
-    **Eval** (running statistics μ_r, v_r): they are constants, so x̂ = (x − μ_r) σ_r⁻¹ is an element-wise affine
-    map and ∂C/∂x = γ σ_r⁻¹ g. In training the forward pass (PyTorch's kernel) also moves the running statistics,
-    running ← (1 − momentum)·running + momentum·batch (the variance unbiased, Σ(x − μ)²/(N − 1)); that is state,
-    not part of y, and has no gradient.
-
-    Forward mode, by the same three paths (μ̇ = mean ẋ, v̇ = 2 mean((x − μ) ẋ)):
-
-        x̂̇ = σ⁻¹ (ẋ − mean ẋ − x̂ · mean(x̂ ẋ))   in training,   σ_r⁻¹ ẋ in eval
-        ẏ = γ x̂̇ + γ̇ x̂ + β̇
-
-    μ and σ⁻¹ are recomputed from x in ``backward`` rather than saved from the forward pass: computed there, they
-    stay functions of x for autograd, so the backward pass can itself be differentiated (double backward).
-
-    Shapes:
-        x, y, grad_output and grad_input: ``(N, C, *)``; weight (γ), bias (β), running_mean, running_var:
-        ``(C,)`` or None; the sums Σ run over every axis but 1.
+    Shapes: x̂ has x's; σ⁻¹ has size 1 along ``axes``, to broadcast over them.
     """
+    centered = x - x.mean(axes, keepdim=True)
+    inverse_std = torch.rsqrt(centered.square().mean(axes, keepdim=True) + eps)
+    return centered * inverse_std, inverse_std
 
-    generate_vmap_rule = True
 
-    @staticmethod
-    def forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
-        return batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+def times_jacobian(t, x_hat, inverse_std, axes):
+    """σ⁻¹ (t − mean t − x̂ · mean(t x̂)) over ``axes``: the symmetric Jacobian ∂x̂/∂x times t, from either side.
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, weight, bias, running_mean, running_var, training, momentum, eps = inputs
-        if training:  # the running statistics have just been moved: the backward needs the batch's
-            running_mean = running_var = None
-        ctx.save_for_backward(x, weight, running_mean, running_var)
-        ctx.save_for_forward(x, weight, running_mean, running_var)
-        ctx.training, ctx.eps, ctx.has_bias = training, eps, bias is not None
+    The backward with t = ĝ = γ g (∂C/∂x), the jvp with t = ẋ (x̂̇). Shapes: t and x̂ alike; σ⁻¹ as ``normalize``'s.
+    """
+    return inverse_std * (t - t.mean(axes, keepdim=True) - x_hat * (t * x_hat).mean(axes, keepdim=True))
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, weight, running_mean, running_var = ctx.saved_tensors
-        needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
-        x_hat, inverse_std, axes = BatchNorm.normalize(x, running_mean, running_var, ctx.training, ctx.eps)
-        g = grad_output
-        gamma = 1 if weight is None else channel(weight, x)
-        # Σ g and Σ g x̂ are ∂C/∂β and ∂C/∂γ, and in training the two sums in ∂C/∂x too: each is taken once
-        sums_for_x = needs_x_grad and ctx.training
-        sum_g = g.sum(axes, keepdim=True) if needs_bias_grad or sums_for_x else None
-        sum_g_x_hat = (g * x_hat).sum(axes, keepdim=True) if needs_weight_grad or sums_for_x else None
-        grad_x = grad_weight = grad_bias = None
-        if needs_x_grad:
-            if ctx.training:
-                count = x.numel() // x.shape[1]
-                # the one-line form divided through by N: γσ⁻¹ (g − mean g − x̂ mean(g x̂))
-                grad_x = gamma * inverse_std * (g - sum_g / count - x_hat * (sum_g_x_hat / count))
-            else:
-                grad_x = gamma * inverse_std * g  # running statistics are constants
-        if weight is not None and needs_weight_grad:
-            grad_weight = sum_g_x_hat.reshape(-1)  # ∂C/∂γ = Σ g x̂
-        if ctx.has_bias and needs_bias_grad:
-            grad_bias = sum_g.reshape(-1)  # ∂C/∂β = Σ g
-        return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
-    @staticmethod
-    def jvp(ctx, x_tangent, weight_tangent, bias_tangent, *_):
-        x, weight, running_mean, running_var = ctx.saved_tensors
-        x_hat, inverse_std, axes = BatchNorm.normalize(x, running_mean, running_var, ctx.training, ctx.eps)
-        y_tangent = 0
-        if x_tangent is not None:
-            if ctx.training:
-                mean_x_tangent = x_tangent.mean(axes, keepdim=True)
-                mean_x_hat_x_tangent = (x_hat * x_tangent).mean(axes, keepdim=True)
-                x_hat_tangent = inverse_std * (x_tangent - mean_x_tangent - x_hat * mean_x_hat_x_tangent)
-            else:
-                x_hat_tangent = inverse_std * x_tangent
-            y_tangent = x_hat_tangent if weight is None else channel(weight, x) * x_hat_tangent  # γ x̂̇
-        if weight_tangent is not None:
-            y_tangent = y_tangent + channel(weight_tangent, x) * x_hat  # + γ̇ x̂
-        if bias_tangent is not None:
-            y_tangent = y_tangent + channel(bias_tangent, x)  # + β̇
-        return y_tangent
+def affine_gradients(grad_output, x_hat, shared_axes, needs_weight_grad, needs_bias_grad):
+    """``(∂C/∂γ, ∂C/∂β)`` of y = γ x̂ + β: Σ g x̂ and Σ g over ``shared_axes`` (the axes whose values share one γ
+    and β), each None where not needed. Shapes: grad_output and x̂ alike; the sums drop ``shared_axes``."""
+    grad_weight = sum_over(grad_output * x_hat, shared_axes) if needs_weight_grad else None  # ∂C/∂γ = Σ g x̂
+    grad_bias = sum_over(grad_output, shared_axes) if needs_bias_grad else None  # ∂C/∂β = Σ g
+    return grad_weight, grad_bias
 
-    @staticmethod
-    def normalize(x, running_mean, running_var, training, eps):
-        """``(x̂, σ⁻¹, axes)``: the batch's statistics in training, the running ones in eval; σ⁻¹ broadcastable."""
-        axes = [0, *range(2, x.dim())]
-        if training:
-            centered = x - x.mean(axes, keepdim=True)
-            variance = centered.square().mean(axes, keepdim=True)  # biased: 1/N, as the normalization uses
-        else:
-            centered, variance = x - channel(running_mean, x), channel(running_var, x)
-        inverse_std = torch.rsqrt(variance + eps)
-        return centered * inverse_std, inverse_std, axes
+
+def affine_tangent(x_hat_tangent, x_hat, weight, weight_tangent, bias_tangent):
+    """ẏ = γ x̂̇ + γ̇ x̂ + β̇ by the product rule; γ, γ̇ and β̇ broadcastable against x̂, and any of x̂̇, γ, γ̇, β̇ None
+    for none (γ = 1 when there is no weight)."""
+    y_tangent = torch.zeros_like(x_hat) if x_hat_tangent is None else x_hat_tangent
+    if weight is not None:
+        y_tangent = y_tangent * weight  # γ x̂̇
+    if weight_tangent is not None:
+        y_tangent = y_tangent + weight_tangent * x_hat  # + γ̇ x̂
+    return y_tangent if bias_tangent is None else y_tangent + bias_tangent  # + β̇
+
+
+def sum_over(t, axes):
+    """t summed over ``axes``; over none it is t itself (``t.sum(())`` would sum every axis)."""
+    return t.sum(axes) if len(axes) else t
 
 
 def channel(per_channel, x):
-    """A ``(C,)`` tensor viewed as ``(1, C, 1, …)``, to broadcast over ``x``'s batch and positions."""
+    """A ``(C,)`` tensor viewed as ``(C, 1, …)``: it then broadcasts over the positions of ``x`` ``(N, C, *)``, and,
+    as the trailing dimensions line up, over its batch."""
     return per_channel.reshape(-1, *([1] * (x.dim() - 2)))

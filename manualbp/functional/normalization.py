@@ -9,14 +9,14 @@ __all__ = ["batch_norm", "group_norm", "layer_norm"]
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """y = γ ⊙ (x − μ)/√(σ² + ε) + β over the last ``len(normalized_shape)`` dimensions.
+    """y = γ ⊙ x̂ + β, x̂ = (x − μ) σ⁻¹ over the last ``len(normalized_shape)`` dimensions.
     See ``manualbp.autograd.LayerNorm`` for the compact backward.
 
     Args:
         input: ``(*, *normalized_shape)``.
         normalized_shape: an int or a sequence of ints, the trailing shape normalised over.
         weight, bias: ``normalized_shape`` or None.
-        eps: added to the variance.
+        eps: added to the variance: σ⁻¹ = 1/√(v + ε).
     """
     _check_tensors("layer_norm", input=input, weight=weight, bias=bias)
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -38,7 +38,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
-    """y = γ (x − μ)/√(v + ε) + β, μ and v over each example's groups of C/num_groups consecutive channels (and
+    """y = γ x̂ + β, x̂ = (x − μ) σ⁻¹, μ and σ⁻¹ over each example's groups of C/num_groups consecutive channels (and
     their positions); γ and β per channel. See ``manualbp.autograd.GroupNorm`` for the compact backward.
 
     Args:
@@ -83,7 +83,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """y = γ (x − μ)/√(v + ε) + β per channel. See ``manualbp.autograd.BatchNorm``.
+    """y = γ x̂ + β, x̂ = (x − μ) σ⁻¹ per channel over the batch and positions. See ``manualbp.autograd.BatchNorm``.
 
     In training, μ and v are the batch's, and ``running_mean``/``running_var`` (if given) are moved towards them
     in place by ``momentum``, as PyTorch moves them; in eval the running statistics are used.

@@ -33,8 +33,8 @@ def _batch_norm(module, input):
 
 
 class BatchNorm1d(torch.nn.BatchNorm1d):
-    r"""y = γ (x − μ)/√(v + ε) + β over a batch ``(N, C)`` or ``(N, C, L)``, with the compact backward
-    ∂C/∂x = (1/N) γ σ⁻¹ (N g − Σ g − x̂ Σ (g x̂)) (``manualbp.autograd.BatchNorm``).
+    r"""y = γ x̂ + β, x̂ = (x − μ) σ⁻¹ per channel over a batch ``(N, C)`` or ``(N, C, L)``, with the compact backward
+    ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂)), ĝ = γ g (``manualbp.autograd.BatchNorm``).
 
     Args, Shape and Attributes: those of ``torch.nn.BatchNorm1d`` (num_features, eps, momentum, affine,
     track_running_stats, device, dtype); running statistics move in training as in PyTorch.
@@ -50,8 +50,8 @@ class BatchNorm1d(torch.nn.BatchNorm1d):
 
 
 class BatchNorm2d(torch.nn.BatchNorm2d):
-    r"""y = γ (x − μ)/√(v + ε) + β per channel of an image batch ``(N, C, H, W)``, μ and v over N, H and W; the
-    compact backward of ``manualbp.autograd.BatchNorm``.
+    r"""y = γ x̂ + β, x̂ = (x − μ) σ⁻¹ per channel of an image batch ``(N, C, H, W)``, μ and σ⁻¹ over N, H and W;
+    the compact backward of ``manualbp.autograd.BatchNorm``.
 
     Args, Shape and Attributes: those of ``torch.nn.BatchNorm2d``.
 

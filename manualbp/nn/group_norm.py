@@ -1,4 +1,4 @@
-"""``GroupNorm``: y = γ (x − μ)/σ + β over groups of channels, the drop-in twin of ``torch.nn.GroupNorm``."""
+"""``GroupNorm``: y = γ x̂ + β, x̂ = (x − μ)σ⁻¹ over groups of channels, the drop-in twin of ``torch.nn.GroupNorm``."""
 
 import torch
 
@@ -8,8 +8,8 @@ __all__ = ["GroupNorm"]
 
 
 class GroupNorm(torch.nn.GroupNorm):
-    r"""y = γ (x − μ)/√(v + ε) + β, μ and v per example over each group of num_channels/num_groups channels, with
-    the compact backward ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂)) per group, ĝ = γ g, derived by hand
+    r"""y = γ x̂ + β, x̂ = (x − μ) σ⁻¹ per example over each group of num_channels/num_groups channels, with the
+    compact backward ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂)) per group, ĝ = γ g, derived by hand
     (``manualbp.autograd.GroupNorm``).
 
     Args:

@@ -1,4 +1,4 @@
-"""``LayerNorm``: y = γ ⊙ (x − μ)/σ + β over the last dimensions, the drop-in twin of ``torch.nn.LayerNorm``."""
+"""``LayerNorm``: y = γ ⊙ x̂ + β, x̂ = (x − μ)σ⁻¹ over the last dimensions; the twin of ``torch.nn.LayerNorm``."""
 
 import torch
 
@@ -8,8 +8,8 @@ __all__ = ["LayerNorm"]
 
 
 class LayerNorm(torch.nn.LayerNorm):
-    r"""y = γ ⊙ (x − μ)/√(σ² + ε) + β per example, with the compact backward
-    ∂C/∂x = (r/N)(N ĝ − Σĝ − x̂ Σ(ĝ ⊙ x̂)), ĝ = g ⊙ γ, derived by hand (``manualbp.autograd.LayerNorm``).
+    r"""y = γ ⊙ x̂ + β, x̂ = (x − μ) σ⁻¹ per example over its last dimensions, with the compact backward
+    ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂)), ĝ = γ ⊙ g, derived by hand (``manualbp.autograd.LayerNorm``).
 
     Args:
         normalized_shape: the trailing shape to normalise over (an int for the last dimension).

@@ -2,7 +2,8 @@
 
 Nothing here derives a gradient. Every backward pass and jvp that runs is a reference Function's
 (``manualbp.autograd``), and every fast path is tested bit for bit against the reference tier
-(``tests/test_fast.py``), in float32 and float64, besides the tests against PyTorch's autograd. What lives here is
+(``tests/test_fast.py``), in float32 and float64 (the convolution's ∂C/∂W, a sum taken in another order, to its
+rounding bound: ``tests/test_fast_conv.py``), besides the tests against PyTorch's autograd. What lives here is
 plumbing:
 
 - ``call.py``: ``Route``, a Function called by the cheapest route PyTorch allows (no per-call argument binding in
@@ -10,6 +11,8 @@ plumbing:
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
   two reference backward passes (and jvps).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
+- ``conv.py``: ``Conv2d``, the reference convolution with its ∂C/∂W summed as one product over all examples'
+  columns (the same terms in another order: held to a rounding bound, not to the bit).
 - ``cross_entropy.py``: ``OneHotCrossEntropyLoss``, cross-entropy's common case in fewer kernels, and
   ``target_range``, the cheapest read of the targets that chooses it.
 
@@ -19,6 +22,7 @@ plumbing:
 from manualbp import autograd
 from manualbp.fast import sequential
 from manualbp.fast.call import Route, classic
+from manualbp.fast.conv import Conv2d
 from manualbp.fast.cross_entropy import OneHotCrossEntropyLoss, target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 
@@ -33,7 +37,7 @@ cross_entropy = Route(autograd.CrossEntropyLoss)
 one_hot_cross_entropy = Route(OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
-conv2d = Route(autograd.Conv2d)
+conv2d = Route(Conv2d)
 max_pool2d = Route(autograd.MaxPool2d)
 avg_pool2d = Route(autograd.AvgPool2d)
 adaptive_avg_pool2d = Route(autograd.AdaptiveAvgPool2d)
@@ -48,6 +52,7 @@ scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 
 __all__ = [
     "ACTIVATIONS",
+    "Conv2d",
     "LinearActivation",
     "OneHotCrossEntropyLoss",
     "Route",

@@ -68,37 +68,57 @@ class Conv2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.arguments
-        needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
-        n = x.shape[0]
-        c_out, _, kh, kw = weight.shape
+        return Conv2d.gradients(
+            grad_output, *ctx.saved_tensors, ctx.has_bias, *ctx.arguments, needs_input_grad=ctx.needs_input_grad
+        )
+
+    @staticmethod
+    def jvp(ctx, x_tangent, weight_tangent, bias_tangent, *_):
+        return Conv2d.tangent(x_tangent, weight_tangent, bias_tangent, *ctx.saved_tensors, *ctx.arguments)
+
+    @staticmethod
+    def gradients(grad_output, x, weight, has_bias, stride, padding, dilation, groups, needs_input_grad=None):
+        """∂C/∂x, ∂C/∂W, ∂C/∂b (and None for the four options) from g = ``grad_output``; stride, padding and dilation
+        as pairs. ``needs_input_grad``: which of the inputs want a gradient (None: all)."""
+        needs_x_grad, needs_weight_grad, needs_bias_grad = (needs_input_grad or (True,) * 3)[:3]
         grad_x = grad_weight = grad_bias = None
         if needs_x_grad:
-            # the last stride step leaves (H + 2p − span) mod stride rows of the padded input unread (span: the
-            # dilated kernel's d·(k − 1) + 1); ∂C/∂x is 0 on them, and conv_transpose2d appends them (its
-            # output_padding) so that ∂C/∂x has x's shape. Columns likewise.
-            left_over = [
-                (size + 2 * pad - (dil * (k - 1) + 1)) % step
-                for size, pad, dil, k, step in zip(x.shape[2:], padding, dilation, (kh, kw), stride, strict=True)
-            ]
-            # ∂C/∂x = fold(W_gᵀ g): the transposed convolution of g with W
-            grad_x = conv_transpose2d(grad_output, weight, None, stride, padding, left_over, groups, dilation)
+            grad_x = Conv2d.input_gradient(grad_output, x.shape, weight, stride, padding, dilation, groups)
         if needs_weight_grad:
-            # every size spelled out, none left to -1: with no examples (N = 0) a -1 would be ambiguous
-            patch, positions = x.shape[1] // groups * kh * kw, grad_output.shape[2] * grad_output.shape[3]
-            cols = unfold(x, (kh, kw), dilation, padding, stride).reshape(n, groups, patch, positions)
-            g = grad_output.reshape(n, groups, c_out // groups, positions)  # (N, G, C_out/G, L): one row per neuron
-            # ∂C/∂W_g = Σ_n Σ_l g colsᵀ: the sum over positions l in each example's product, then over examples n
-            grad_weight = g.matmul(cols.transpose(2, 3)).sum(0).reshape(weight.shape)
-        if ctx.has_bias and needs_bias_grad:
+            grad_weight = Conv2d.weight_gradient(grad_output, x, weight.shape, stride, padding, dilation, groups)
+        if has_bias and needs_bias_grad:
             grad_bias = grad_output.sum((0, 2, 3))  # ∂C/∂b = Σ over examples and positions of g
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, x_tangent, weight_tangent, bias_tangent, *_):
-        x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.arguments
+    def input_gradient(grad_output, input_shape, weight, stride, padding, dilation, groups):
+        """∂C/∂x = fold(W_gᵀ g): the transposed convolution of g with W. ``(N, C_in, H, W)``."""
+        # the last stride step leaves (H + 2p − span) mod stride rows of the padded input unread (span: the dilated
+        # kernel's d·(k − 1) + 1); ∂C/∂x is 0 on them, and conv_transpose2d appends them (its output_padding) so
+        # that ∂C/∂x has x's shape. Columns likewise.
+        left_over = [
+            (size + 2 * pad - (dil * (k - 1) + 1)) % step
+            for size, pad, dil, k, step in zip(
+                input_shape[2:], padding, dilation, weight.shape[2:], stride, strict=True
+            )
+        ]
+        return conv_transpose2d(grad_output, weight, None, stride, padding, left_over, groups, dilation)
+
+    @staticmethod
+    def weight_gradient(grad_output, x, weight_shape, stride, padding, dilation, groups):
+        """∂C/∂W_g = Σ_n Σ_l g[n, g, :, l] cols[n, g, :, l]ᵀ. ``(C_out, C_in / groups, kh, kw)``."""
+        n = x.shape[0]
+        c_out, _, kh, kw = weight_shape
+        # every size spelled out, none left to -1: with no examples (N = 0) a -1 would be ambiguous
+        patch, positions = x.shape[1] // groups * kh * kw, grad_output.shape[2] * grad_output.shape[3]
+        cols = unfold(x, (kh, kw), dilation, padding, stride).reshape(n, groups, patch, positions)
+        g = grad_output.reshape(n, groups, c_out // groups, positions)  # (N, G, C_out/G, L): one row per neuron
+        # the sum over positions l in each example's product, then over examples n
+        return g.matmul(cols.transpose(2, 3)).sum(0).reshape(weight_shape)
+
+    @staticmethod
+    def tangent(x_tangent, weight_tangent, bias_tangent, x, weight, stride, padding, dilation, groups):
+        """ż = W ⋆ ẋ + Ẇ ⋆ x + ḃ, any of the three tangents None for zero."""
         z_tangent = 0
         if x_tangent is not None:
             z_tangent = conv2d(x_tangent, weight, None, stride, padding, dilation, groups)  # W ⋆ ẋ

@@ -46,8 +46,16 @@ class MaxPool2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, _):
-        (indices,) = ctx.saved_tensors
-        n, c, height, width = ctx.input_shape
+        return MaxPool2d.gradients(grad_output, *ctx.saved_tensors, ctx.input_shape)
+
+    @staticmethod
+    def jvp(ctx, x_tangent, *_):
+        return MaxPool2d.tangent(x_tangent, *ctx.saved_tensors, ctx.input_shape)
+
+    @staticmethod
+    def gradients(grad_output, indices, input_shape, needs_input_grad=None):
+        """∂C/∂x (and None for the five options); ``input_shape``: x's ``(N, C, H, W)``."""
+        n, c, height, width = input_shape
         grad_x = grad_output.new_zeros(n, c, height * width)
         # ∂C/∂x_i = Σ of g over the windows that i won
         windows = indices.shape[2] * indices.shape[3]  # spelled out, not -1: with N = 0 a -1 would be ambiguous
@@ -55,14 +63,13 @@ class MaxPool2d(torch.autograd.Function):
         return grad_x.reshape(n, c, height, width), None, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, x_tangent, *_):
-        (indices,) = ctx.saved_tensors
-        n, c, height, width = ctx.input_shape
+    def tangent(x_tangent, indices, input_shape):
+        """ẏ and None for the indices, which have no tangent."""
+        n, c, height, width = input_shape
         windows = indices.shape[2] * indices.shape[3]
         # ẏ_l = ẋ_{i*(l)}
         y_tangent = x_tangent.reshape(n, c, height * width).gather(2, indices.reshape(n, c, windows))
-        y_tangent = y_tangent.reshape(indices.shape)
-        return y_tangent, None
+        return y_tangent.reshape(indices.shape), None
 
 
 class AvgPool2d(torch.autograd.Function):
@@ -103,8 +110,26 @@ class AvgPool2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override = ctx.arguments
-        n, c, height, width = ctx.input_shape
+        return AvgPool2d.gradients(grad_output, ctx.input_shape, *ctx.arguments)
+
+    @staticmethod
+    def jvp(ctx, x_tangent, *_):
+        return AvgPool2d.tangent(x_tangent, *ctx.arguments)
+
+    @staticmethod
+    def gradients(
+        grad_output,
+        input_shape,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+        needs_input_grad=None,
+    ):
+        """∂C/∂x (and None for the six options); kernel_size, stride and padding as pairs."""
+        n, c, height, width = input_shape
         h_out, w_out = grad_output.shape[2:]
         d = divisors((height, width), (h_out, w_out), kernel_size, stride, padding, count_include_pad)
         d = d if divisor_override is None else torch.full_like(d, divisor_override)
@@ -114,14 +139,16 @@ class AvgPool2d(torch.autograd.Function):
         # the overhang of ceil_mode's last windows past the padded input (0 without ceil_mode)
         over_h = max(0, (h_out - 1) * stride[0] + kernel_size[0] - height - 2 * padding[0])
         over_w = max(0, (w_out - 1) * stride[1] + kernel_size[1] - width - 2 * padding[1])
+        # ∂C/∂x_i = Σ_{l : i in window l} g_l / d_l: fold sums what each input receives from its windows
         grad_x = fold(cols, (height + over_h, width + over_w), kernel_size, 1, padding, stride)
         if over_h or over_w:
             grad_x = grad_x.narrow(2, 0, height).narrow(3, 0, width)  # the overhang reaches no input
         return grad_x, None, None, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, x_tangent, *_):
-        return avg_pool2d(x_tangent, *ctx.arguments)
+    def tangent(x_tangent, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        """ẏ = avg_pool2d(ẋ): a linear map's jvp is the map itself."""
+        return avg_pool2d(x_tangent, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
 
 def divisors(input_size, output_size, kernel_size, stride, padding, count_include_pad):
@@ -172,14 +199,24 @@ class AdaptiveAvgPool2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        height, width = ctx.input_shape[2:]
-        p_h = averaging_matrix(ctx.output_size[0], height, grad_output)
-        p_w = averaging_matrix(ctx.output_size[1], width, grad_output)
-        return p_h.t().matmul(grad_output).matmul(p_w), None  # ∂C/∂x = P_hᵀ g P_w
+        return AdaptiveAvgPool2d.gradients(grad_output, ctx.input_shape, ctx.output_size)
 
     @staticmethod
     def jvp(ctx, x_tangent, _):
-        return adaptive_avg_pool2d(x_tangent, ctx.output_size)
+        return AdaptiveAvgPool2d.tangent(x_tangent, ctx.output_size)
+
+    @staticmethod
+    def gradients(grad_output, input_shape, output_size, needs_input_grad=None):
+        """∂C/∂x (and None for output_size); ``output_size``: the pair of sizes y has."""
+        height, width = input_shape[2:]
+        p_h = averaging_matrix(output_size[0], height, grad_output)
+        p_w = averaging_matrix(output_size[1], width, grad_output)
+        return p_h.t().matmul(grad_output).matmul(p_w), None  # ∂C/∂x = P_hᵀ g P_w
+
+    @staticmethod
+    def tangent(x_tangent, output_size):
+        """ẏ = adaptive_avg_pool2d(ẋ): the map is linear."""
+        return adaptive_avg_pool2d(x_tangent, output_size)
 
 
 def averaging_matrix(out, size, like):

@@ -2,7 +2,8 @@
 
 Nothing here derives a gradient. Every backward pass and jvp that runs is a reference Function's
 (``manualbp.autograd``), and every fast path is tested bit for bit against the reference tier
-(``tests/test_fast.py``), in float32 and float64, besides the tests against PyTorch's autograd. What lives here is
+(``tests/test_fast.py``), in float32 and float64 (the convolution's ∂C/∂W, a sum taken in another order, to its
+rounding bound: ``tests/test_fast_conv.py``), besides the tests against PyTorch's autograd. What lives here is
 plumbing:
 
 - ``call.py``: ``Route``, a Function called by the cheapest route PyTorch allows (no per-call argument binding in
@@ -12,6 +13,8 @@ plumbing:
 - ``mlp_loss.py``: ``MLPLoss``, a whole network and its loss as one node, its gradients computed in the forward pass
   by the reference's derivations (the loss's ``gradients``, then ``MLP.gradients``).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
+- ``conv.py``: ``Conv2d``, the reference convolution with its ∂C/∂W summed as one product over all examples'
+  columns (the same terms in another order: held to a rounding bound, not to the bit).
 - ``cross_entropy.py``: ``target_range``, the cheapest read of the class-index targets, which decides whether
   cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs.
 
@@ -21,6 +24,7 @@ plumbing:
 from manualbp import autograd
 from manualbp.fast import sequential
 from manualbp.fast.call import Route, classic
+from manualbp.fast.conv import Conv2d
 from manualbp.fast.cross_entropy import target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 from manualbp.fast.mlp_loss import MLPLoss
@@ -38,7 +42,7 @@ one_hot_cross_entropy = Route(autograd.OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
 mlp_loss = MLPLoss.apply  # a classic-form Function already: no argument binding to save
-conv2d = Route(autograd.Conv2d)
+conv2d = Route(Conv2d)
 max_pool2d = Route(autograd.MaxPool2d)
 avg_pool2d = Route(autograd.AvgPool2d)
 adaptive_avg_pool2d = Route(autograd.AdaptiveAvgPool2d)
@@ -53,6 +57,7 @@ scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 
 __all__ = [
     "ACTIVATIONS",
+    "Conv2d",
     "LinearActivation",
     "MLPLoss",
     "Route",

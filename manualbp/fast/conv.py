@@ -1,0 +1,54 @@
+"""The convolution's weight gradient as one matrix product over every example's columns."""
+
+import torch
+from torch.nn.functional import unfold
+
+from manualbp import autograd
+
+
+class Conv2d(autograd.Conv2d):
+    r"""``manualbp.autograd.Conv2d`` with its ∂C/∂W summed by one product instead of one per example.
+
+    The reference computes ∂C/∂W_g = Σ_n Σ_l g[n, g, :, l] cols[n, g, :, l]ᵀ as it reads: one product per
+    example n (the sum over the positions l), then the sum over n. With a deep layer's many channels and few
+    positions (resnet18's last stage at 32 × 32 images: 512 channels, one position) the N products are each a
+    C_out × C_in · kh · kw matrix, megabytes apiece, written only to be summed. The sum over n and l is one sum
+    over the N · L columns, so lay the columns of all examples side by side,
+
+        G = [g_1 … g_N]: (C_out/G, N · L),     Cols = [cols_1 … cols_N]: (N · L, C_in/G · kh · kw),
+
+    and ∂C/∂W_g = G Cols, one product whose sum over N · L runs inside the GEMM. The same terms summed in
+    another order: not the reference's bits, but within the rounding bound of a sum of N · L products
+    (``tests/test_fast_conv.py``). ∂C/∂x, ∂C/∂b and the jvp are the reference's own, called unchanged.
+    """
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight = ctx.saved_tensors
+        needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
+        # ∂C/∂x and ∂C/∂b by the reference's derivation; only ∂C/∂W is summed differently
+        grad_x, _, grad_bias, *options = autograd.Conv2d.gradients(
+            grad_output,
+            x,
+            weight,
+            ctx.has_bias,
+            *ctx.arguments,
+            needs_input_grad=(needs_x_grad, False, needs_bias_grad),
+        )
+        grad_weight = weight_gradient(grad_output, x, weight.shape, *ctx.arguments) if needs_weight_grad else None
+        return grad_x, grad_weight, grad_bias, *options
+
+
+def weight_gradient(grad_output, x, weight_shape, stride, padding, dilation, groups):
+    """∂C/∂W_g = G Cols: ``autograd.Conv2d.weight_gradient``'s sum as one product per group over all N · L
+    columns. ``(C_out, C_in / groups, kh, kw)``."""
+    n = x.shape[0]
+    c_out, _, kh, kw = weight_shape
+    patch, positions = x.shape[1] // groups * kh * kw, grad_output.shape[2] * grad_output.shape[3]
+    cols = unfold(x, (kh, kw), dilation, padding, stride).reshape(n, groups, patch, positions)
+    # the columns of all examples side by side, (G, N · L, patch), and g likewise, (G, C_out/G, N · L): views
+    # when L = 1 (the deep layers where the per-example products cost most), one copy each otherwise
+    cols = cols.permute(1, 0, 3, 2).reshape(groups, n * positions, patch)
+    g = grad_output.reshape(n, groups, c_out // groups, positions).permute(1, 2, 0, 3)
+    g = g.reshape(groups, c_out // groups, n * positions)
+    return torch.matmul(g, cols).reshape(weight_shape)

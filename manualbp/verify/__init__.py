@@ -111,8 +111,8 @@ def verify(function, reference, inputs, *, names=None, compile=False, skip=(), t
             require grad are the ones differentiated (if none does, every floating-point tensor is); other
             arguments (integer targets, sizes, flags) are passed as they are. Each sample is run in float32 and
             float64, on the device its tensors are on.
-        names: the arguments' names for the rows (``grad weight float32``); by default the reference's parameter
-            names, else the function's, else input0, input1, ...
+        names: the arguments' names for the rows (``grad weight float32``); by default the parameter names of the
+            Function's forward, else the reference's, else input0, input1, ...
         compile: also check ``torch.compile(function, fullgraph=True)`` (tens of seconds).
         skip: names of rows to leave out (reported as n/a), e.g. ``("vmap",)``.
         tolerances: ``{dtype: {"rtol": ..., "atol": ...}}`` for the *approximate* column, in place of
@@ -133,7 +133,9 @@ def verify(function, reference, inputs, *, names=None, compile=False, skip=(), t
         raise ValueError("verify: inputs is an empty list; pass one sample (a tuple of arguments) or a list of them")
     tolerances = {**TOLERANCES, **(tolerances or {})}
     if names is None:
-        names = _argument_names((reference, function), len(samples[0]))
+        owner = getattr(function, "__self__", None)
+        forward = owner.forward if isinstance(owner, type) and issubclass(owner, torch.autograd.Function) else None
+        names = _argument_names((forward, reference, function), len(samples[0]))
     elif len(names) != len(samples[0]):
         raise ValueError(f"verify: {len(names)} names for {len(samples[0])} arguments: give one name per argument")
     found = []
@@ -178,6 +180,8 @@ def _argument_names(callables, count):
     """The names of the first ``count`` positional parameters of the first of ``callables`` that has as many,
     else input0, input1, ..."""
     for callable_ in callables:
+        if callable_ is None:
+            continue
         try:
             parameters = list(inspect.signature(callable_).parameters.values())
         except (TypeError, ValueError):

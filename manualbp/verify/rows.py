@@ -9,6 +9,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch.autograd.function import BackwardCFunction
 
+from manualbp.fast.call import without_jvp
 from manualbp.verify.compare import Verdict, compare
 
 DTYPES = (torch.float32, torch.float64)
@@ -192,7 +193,7 @@ def forward_and_gradients(case):
                 yield row(name, "fail", shape_error) if shape_error else row(name, "n/a", why)
             continue
         try:
-            expected_grads = backward(expected, case.leaves(reference_args), upstreams, "reference")
+            expected_grads = backward(expected, case.leaves(reference_args), kept, "reference")
         except Raised as error:
             yield from (row(name, "fail", str(error)) for name in grad_names)
             continue
@@ -223,7 +224,7 @@ def _returned_shapes(case, dtype, upstreams):
     if not isinstance(result, torch.Tensor) or not isinstance(result.grad_fn, BackwardCFunction):
         return None
     with torch.no_grad():
-        returned = result.grad_fn.apply(upstreams[0])
+        returned = result.grad_fn.apply(upstreams[0].clone())  # a copy: a backward may write into it
     returned = returned if isinstance(returned, tuple) else (returned,)
     return [None if g is None else list(g.shape) for g in returned]
 
@@ -348,15 +349,14 @@ def vmap(case):
         looped_grads = [pullback([b[k] for b in batched], tuple(u[k] for u in upstreams)) for k in range(2)]
         outputs = torch.func.vmap(forward)(*batched)
         grads = torch.func.vmap(pullback)(batched, upstreams)
-    except Raised as error:
-        yield row("vmap", "fail", str(error))
-        return
     except Exception as error:
         text = str(error)
         if "vmap staticmethod" in text or "generate_vmap_rule" in text or "setup_context" in text:
-            yield row("vmap", "n/a", f"the Function does not support torch.func: {_message(error)}")
+            yield row("vmap", "n/a", "the Function does not support torch.func (set generate_vmap_rule = True)")
         else:
-            yield row("vmap", "fail", f"{type(error).__name__}: {_message(error)}")
+            yield row(
+                "vmap", "fail", text if isinstance(error, Raised) else f"{type(error).__name__}: {_message(error)}"
+            )
         return
     pairs = [(f"output {k}", o, torch.stack([one[k] for one in one_by_one])) for k, o in enumerate(outputs)]
     pairs += [
@@ -529,7 +529,6 @@ def needs_input_grad(case):
 
 
 def _saved_bytes(fn, args, who):
-    living = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
     storages = {}
 
     def pack(tensor):
@@ -538,12 +537,13 @@ def _saved_bytes(fn, args, who):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         call(fn, args, who)
-    return sum(size for pointer, size in storages.items() if pointer not in living)
+    return sum(storages.values())
 
 
 def saved_for_backward(case):
-    """``saved for backward``: the bytes autograd keeps for the backward beyond the inputs themselves (which live
-    anyway), counted once per storage; the Function's must not exceed the reference's."""
+    """``saved for backward``: the bytes autograd keeps for the backward, counted once per storage, inputs
+    included (in a network an input is the layer before's output, which the saving keeps alive); the Function's
+    must not exceed the reference's."""
     if case.reference is None:
         yield row("saved for backward", "n/a", "no reference to measure against")
         return
@@ -553,7 +553,7 @@ def saved_for_backward(case):
     except Raised as error:
         yield row("saved for backward", "fail", str(error))
         return
-    why = f"{mine} bytes beyond the inputs, the reference {theirs}"
+    why = f"{mine} bytes, the reference {theirs}"
     yield row("saved for backward", "pass" if mine <= theirs else "fail", why)
 
 
@@ -563,7 +563,11 @@ def compiled(case, enabled):
     if not enabled:
         yield row("torch.compile", "n/a", "not run: pass compile=True (it takes tens of seconds)")
         return
-    function = case.function
+    function, note = case.function, ""
+    if case.function_class is not None and case.function_class.jvp is not torch.autograd.Function.jvp:
+        # Dynamo cannot trace a Function that defines jvp ("Unsupported custom jvp"): compile its twin without
+        # one, as manualbp's own layers do under torch.compile (a compiled graph has no forward mode anyway)
+        function, note = without_jvp(case.function_class).apply, "compiled without its jvp, which Dynamo cannot trace"
     compiled_function = torch.compile(lambda *args: function(*args), fullgraph=True)
     results = []
     try:
@@ -573,12 +577,17 @@ def compiled(case, enabled):
             upstreams = case.random_like(outputs, salt=8)
             results.append([o.detach() for o in outputs] + backward(outputs, case.leaves(args), upstreams, who))
     except Raised as error:
-        yield row("torch.compile", "fail", str(error))
+        if "Unsupported custom jvp" in str(error):
+            yield row(
+                "torch.compile", "n/a", "Dynamo cannot trace a Function that defines jvp (Unsupported custom jvp)"
+            )
+        else:
+            yield row("torch.compile", "fail", str(error))
         return
     labels = [f"output {k}" for k in range(len(results[0]) - len(case.wanted))]
     labels += [f"grad {case.names[i]}" for i in case.wanted]
     _, verdict = combined(list(zip(labels, results[1], results[0], strict=True)), case.tolerances[torch.float32])
-    why = "" if verdict.approximate else f"compiled results differ from eager ({verdict.worst})"
+    why = note if verdict.approximate else f"compiled results differ from eager ({verdict.worst})"
     yield row("torch.compile", "pass" if verdict.approximate else "fail", why, verdict)
 
 

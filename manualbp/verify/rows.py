@@ -252,8 +252,8 @@ def tangents(case):
         directions = case.random_like(case.leaves(case.cast(dtype)), salt=3)
         try:
             actual = _forward_mode(case.function, case, dtype, directions, "function")
-        except NotImplementedError as error:
-            yield row(name, "n/a", f"the function has no forward mode ({_message(error)})")
+        except NotImplementedError:
+            yield row(name, "n/a", "the function defines no jvp (forward mode)")
             continue
         except Raised as error:
             yield row(name, "fail", str(error))
@@ -311,8 +311,8 @@ def gradchecks(case):
         try:
             check(case.function, args, **TIGHT, **flags)
             yield row(name, "pass")
-        except NotImplementedError as error:
-            yield row(name, "n/a", f"the function has no forward mode ({_message(error)})")
+        except NotImplementedError:
+            yield row(name, "n/a", "the function defines no jvp (forward mode)")
         except Exception as error:
             message = _message(error)
             if "once_differentiable" in str(error):

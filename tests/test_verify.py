@@ -92,10 +92,13 @@ def test_the_table_prints_every_row_with_its_result_and_the_verdict():
     assert report.row("grad z float32").exact  # named after the reference's parameter
 
 
-def test_several_samples_are_each_verified():
+def test_several_samples_are_each_verified_and_skipped_rows_do_not_apply():
     samples = [torch.randn(3, 4), torch.randn(2, 6)]
-    report = manualbp.verify(A.Tanh, torch.tanh, samples)
+    report = manualbp.verify(A.Tanh, torch.tanh, samples, skip=("vmap", "jvp"), names=["a"])
     assert {row.sample for row in report.rows} == {0, 1} and report.ok
+    assert report.row("grad a float64", sample=1).result == "pass"
+    for name in ("vmap", "jvp float32", "jvp float64"):
+        assert report.row(name, sample=1).result == "n/a" and report.row(name).why == "skipped (skip=...)"
 
 
 def test_without_a_reference_finite_differences_alone_say_so():

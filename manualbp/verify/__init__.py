@@ -9,7 +9,7 @@ truth the Function's gradients are held to (exact, within ``torch.testing.assert
 float32 and float64, with a random upstream gradient (not ``.sum()``, which hides a transposed or mis-scaled
 formula). Without one (``None``) the proof is finite differences alone, the gradcheck rows, and the report says so.
 
-The rows, for each sample of inputs (``rows.py`` has each check's rule):
+The rows, for each sample of inputs (``gradients.py`` and ``behaviour.py`` state each check's rule):
 
 - ``forward float32`` / ``float64``: the Function's output against the reference's.
 - ``grad <input> float32`` / ``float64``: each input's gradient against autograd's through the reference; the
@@ -39,8 +39,10 @@ from dataclasses import dataclass
 
 import torch
 
-from manualbp.verify import rows as _rows
+from manualbp.verify.behaviour import compiled, layouts, needs_input_grad, saved_for_backward, vmap, zero_rows
+from manualbp.verify.case import Case, message, row
 from manualbp.verify.compare import TOLERANCES, Verdict, compare, format_table
+from manualbp.verify.gradients import forward_and_gradients, gradchecks, tangents
 
 __all__ = ["Report", "Row", "TOLERANCES", "Verdict", "compare", "format_table", "verify"]
 
@@ -78,9 +80,9 @@ class Report:
 
     def row(self, name, sample=0):
         """The row called ``name`` (of sample ``sample``)."""
-        for row in self.rows:
-            if row.name == name and row.sample == sample:
-                return row
+        for found in self.rows:
+            if found.name == name and found.sample == sample:
+                return found
         raise KeyError(f"no row {name!r} for sample {sample}; the rows are {sorted({r.name for r in self.rows})}")
 
     def __str__(self):
@@ -140,16 +142,29 @@ def verify(function, reference, inputs, *, names=None, compile=False, skip=(), t
         raise ValueError(f"verify: {len(names)} names for {len(samples[0])} arguments: give one name per argument")
     found = []
     for index, args in enumerate(samples):
-        case = _rows.Case(function, reference, args, names, tolerances, seed)
-        for row in _rows.run_all(case, compile=compile):
-            if any(row["name"] == s or row["name"].startswith(f"{s} ") for s in skip):
-                row = {"name": row["name"], "result": "n/a", "why": "skipped (skip=...)"}
-            found.append(Row(sample=index, **row))
+        case = Case(function, reference, args, names, tolerances, seed)
+        for fields in _run_all(case, compile=compile):
+            if any(fields["name"] == s or fields["name"].startswith(f"{s} ") for s in skip):
+                fields = row(fields["name"], "n/a", "skipped (skip=...)")
+            found.append(Row(sample=index, **fields))
     device = samples[0][0].device if isinstance(samples[0][0], torch.Tensor) else _first_tensor(samples[0]).device
     name = getattr(getattr(function, "__self__", None), "__name__", None) or getattr(function, "__name__", "function")
     against = "autograd through the reference" if reference is not None else "finite differences alone (no reference)"
     title = f"manualbp.verify of {name} against {against}, torch {torch.__version__} on {device}"
     return Report(title, tuple(found))
+
+
+CHECKS = (forward_and_gradients, tangents, gradchecks, vmap, layouts, zero_rows, needs_input_grad, saved_for_backward)
+
+
+def _run_all(case, compile=False):
+    """Every check's rows; a check that raises where it did not expect to is one failed row, named after it."""
+    for check in (*CHECKS, lambda case: compiled(case, compile)):
+        try:
+            yield from check(case)
+        except Exception as error:
+            name = check.__name__ if check in CHECKS else "torch.compile"
+            yield row(name, "fail", f"raised {type(error).__name__}: {message(error)}")
 
 
 def _first_tensor(args):

@@ -14,13 +14,16 @@ The public API uses the fast tier:
 - ``manualbp.nn``: drop-in modules.
 - ``manualbp.convert``: swap the layers of any model for manualbp's, in place, and back.
 - ``python -m manualbp.check``: both tiers' gradients against PyTorch autograd on this machine.
+- ``manualbp.verify``: the same proof, and more, for anyone's own ``torch.autograd.Function``
+  (``manualbp.testing.assert_verified`` in a test suite).
 
 The MNIST trainer (``train.py``) is an application of the library, in the package ``manualbp_trainer``.
 """
 
 from manualbp import autograd, fast, functional, nn
 from manualbp.convert import convert
+from manualbp.verify import verify
 
 __version__ = "0.1.0"
 
-__all__ = ["autograd", "convert", "fast", "functional", "nn"]
+__all__ = ["autograd", "convert", "fast", "functional", "nn", "verify"]

@@ -8,7 +8,8 @@ random upstream gradient (not ``.sum()``, which would hide a transposed or mis-s
 tier (``manualbp.autograd``'s Function called as ``Function.apply``), by the fast tier (``manualbp.functional``,
 what users call) and by PyTorch's built-in autograd. Each tier's row gives the verdict against autograd in three
 columns: *exact* (equal to the bit), *approximate* (within ``torch.testing.assert_close``'s tolerance for the
-dtype) and *maxdiff* (the largest absolute difference). The exit status is 1 if any row is not approximate.
+dtype) and *maxdiff* (the largest absolute difference), judged by ``manualbp.verify``'s ``compare``: the one machinery
+that ``manualbp.verify`` holds anyone's Function to. The exit status is 1 if any row is not approximate.
 """
 
 import argparse
@@ -20,9 +21,8 @@ import torch
 
 from manualbp import autograd as A
 from manualbp import functional as F
-
-# torch.testing.assert_close's defaults for these dtypes
-TOLERANCES = {torch.float32: {"rtol": 1.3e-6, "atol": 1e-5}, torch.float64: {"rtol": 1e-7, "atol": 1e-7}}
+from manualbp.verify.compare import TOLERANCES, format_table
+from manualbp.verify.compare import compare as judge
 
 
 @dataclass(frozen=True)
@@ -342,20 +342,15 @@ def compare(case, device="cpu", dtype=torch.float32, seed=0):
 
 
 def _row(layer, tier, quantity, manual, reference):
-    exact = torch.equal(manual, reference)
-    approximate = torch.allclose(manual, reference, equal_nan=True, **TOLERANCES[manual.dtype])
-    if manual.numel() == 0:
-        return Row(layer, tier, quantity, exact, approximate, 0.0, 0.0)
-    maxdiff = (manual.double() - reference.double()).abs().max().item()
-    return Row(layer, tier, quantity, exact, approximate, maxdiff, reference.abs().max().item())
+    verdict = judge(manual, reference)
+    return Row(layer, tier, quantity, verdict.exact, verdict.approximate, verdict.maxdiff, verdict.reference_max)
 
 
-def format_table(rows):
+def _table(rows):
     header = ("layer", "tier", "quantity", "exact", "approximate", "maxdiff")
-    lines = [(r.layer, r.tier, r.quantity, str(r.exact), str(r.approximate), f"{r.maxdiff:.3e}") for r in rows]
-    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
-    render = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
+    return format_table(
+        header, [(r.layer, r.tier, r.quantity, str(r.exact), str(r.approximate), f"{r.maxdiff:.3e}") for r in rows]
+    )
 
 
 def _seed(text):
@@ -395,7 +390,7 @@ def main(argv=None):
         f"manualbp vs torch {torch.__version__} autograd on {device_name}, {args.dtype}, "
         f"tolerance {TOLERANCES[dtype]}\n"
     )
-    print(format_table(rows))
+    print(_table(rows))
     failed = [r for r in rows if not r.approximate]
     exact = sum(r.exact for r in rows)
     print(f"\n{exact} of {len(rows)} exact, {len(rows) - len(failed)} of {len(rows)} within tolerance")

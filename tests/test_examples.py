@@ -31,7 +31,13 @@ def _number(pattern, text):
 
 def test_every_example_is_tested():
     scripts = {name for name in os.listdir(os.path.join(ROOT, "examples")) if name.endswith(".py")}
-    assert scripts == {"char_gpt.py", "convert_vit.py", "functional_module.py", "per_sample_gradients.py"}
+    assert scripts == {
+        "char_gpt.py",
+        "convert_vit.py",
+        "functional_module.py",
+        "per_sample_gradients.py",
+        "verify_custom_function.py",
+    }
 
 
 @pytest.mark.slow
@@ -58,6 +64,26 @@ def test_per_sample_gradients_equal_one_backward_pass_per_example():
     for name, shape in {"0.weight": "(32, 64, 784)", "0.bias": "(32, 64)", "2.weight": "(32, 10, 64)"}.items():
         assert f"{name}: per-sample gradients of shape {shape}" in output
     assert _number(r"largest difference from one backward pass per example: (\S+)", output) < 1e-5
+
+
+@pytest.mark.slow
+def test_verify_custom_function_passes_the_right_swish_and_names_the_rows_that_catch_each_mistake():
+    output = _run("verify_custom_function.py")
+    assert output.rstrip().endswith(": OK") and "19 pass, 0 fail, 1 n/a" in output
+    for mistake, rows in {
+        "scaled": ["grad x float32", "grad x float64", "gradcheck", "gradcheck batched grad"],
+        "unsummed": ["grad beta float32", "grad beta float64", "needs_input_grad"],
+    }.items():
+        finished = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "examples", "verify_custom_function.py"), "--mistake", mistake],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
+        assert finished.returncode == 1, finished.stderr[-3000:]
+        verdict = finished.stdout.rstrip().splitlines()[-1]
+        assert verdict.split("FAILED: ")[1] == "; ".join(f"{row} (sample 0)" for row in rows)
 
 
 # the char GPT's backward graph: one node per manualbp layer type, and around them only torch's plain tensor ops
@@ -106,6 +132,8 @@ def test_char_gpt_from_manualbp_layers_trains_on_the_loss_curve_of_the_same_gpt_
         ("convert_vit.py", ["--bogus"], "unrecognized arguments: --bogus"),
         ("functional_module.py", ["--steps", "0"], "--steps must be positive, got 0"),
         ("per_sample_gradients.py", ["--batch-size", "0"], "--batch-size must be positive, got 0"),
+        ("verify_custom_function.py", ["--rows", "0"], "--rows must be positive, got 0"),
+        ("verify_custom_function.py", ["--mistake", "sign"], "invalid choice: 'sign'"),
         ("char_gpt.py", ["--plot", "curves.txt"], "--plot curves.txt: the curves are saved as a PNG image"),
         (
             "char_gpt.py",

@@ -53,7 +53,7 @@ for what in "$@"; do
             --durations=15 --junitxml="$RESULTS/tests.xml" ${TESTS:-}
         ;;
     cuda)
-        part cuda 100 $PYTHON -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+        part cuda 100 $PYTHON -m pytest -q -p no:cacheprovider -rs tests/trainer/test_cuda.py
         ;;
     slow)
         part slow 420 $PYTHON -m pytest -q -p no:cacheprovider -n "$WORKERS" -m slow -rs --junitxml="$RESULTS/slow.xml"

@@ -2,8 +2,8 @@
 
 Nothing here derives a gradient. Every backward pass and jvp that runs is a reference Function's
 (``manualbp.autograd``), and every fast path is tested bit for bit against the reference tier
-(``tests/test_fast.py``), in float32 and float64 (the convolution's ∂C/∂W, a sum taken in another order, to its
-rounding bound: ``tests/test_fast_conv.py``), besides the tests against PyTorch's autograd. What lives here is
+(``tests/library/test_fast.py``), in float32 and float64 (the convolution's ∂C/∂W, a sum taken in another order, to its
+rounding bound: ``tests/library/test_fast_conv.py``), besides the tests against PyTorch's autograd. What lives here is
 plumbing:
 
 - ``call.py``: ``Route``, a Function called by the cheapest route PyTorch allows (no per-call argument binding in

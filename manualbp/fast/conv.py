@@ -19,7 +19,7 @@ class Conv2d(autograd.Conv2d):
 
     and ∂C/∂W_g = G Cols, one product whose sum over N · L runs inside the GEMM. The same terms summed in
     another order: not the reference's bits, but within the rounding bound of a sum of N · L products
-    (``tests/test_fast_conv.py``). ∂C/∂x, ∂C/∂b and the jvp are the reference's own, called unchanged.
+    (``tests/library/test_fast_conv.py``). ∂C/∂x, ∂C/∂b and the jvp are the reference's own, called unchanged.
     """
 
     @staticmethod

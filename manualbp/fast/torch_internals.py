@@ -2,7 +2,7 @@
 
 PyTorch has no public way to ask these questions, and each answer saves a per-call cost or keeps a drop-in module
 identical to torch.nn's. Nothing else in the library touches a name that starts with an underscore in torch
-(``tests/test_layout.py`` scans every file); if a PyTorch release renames one of these, this file is the one
+(``tests/library/test_layout.py`` scans every file); if a PyTorch release renames one of these, this file is the one
 to change.
 """
 

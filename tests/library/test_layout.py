@@ -8,7 +8,7 @@ import torch
 
 import manualbp.autograd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REFERENCE = os.path.join(ROOT, "manualbp", "autograd")
 REFERENCE_FILES = sorted(name for name in os.listdir(REFERENCE) if name.endswith(".py"))
 LIBRARY = os.path.join(ROOT, "manualbp")

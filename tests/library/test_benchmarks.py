@@ -11,7 +11,7 @@ import pytest
 import torch
 from idx import write_idx_dir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import cnn  # noqa: E402
 import epoch  # noqa: E402

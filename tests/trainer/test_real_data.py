@@ -8,7 +8,7 @@ import sys
 import pytest
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ the closed form with both. Then each Function: its ctx-free ``gradients`` and ``
 to the bit; its outputs (PyTorch's kernels) are PyTorch's to the bit and its gradients match PyTorch's with
 ``assert_close`` (running statistics included); gradcheck and gradgradcheck at atol 1e-8 / rtol 1e-6 with forward
 AD; and the argument checks. The gradients are never compared bit for bit with PyTorch's: its fused kernels sum in
-another order (``tests/test_parity.py`` holds them to 4 ulps of the largest entry).
+another order (``tests/library/test_parity.py`` holds them to 4 ulps of the largest entry).
 """
 
 import copy

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from manualbp_trainer import cli, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
-SMALL += ["--device", "cpu"]  # "auto" would take a GPU where there is one: tests/test_cuda.py trains there
+SMALL += ["--device", "cpu"]  # "auto" would take a GPU where there is one: tests/trainer/test_cuda.py trains there
 
 
 @pytest.fixture(scope="module")

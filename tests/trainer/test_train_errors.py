@@ -13,7 +13,7 @@ from idx import IMAGES_MAGIC, idx_bytes, synthetic_split, write_idx_dir
 
 from manualbp_trainer import cli, data, loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def fail(capsys, argv):

@@ -18,7 +18,7 @@ and on CUDA where there is one, must give:
 
 A sample manualbp does not support, or that finds a library bug not yet fixed, is listed in ``UNSUPPORTED`` or
 ``KNOWN_BUGS`` with its reason (never skipped silently; a known bug's samples must still fail, so the entry goes
-when the bug does). ``python tests/test_conformance.py`` prints the per-op and per-module table (samples, pass,
+when the bug does). ``python tests/library/test_conformance.py`` prints the per-op and per-module table (samples, pass,
 exact, fail, unsupported, known bug, error inputs).
 """
 

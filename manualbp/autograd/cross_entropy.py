@@ -100,7 +100,8 @@ class CrossEntropyLoss(torch.autograd.Function):
 
         ∂C/∂z_k = Σ_c u_c ([c = k] − p_k) = u_k − p_k Σ_c u_c  =  g (p_k Σ_c q_c − q_k)
 
-    which for q = onehot(t), Σ_c q_c = 1, is the plain (p − onehot(t))·g again, to the bit (``tests/library/test_loss.py``).
+    which for q = onehot(t), Σ_c q_c = 1, is the plain (p − onehot(t))·g again, to the bit
+    (``tests/library/test_loss.py``).
     The log-probabilities ℓ are a second output, as in the plain case; a gradient into ℓ itself is added to u before
     the same formula.
 

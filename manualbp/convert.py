@@ -33,6 +33,7 @@ _TORCH_TO_MANUAL = {
     torch.nn.TransformerEncoder: nn.TransformerEncoder,
 }
 _MANUAL_TO_TORCH = {manual: torch_class for torch_class, manual in _TORCH_TO_MANUAL.items()}
+_MANUAL_TO_TORCH[nn.MLP] = torch.nn.Sequential  # its modules are a Sequential's; only its forward is manualbp's
 # an encoder layer's activation may be a function rather than a module: these are swapped too
 _TORCH_TO_MANUAL_ACTIVATION = {
     torch.nn.functional.relu: functional.relu,

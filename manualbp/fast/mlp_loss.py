@@ -37,7 +37,8 @@ class MLPLoss(torch.autograd.Function):
     forward-mode AD and autocast, and a double backward differentiates those two nodes again (see ``backward``).
 
     Shapes: x: ``(N, n₀)``; target: ``(N,)`` int64 class indices for ``"cross-entropy"``, ``(N, n_L)`` for
-    ``"mse"``; ``parameters``: W¹, b¹, W², … (a bias may be None); C: ``()``.
+    ``"mse"``; ``parameters``: W¹, b¹, W², … (a bias may be None). Outputs: C, ``()``; and aᴸ, ``(N, n_L)``, not
+    differentiable (for the caller's accuracy: every gradient comes from C).
     """
 
     @staticmethod
@@ -50,9 +51,10 @@ class MLPLoss(torch.autograd.Function):
         ctx.save_for_backward(x, target, *parameters)
         ctx.loss, ctx.activations = loss, activations
         ctx.gradients = None
+        ctx.mark_non_differentiable(a)  # the output comes along for the caller's accuracy, not to differentiate
         needs_x_grad, _, _, _, *needs_parameter_grads = ctx.needs_input_grad
         if not (needs_x_grad or any(needs_parameter_grads)):
-            return value  # nothing will ask for a gradient: evaluation pays for none
+            return value, a  # nothing will ask for a gradient: evaluation pays for none
         one = value.new_ones(())  # the upstream gradient of loss.backward(), as autograd would send it
         if loss == "cross-entropy":
             grad_a, _ = OneHotCrossEntropyLoss.gradients(one, None, target, log_probs)
@@ -69,10 +71,10 @@ class MLPLoss(torch.autograd.Function):
             [bias is not None for bias in parameters[1::2]],
             needs_input_grad=(needs_x_grad, *needs_parameter_grads),
         )
-        return value
+        return value, a
 
     @staticmethod
-    def backward(ctx, grad_loss):
+    def backward(ctx, grad_loss, _):
         if torch.is_grad_enabled() or ctx.gradients is None:
             # a double backward (create_graph=True) needs gradients that are functions of the inputs, and a second
             # backward through a retained graph finds them handed over: both differentiate the reference again

@@ -84,7 +84,7 @@ def mlp(input, weights, biases, activations):
 LOSSES = ("cross-entropy", "mse")
 
 
-def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy"):
+def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy", return_output=False):
     """C = loss(aᴸ, y) for the network aᴸ = f_L(⋯ f_1(x W₁ᵀ + b₁) ⋯): the whole network and its loss as one
     autograd node, whose every gradient is computed in the forward pass by the four equations of backpropagation
     (see ``manualbp.fast.MLPLoss``, and ``docs/derivations.md``). ``loss.backward()`` then only hands them over.
@@ -101,9 +101,11 @@ def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy"):
         weights, biases, activations: as for ``mlp``.
         loss: ``"cross-entropy"`` (softmax cross-entropy of the logits aᴸ, the mean over the examples) or
             ``"mse"`` (the mean squared error over every element, as ``mse_loss``'s default).
+        return_output: also return the network's output aᴸ, ``(*, n_L)``, detached (for an accuracy, say: every
+            gradient comes from the loss).
 
     Returns:
-        ``()``, the loss.
+        ``()``, the loss; with ``return_output``, ``(loss, output)``.
     """
     if loss not in LOSSES:
         raise ValueError(f"mlp_loss: loss must be one of {list(LOSSES)}, got {loss!r}")
@@ -135,12 +137,15 @@ def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy"):
         # no gradient to compute (the node would compute them: inside a Function, grad mode is always off), or a
         # mode the node cannot take: the network's node and the loss's
         output = fast.mlp(rows, activations, *parameters)[0]
-        if loss == "cross-entropy":
-            return cross_entropy(output, target)
-        return mse_loss(output, target)
-    if loss == "mse" and target.dtype is not input.dtype:
-        _check_same("mlp_loss", "dtype", input=input, target=target)
-    return fast.mlp_loss(rows, target, loss, activations, *parameters)
+        value = cross_entropy(output, target) if loss == "cross-entropy" else mse_loss(output, target)
+        output = output.detach()
+    else:
+        if loss == "mse" and target.dtype is not input.dtype:
+            _check_same("mlp_loss", "dtype", input=input, target=target)
+        value, output = fast.mlp_loss(rows, target, loss, activations, *parameters)
+    if not return_output:
+        return value
+    return value, output if input.dim() == 2 else output.reshape(*input.shape[:-1], width)
 
 
 def _mlp_operands(function, input, weights, biases, activations):

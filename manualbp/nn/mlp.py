@@ -69,13 +69,15 @@ class MLP(Sequential):
             return super().forward(input)
         return F.mlp(input, *self._parameters_by_layer(), self.activations)
 
-    def loss(self, input, target, loss="cross-entropy"):
+    def loss(self, input, target, loss="cross-entropy", return_output=False):
         """C = ``loss``(model(input), target): ``"cross-entropy"`` (class indices, the mean) or ``"mse"`` (targets
-        shaped like the output, the mean), with the network as one node; see ``manualbp.functional.mlp_loss``."""
+        shaped like the output, the mean), with the network as one node; with ``return_output``, ``(C, output)``,
+        the output detached. See ``manualbp.functional.mlp_loss``."""
         if self._module_by_module(input) and loss in LOSSES:
             output = super().forward(input)
-            return F.cross_entropy(output, target) if loss == "cross-entropy" else F.mse_loss(output, target)
-        return F.mlp_loss(input, target, *self._parameters_by_layer(), self.activations, loss)
+            value = F.cross_entropy(output, target) if loss == "cross-entropy" else F.mse_loss(output, target)
+            return (value, output.detach()) if return_output else value
+        return F.mlp_loss(input, target, *self._parameters_by_layer(), self.activations, loss, return_output)
 
     def _parameters_by_layer(self):
         linears = [module for module in self if isinstance(module, Linear)]

@@ -108,6 +108,17 @@ def test_mlp_loss_is_one_node_whose_inputs_are_the_leaves():
     assert all(type(node).__name__ == "AccumulateGrad" for node, _ in value.grad_fn.next_functions if node is not None)
 
 
+@pytest.mark.parametrize("grad_enabled", [True, False])
+def test_mlp_loss_returns_the_networks_output_detached_when_asked(grad_enabled):
+    weights, biases = _network([5, 4, 3], True, torch.float32)
+    x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float32)
+    with torch.set_grad_enabled(grad_enabled):
+        value, output = F.mlp_loss(x, target, weights, biases, ["relu", None], return_output=True)
+    torch.testing.assert_close(output, F.mlp(x, weights, biases, ["relu", None]), rtol=0, atol=0)
+    assert not output.requires_grad and value.requires_grad == grad_enabled
+    torch.testing.assert_close(value, F.mlp_loss(x, target, weights, biases, ["relu", None]), rtol=0, atol=0)
+
+
 def test_mlp_loss_backward_scales_by_an_upstream_gradient_that_is_not_one():
     weights, biases = _network([5, 4, 3], True, torch.float64)
     x, target = _data([5, 4, 3], 6, "mse", torch.float64)
@@ -244,6 +255,18 @@ def test_the_mlp_module_keeps_torch_sequentials_state_dict_and_its_loss_is_the_l
     )
     for got, want in zip(ours, theirs, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_converting_the_mlp_module_to_torch_gives_torch_nn_sequential_and_back_manualbps_sequential():
+    model = mnn.MLP([4, 3, 2], activation="sigmoid")
+    x = torch.randn(5, 4)
+    expected = model(x)
+    manualbp.convert(model, to="torch")
+    assert type(model) is torch.nn.Sequential and type(model[0]) is torch.nn.Linear
+    assert type(model(x).grad_fn).__name__ == "AddmmBackward0"  # torch.nn's own graph again
+    torch.testing.assert_close(model(x), expected)
+    manualbp.convert(model)
+    assert type(model) is mnn.Sequential and type(model[1]) is mnn.Sigmoid
 
 
 def test_the_mlp_module_runs_module_by_module_when_a_hook_must_fire():

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from manualbp import functional as manual_functional
 from manualbp_trainer import checkpoint, cuda_graphs, data, distributed, summaries
-from manualbp_trainer.model import MLP_ONLY, build_cnn, build_mlp
+from manualbp_trainer.config import MLP_ONLY, Config  # noqa: F401 (Config: loop.Config, as before)
+from manualbp_trainer.model import build_cnn, build_mlp
 
 PROBE_SIZE = 256  # examples in the fixed batch on which manualbp's gradients are compared with autograd's
 AGREEMENT_WARNING = 1e-10  # relative difference of float64 gradients that is not rounding
@@ -34,41 +35,6 @@ HPARAMS = (
     "momentum", "nesterov", "weight_decay", "init", "normalize", "dtype", "seed", "dataset",
 )  # fmt: skip
 METRICS = ("test/accuracy", "test/loss", "train/accuracy", "train/loss")  # the HPARAMS table shows their last value
-
-
-@dataclass
-class Config:
-    """Everything that defines a run. The defaults reach ≥ 98% on MNIST and ≥ 89% on Fashion-MNIST.
-
-    ``model`` is ``"mlp"`` (784-``hidden``-10, shaped by ``activation``, ``output_activation`` and ``init``) or
-    ``"cnn"`` (``model.build_cnn``, which has no use for those four fields).
-    """
-
-    model: str = "mlp"
-    dataset: str = "mnist"
-    data_root: str = "data"
-    data_dir: str | None = None
-    normalize: bool = True
-    hidden: tuple = (512, 256)
-    activation: str = "relu"
-    output_activation: str | None = None
-    loss: str = "cross-entropy"
-    layers: str = "manual"
-    init: str = "default"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    lr_schedule: str = "cosine"
-    batch_size: int = 100
-    epochs: int = 15
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "auto"
-    compile: bool = False
-    cuda_graphs: bool = False
-    log_every: int = 100
-    pictures: bool = True
 
 
 @dataclass

@@ -6,9 +6,6 @@ import torch
 import manualbp
 from manualbp import nn as mnn
 
-# the Config fields that describe the MLP alone: a CNN run has no use for them
-MLP_ONLY = ("hidden", "activation", "output_activation", "init")
-
 
 def build_mlp(
     sizes, activation="relu", output_activation=None, layers="manual", init="default", seed=0, dtype=torch.float32

@@ -9,7 +9,7 @@ from idx import write_idx_dir
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from test_train import events, scalar_values
 
-from manualbp_trainer import cli, explain
+from manualbp_trainer import cli, explain, launch
 from manualbp_trainer.model import build_cnn, cnn_parameter_count
 
 CNN = ["--model", "cnn", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
@@ -203,7 +203,7 @@ def test_cnn_under_torchrun_is_a_one_line_error(capsys, tmp_path, monkeypatch):
 
 
 def test_the_memory_check_counts_the_cnns_parameters(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_free_host_memory", lambda: 1_000_000)
+    monkeypatch.setattr(launch, "_free_host_memory", lambda: 1_000_000)
     code, lines = fail(capsys, ["--model", "cnn", "--device", "cpu", "--logdir", str(tmp_path)])
     # 421,738 float32 weights, their gradients and momentum: 3 · 4 · 421,738 = 5,060,856 bytes
     assert code == 2 and lines == [

@@ -2,6 +2,9 @@
 
 import math
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from tqdm import tqdm
 
-from manualbp_trainer import cli, loop
+from manualbp.nn import ACTIVATIONS
+from manualbp_trainer import cli, config, data, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
 SMALL += ["--device", "cpu"]  # "auto" would take a GPU where there is one: tests/test_cuda.py trains there
@@ -142,6 +146,29 @@ def test_help_states_each_default_once_and_as_configured():
         assert f"(default: {expected})" in entries[option], entries[option]
 
 
+def test_every_flag_is_described():
+    for action in cli.build_parser()._actions:
+        described = re.sub(r"\(default: [^)]*\)", "", action.help or "").strip()
+        assert len(described) >= 10, (action.option_strings, action.help)
+
+
+def test_help_imports_neither_torch_nor_torchvision():
+    code = (
+        "import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "
+        "run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'torchvision', 'tensorboard'}))"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "usage: train.py" in result.stdout and result.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_flags_name_the_activations_and_data_sets_there_are():
+    assert tuple(ACTIVATIONS) == config.ACTIVATIONS
+    assert tuple(data.DATASETS) == config.DATASETS
+
+
 def test_manual_and_torch_layers_give_the_same_losses(tmp_path, idx_dir):
     _, manual_dir = run(tmp_path, idx_dir, "--layers", "manual", name="manual")
     _, torch_dir = run(tmp_path, idx_dir, "--layers", "torch", name="torch")
@@ -235,8 +262,6 @@ class RecordingWriter:
 @pytest.mark.parametrize("stop_at", [None, 5], ids=["whole-epoch", "stopped-at-step-5"])
 def test_logs_kept_on_the_device_until_the_epochs_end_are_the_logs_written_at_once(idx_dir, stop_at):
     """A GPU epoch defers its logs (one read-back at the end); the same logs, values and order, as the CPU's."""
-    from manualbp_trainer import data
-
     config = loop.Config(hidden=(16,), batch_size=50, log_every=3, epochs=1)
     train_set, _ = data.load(data_dir=idx_dir)
     writers, results = [], []

@@ -5,7 +5,8 @@ import argparse
 import dataclasses
 import math
 
-from manualbp_trainer.config import ACTIVATIONS, CNN, DATASETS, PRESETS, Config, flag
+from manualbp_trainer.config import ACTIVATIONS, DATASETS, PRESETS, Config, flag
+from manualbp_trainer.model import MODELS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,26 +54,39 @@ def _with_default(text, value):
     return f"{text} (default: {value})" if text else f"(default: {value})"
 
 
+def _models_help():
+    """--model's entry: each kind's layers, and its own defaults."""
+    entries = []
+    for spec in MODELS.values():
+        defaults = ", ".join(_as_flag(name, value) for name, value in spec.defaults.items())
+        entries.append(f"{spec.name}: {spec.summary}" + (f"; its own defaults: {defaults}" if defaults else ""))
+    return ". ".join(entries) + "."
+
+
+def _own_defaults(name):
+    """ "--model cnn: 10, --model vit: 10": the model kinds' own defaults for Config field ``name``."""
+    return ", ".join(f"--model {spec.name}: {spec.defaults[name]}" for spec in MODELS.values() if name in spec.defaults)
+
+
 def build_parser():
-    d = Config()
+    """train.py's flags. Their defaults in the parser are None, to tell which flags were given; --help states
+    Config's."""
     p = _Parser(
         prog="train.py",
-        description="Train an MLP or a small CNN on MNIST with manualbp's hand-derived layers (mini-batch SGD), "
-        "logging to TensorBoard: watch it with `uv run tensorboard --logdir runs`.",
+        description="Train an MLP, a small CNN or a small vision transformer on MNIST with manualbp's hand-derived "
+        "layers (mini-batch SGD), logging to TensorBoard: watch it with `uv run tensorboard --logdir runs`.",
         argument_default=None,
     )
-    model = p.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        choices=["mlp", "cnn"],
-        help=_with_default(
-            "mlp: 784-hidden-10, shaped by --hidden, --activation, --output-activation and --init. cnn: "
-            "[Conv2d 3×3 → BatchNorm2d → ReLU → MaxPool2d 2] with 32, then 64 channels → Dropout 0.25 → Linear "
-            "3136→128 → ReLU → Dropout 0.5 → Linear 128→10; its own defaults: "
-            + ", ".join(_as_flag(name, value) for name, value in CNN.items()),
-            d.model,
-        ),
-    )
+    d = Config()
+    _model_flags(p.add_argument_group("model"), d)
+    _optimiser_flags(p.add_argument_group("optimiser (torch.optim.SGD)"), d)
+    _data_flags(p.add_argument_group("data"), d)
+    _run_flags(p.add_argument_group("run"), d)
+    return p
+
+
+def _model_flags(model, d):
+    model.add_argument("--model", choices=list(MODELS), help=_with_default(_models_help(), d.model))
     model.add_argument("--hidden", type=_positive(int), nargs="+", help=_with_default("hidden layer sizes", d.hidden))
     model.add_argument("--activation", choices=list(ACTIVATIONS), help=_with_default("hidden activation", d.activation))
     model.add_argument(
@@ -99,7 +113,9 @@ def build_parser():
         choices=["default", "normal"],
         help=_with_default("torch.nn.Linear's initialisation, or N(0, 1) weights and biases", d.init),
     )
-    opt = p.add_argument_group("optimiser (torch.optim.SGD)")
+
+
+def _optimiser_flags(opt, d):
     opt.add_argument("--lr", type=_positive(float), help=_with_default("learning rate", d.lr))
     opt.add_argument(
         "--momentum",
@@ -129,7 +145,7 @@ def build_parser():
     opt.add_argument(
         "--epochs",
         type=_positive(int),
-        help=_with_default(f"passes over the training set ({CNN['epochs']} with --model cnn)", d.epochs),
+        help=_with_default(f"passes over the training set ({_own_defaults('epochs')})", d.epochs),
     )
     opt.add_argument("--seed", type=_seed, help=_with_default("seeds the initial weights and the shuffling", d.seed))
     opt.add_argument(
@@ -144,7 +160,9 @@ def build_parser():
         "quadratic cost, η = 3.0 as lr 15 for our mean-reduced loss, batch 10, 30 epochs, N(0, 1) "
         "init). Explicit flags override it.",
     )
-    dat = p.add_argument_group("data")
+
+
+def _data_flags(dat, d):
     dat.add_argument(
         "--dataset",
         choices=list(DATASETS),
@@ -166,7 +184,9 @@ def build_parser():
         action=argparse.BooleanOptionalAction,
         help=_with_default("standardise pixels with the training set's mean and std", d.normalize),
     )
-    run = p.add_argument_group("run")
+
+
+def _run_flags(run, d):
     run.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
@@ -209,16 +229,14 @@ def build_parser():
         help="continue the run in RUN_DIR from its last checkpoint; a finished run is not continued",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
 
 
 def config_from_args(args):
-    """Defaults, then the preset or --model cnn's defaults, then every flag given explicitly."""
+    """Defaults, then the preset or the --model's own defaults, then every flag given explicitly."""
     values = dataclasses.asdict(Config())
     if args.preset:
         values.update(PRESETS[args.preset])
-    if args.model == "cnn":
-        values.update(CNN)
+    values.update(MODELS[args.model or "mlp"].defaults)
     explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
     values.update(explicit)
     values["hidden"] = tuple(values["hidden"])

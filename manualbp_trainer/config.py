@@ -1,5 +1,5 @@
-"""What defines a run, with no torch import: ``Config``, the presets, and the model kinds' defaults, which
-``train.py --help`` reads without importing torch (``cli``)."""
+"""What defines a run: ``Config``, the presets, and what may change when a run is resumed. No torch here: the
+command line's names for the activations and data sets are written out (``cli``)."""
 
 from dataclasses import dataclass
 
@@ -7,16 +7,14 @@ from dataclasses import dataclass
 # checks that they are the same), written out so that --help needs neither torch nor torchvision
 ACTIVATIONS = ("relu", "leaky-relu", "sigmoid", "tanh", "gelu")
 DATASETS = ("mnist", "fashion-mnist")
-# the Config fields that describe the MLP alone: a CNN run has no use for them
-MLP_ONLY = ("hidden", "activation", "output_activation", "init")
 
 
 @dataclass
 class Config:
     """Everything that defines a run. The defaults reach ≥ 98% on MNIST and ≥ 89% on Fashion-MNIST.
 
-    ``model`` is ``"mlp"`` (784-``hidden``-10, shaped by ``activation``, ``output_activation`` and ``init``) or
-    ``"cnn"`` (``model.build_cnn``, which has no use for those four fields).
+    ``model`` is a key of ``model.MODELS``: ``"mlp"`` (784-``hidden``-10, shaped by ``activation``,
+    ``output_activation`` and ``init``), ``"cnn"`` or ``"vit"`` (which have no use for those four fields).
     """
 
     model: str = "mlp"
@@ -67,10 +65,6 @@ NIELSEN = {
     "epochs": 30,
 }
 PRESETS = {"nielsen": NIELSEN}
-# --model cnn's defaults where the MLP's do not fit (explicit flags override them); the rest (lr 0.05, Nesterov
-# momentum 0.9, weight decay 5e-4, the cosine schedule, batch 100) are the MLP's. Fewer epochs: on a CPU an epoch
-# of manualbp's convolutions takes minutes, not seconds. No --pictures: they draw an MLP's neurons.
-CNN = {"epochs": 10, "pictures": False}
 # what may differ when a run is resumed: where it runs and where its data lies, not what it computes
 RESUMABLE = {"device", "compile", "cuda_graphs", "data_root", "data_dir", "log_every", "pictures"}
 

@@ -15,9 +15,9 @@ import traceback
 import torch
 
 from manualbp_trainer import checkpoint, data, distributed
-from manualbp_trainer.config import MLP_ONLY, RESUMABLE, Config, flag
-from manualbp_trainer.loop import TrainingError, parameter_count, resolve_device, train
-from manualbp_trainer.model import cnn_parameter_count
+from manualbp_trainer.config import RESUMABLE, Config, flag
+from manualbp_trainer.loop import TrainingError, resolve_device, train
+from manualbp_trainer.model import MODEL_FIELDS, MODELS
 
 
 def run(parser, args, config, explicit, stop=None):
@@ -39,8 +39,7 @@ def run(parser, args, config, explicit, stop=None):
 
 def _prepare(args, config, explicit, lock):
     """The run's checked Config and, with --resume, its checkpoint, loaded once its directory is locked."""
-    if args.model == "cnn":
-        _check_cnn_flags(args, explicit)
+    _check_model_flags(args, explicit)
     resume = None
     if args.resume is not None:
         _check_resume_flags(args, explicit)
@@ -77,12 +76,12 @@ def _check_resume_flags(args, explicit):
 
 def _check_combinations(args, config, explicit):
     """Flags that cannot go together, and a device that is not here."""
-    if config.model == "cnn" and explicit.get("pictures"):  # a CNN run resumed with --pictures
-        raise ValueError(_PICTURES_CNN)
-    if config.model == "cnn" and distributed.launched_by_torchrun():
+    spec = MODELS[config.model]
+    if explicit.get("pictures") and not spec.supports("pictures"):  # a run resumed with --pictures
+        raise ValueError(spec.unsupported["pictures"])
+    if distributed.launched_by_torchrun() and not spec.supports("torchrun"):
         raise ValueError(
-            "--model cnn runs on one process: under torchrun each process's BatchNorm layers would normalise "
-            "with its own share of the batch, not the batch's statistics: launch train.py without torchrun"
+            f"--model {spec.name} runs on one process: {spec.unsupported['torchrun']}: launch train.py without torchrun"
         )
     if config.nesterov and config.momentum == 0:
         raise ValueError("--nesterov needs a --momentum above 0: pass --momentum 0.9, say, or --no-nesterov")
@@ -144,7 +143,8 @@ def _new_run_dir(args, config):
             raise ValueError(f"{path} already exists: choose another --run-name, or continue it with --resume {path}")
         _make_run_dir(path)
         return path
-    network = "cnn" if config.model == "cnn" else "-".join(map(str, config.hidden)) + f"_{config.activation}"
+    uses = MODELS[config.model].uses
+    network = "-".join(map(str, config.hidden)) + f"_{config.activation}" if "hidden" in uses else config.model
     base = (
         f"{time.strftime('%Y%m%d-%H%M%S')}_{config.dataset}_{config.layers}_{network}_{config.loss}_lr{config.lr:g}_"
         f"bs{config.batch_size}"
@@ -253,30 +253,29 @@ def _check_writable(run_dir):
         ) from error
 
 
-_PICTURES_CNN = "--pictures draws an MLP's neurons, and --model cnn has none to draw: drop --pictures"
-
-
-def _check_cnn_flags(args, explicit):
-    """--model cnn with a flag that describes the MLP is refused: it would be silently ignored."""
-    flags = [flag(name) for name in MLP_ONLY if name in explicit]
-    flags += [f"--preset {args.preset}"] if args.preset else []
+def _check_model_flags(args, explicit):
+    """A flag that shapes another kind of model is refused: it would be silently ignored."""
+    spec = MODELS[args.model or "mlp"]
+    flags = [flag(name) for name in MODEL_FIELDS if name not in spec.uses and name in explicit]
+    flags += [f"--preset {args.preset}"] if args.preset and spec.uses != MODEL_FIELDS else []
     if flags:
         verb = "describes" if len(flags) == 1 else "describe"
         raise ValueError(
-            f"{', '.join(flags)} {verb} the MLP, and --model cnn has layers of its own (see --help): drop "
+            f"{', '.join(flags)} {verb} the MLP, and --model {spec.name} has layers of its own (see --help): drop "
             f"{'it' if len(flags) == 1 else 'them'}, or train --model mlp"
         )
-    if explicit.get("pictures"):
-        raise ValueError(_PICTURES_CNN)
+    if explicit.get("pictures") and not spec.supports("pictures"):
+        raise ValueError(spec.unsupported["pictures"])
 
 
 def _check_cuda_graphs(config):
     if not config.cuda_graphs:
         return
-    if config.model == "cnn":
+    spec = MODELS[config.model]
+    if not spec.supports("cuda_graphs"):
         raise ValueError(
-            "--cuda-graphs is not supported with --model cnn: replaying BatchNorm's running statistics and "
-            "Dropout's random masks from a captured graph is untested: train it without --cuda-graphs"
+            f"--cuda-graphs is not supported with --model {spec.name}: {spec.unsupported['cuda_graphs']}: train it "
+            "without --cuda-graphs"
         )
     if not config.device.startswith("cuda"):
         raise ValueError(f"--cuda-graphs needs a GPU, and this run is on {config.device}: pass --device cuda")
@@ -316,11 +315,10 @@ def _dataset_name(config, explicit):
 
 def _check_memory(config):
     """Refuse, before anything is written, a model whose weights, gradients and momentum cannot fit."""
-    if config.model == "cnn":
-        count, model, advice = cnn_parameter_count(), "--model cnn", "train on another device"
-    else:
-        count = parameter_count([data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES])
-        model, advice = f"--hidden {' '.join(map(str, config.hidden))}", "choose smaller --hidden sizes"
+    spec = MODELS[config.model]
+    count = spec.parameter_count(config)
+    model = f"--hidden {' '.join(map(str, config.hidden))}" if "hidden" in spec.uses else f"--model {spec.name}"
+    advice = f"choose {spec.shrink}" if spec.shrink else "train on another device"
     copies = 3 if config.momentum > 0 else 2
     needed = count * getattr(torch, config.dtype).itemsize * copies
     device = torch.device(config.device)
@@ -433,7 +431,8 @@ def _failure(error, config, run_dir):
         return 1, f"{error}; {_what_is_kept(run_dir)}"
     if isinstance(error, torch.OutOfMemoryError) or (isinstance(error, RuntimeError) and "alloc" in str(error)):
         _remove_if_empty(run_dir)
-        smaller = "a smaller" if config.model == "cnn" else "smaller --hidden sizes or"
+        shrink = MODELS[config.model].shrink
+        smaller = f"{shrink} or" if shrink else "a smaller"
         return 1, f"out of memory on {config.device} ({checkpoint.cause(error)}): choose {smaller} --batch-size"
     if isinstance(error, RuntimeError):
         raise error

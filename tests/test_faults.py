@@ -39,7 +39,7 @@ FLAGS = [
     "--device",
     "cpu",
 ]
-EPOCH_TAGS = ("test/accuracy", "test/loss", "gradient_agreement/max_abs_diff", "gradient_agreement/max_rel_diff")
+EPOCH_TAGS = ("accuracy/test", "loss/test", "manualbp_vs_autograd/max_abs_diff", "manualbp_vs_autograd/max_rel_diff")
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +96,10 @@ def assert_each_epoch_logged_once(run_dir, reference_dir, epochs=EPOCHS):
     for tag in EPOCH_TAGS:
         assert [event.step for event in logged.Scalars(tag)] == epoch_ends, tag
     assert [event.step for event in logged.Histograms("weights/linear0.weight")] == epoch_ends
-    assert [event.step for event in logged.Images("first_layer_weights")] == epoch_ends
+    assert [event.step for event in logged.Images("weights/first_layer")] == epoch_ends
     expected = EventAccumulator(reference_dir, size_guidance={"scalars": 0})
     expected.Reload()
-    for tag in ("train/loss", "lr", "weight_norm/linear0"):
+    for tag in ("loss/train", "lr", "norms/linear0.weight"):
         assert [e.step for e in logged.Scalars(tag)] == [e.step for e in expected.Scalars(tag)], tag
 
 

@@ -1,11 +1,13 @@
 """The command line of train.py: the flags, their help and the Config they make. Training itself is ``launch``'s,
-imported only once the flags are parsed, so that ``--help`` and a mistyped flag need neither torch nor torchvision."""
+imported only once the flags are parsed, so that ``--help`` and a mistyped flag need neither torchvision nor
+TensorBoard (the model specs they read import torch)."""
 
 import argparse
 import dataclasses
 import math
 
-from manualbp_trainer.config import ACTIVATIONS, DATASETS, PRESETS, Config, flag
+from manualbp.nn import ACTIVATIONS
+from manualbp_trainer.config import DATASETS, PRESETS, Config, flag
 from manualbp_trainer.model import MODELS
 
 
@@ -253,6 +255,6 @@ def main(argv=None, stop=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     config, explicit = config_from_args(args)
-    from manualbp_trainer import launch  # here, not above: --help is answered without importing torch
+    from manualbp_trainer import launch  # here, not above: --help needs no torchvision nor TensorBoard
 
     return launch.run(parser, args, config, explicit, stop)

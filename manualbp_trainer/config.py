@@ -1,11 +1,9 @@
-"""What defines a run: ``Config``, the presets, and what may change when a run is resumed. No torch here: the
-command line's names for the activations and data sets are written out (``cli``)."""
+"""What defines a run: ``Config``, the presets, and what may change when a run is resumed (no torch import)."""
 
 from dataclasses import dataclass
 
-# the names the command line offers: manualbp.nn.ACTIVATIONS's and data.DATASETS's keys (tests/test_train.py
-# checks that they are the same), written out so that --help needs neither torch nor torchvision
-ACTIVATIONS = ("relu", "leaky-relu", "sigmoid", "tanh", "gelu")
+# the data sets --dataset names: data.DATASETS's keys (tests/test_train.py checks), written out so that --help
+# needs no torchvision
 DATASETS = ("mnist", "fashion-mnist")
 
 

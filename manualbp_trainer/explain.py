@@ -13,7 +13,7 @@ import sys
 import torch
 
 from manualbp_trainer import checkpoint, data, pictures
-from manualbp_trainer.config import Config
+from manualbp_trainer.loop import Config
 from manualbp_trainer.model import build_mlp
 
 

@@ -148,8 +148,8 @@ class ViT(torch.nn.Module):
             self.encoder = mnn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
             self.norm = mnn.LayerNorm(dim, dtype=dtype)
             self.head = mnn.Linear(dim, 10, dtype=dtype)
-        if layers == "torch":
-            manualbp.convert(self, to="torch")
+        # every layer inside, at any depth (the encoder layer's attention, norms and Linear layers), as ``layers``
+        manualbp.convert(self, to="manualbp" if layers == "manual" else "torch")
 
     def forward(self, x):
         patches = self.embed(x.reshape(-1, 1, self.side, self.side))  # (N, dim, 4, 4)

@@ -143,11 +143,13 @@ def _new_run_dir(args, config):
             raise ValueError(f"{path} already exists: choose another --run-name, or continue it with --resume {path}")
         _make_run_dir(path)
         return path
-    uses = MODELS[config.model].uses
-    network = "-".join(map(str, config.hidden)) + f"_{config.activation}" if "hidden" in uses else config.model
+    network = config.model
+    if "hidden" in MODELS[config.model].uses:
+        network = "-".join(map(str, [network, *config.hidden, config.activation]))
+    # what tells runs apart first: TensorBoard's HPARAMS table cuts its trial IDs (the names) after ~15 characters
     base = (
-        f"{time.strftime('%Y%m%d-%H%M%S')}_{config.dataset}_{config.layers}_{network}_{config.loss}_lr{config.lr:g}_"
-        f"bs{config.batch_size}"
+        f"{network}_{config.layers}_{config.dataset}_{config.loss}_lr{config.lr:g}_bs{config.batch_size}_"
+        f"{time.strftime('%Y%m%d-%H%M%S')}"
     )
     for attempt in range(1, 1000):
         path = os.path.join(logdir, base if attempt == 1 else f"{base}-{attempt}")

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from tqdm import tqdm
 
-from manualbp_trainer import cli, config, data, logbook, loop
+from manualbp_trainer import cli, config, data, launch, logbook, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
 SMALL += ["--device", "cpu"]  # "auto" would take a GPU where there is one: tests/test_cuda.py trains there
@@ -175,6 +175,16 @@ def test_help_imports_none_of_torchvision_tensorboard_or_matplotlib():
 
 def test_the_flags_name_the_data_sets_there_are():
     assert tuple(data.DATASETS) == config.DATASETS
+
+
+def test_a_new_run_is_named_by_what_tells_it_apart_first(tmp_path):
+    for flags, expected in [
+        (["--hidden", "32", "16"], r"mlp-32-16-relu_manual_mnist_cross-entropy_lr0\.05_bs100_\d{8}-\d{6}"),
+        (["--model", "vit", "--layers", "torch"], r"vit_torch_mnist_cross-entropy_lr0\.05_bs100_\d{8}-\d{6}"),
+    ]:
+        args = cli.build_parser().parse_args(["--logdir", str(tmp_path), *flags])
+        name = os.path.basename(launch._new_run_dir(args, cli.config_from_args(args)[0]))
+        assert re.fullmatch(expected, name), name
 
 
 def test_manual_and_torch_layers_give_the_same_losses(tmp_path, idx_dir):

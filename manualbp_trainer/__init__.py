@@ -1,14 +1,18 @@
-"""manualbp_trainer: the application that trains an MLP or a small CNN on MNIST with manualbp's layers (``train.py``).
+"""manualbp_trainer: the application that trains an MLP, a small CNN or a small vision transformer on MNIST with
+manualbp's layers (``train.py``).
 
 It uses only manualbp's public API (``manualbp.nn``, ``manualbp.functional``, ``manualbp.convert``), as any user's
 code would. A run flows through one module per stage:
 
 - ``data``: the IDX files or torchvision's download, as whole tensors on the device;
-- ``model``: the MLP and the CNN, from manualbp's layers or torch.nn's with the same initial weights;
+- ``config``: what defines a run (``Config``, the presets), with no torch import, for ``--help``;
+- ``model``: the MLP, the CNN and the ViT, from manualbp's layers or torch.nn's with the same initial weights, and
+  ``MODELS``, one ``ModelSpec`` per kind, which every other module reads instead of asking which kind it is;
 - ``loop``: the state of a run and the plain verbs over it: ``train_epoch``, ``evaluate``, ``save_checkpoint``,
   and ``train``, which loops over the epochs;
-- ``summaries`` and ``checkpoint``: what a run leaves behind: TensorBoard events and an atomically written
-  ``checkpoint.pt``;
-- ``cli``: the command line: parse and check the flags, pick the run directory, handle Ctrl-C, report in one line;
+- ``logbook``, ``summaries`` and ``checkpoint``: what a run shows and leaves behind: TensorBoard events, the
+  progress bar, and an atomically written ``checkpoint.pt``;
+- ``cli``: the flags, and ``launch``: check them, lock and pick the run directory, stop cleanly on Ctrl-C or
+  SIGTERM, report in one line;
 - ``distributed``: the same run as several processes under torchrun.
 """

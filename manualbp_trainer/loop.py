@@ -7,68 +7,21 @@ to a run that was never stopped.
 """
 
 import dataclasses
-import json
 import math
-import os
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
-from tqdm import tqdm
 
 from manualbp import functional as manual_functional
-from manualbp_trainer import checkpoint, cuda_graphs, data, distributed, summaries
-from manualbp_trainer.model import MLP_ONLY, build_cnn, build_mlp
+from manualbp_trainer import checkpoint, cuda_graphs, data, distributed
+from manualbp_trainer.config import Config  # noqa: F401 (loop.Config, as the tests and scripts know it)
+from manualbp_trainer.logbook import Logbook, TrainingError, mean_over_ranks  # noqa: F401 (loop.TrainingError)
+from manualbp_trainer.model import MODELS
 
 PROBE_SIZE = 256  # examples in the fixed batch on which manualbp's gradients are compared with autograd's
-AGREEMENT_WARNING = 1e-10  # relative difference of float64 gradients that is not rounding
-# what tells runs apart in TensorBoard's HPARAMS table, in its column order; the rest of Config does not change
-# what a run computes (device, compile, where the data lies, how often it logs)
-HPARAMS = (
-    "model", "layers", "hidden", "activation", "output_activation", "loss", "lr", "batch_size", "epochs", "lr_schedule",
-    "momentum", "nesterov", "weight_decay", "init", "normalize", "dtype", "seed", "dataset",
-)  # fmt: skip
-METRICS = ("test/accuracy", "test/loss", "train/accuracy", "train/loss")  # the HPARAMS table shows their last value
-
-
-@dataclass
-class Config:
-    """Everything that defines a run. The defaults reach ≥ 98% on MNIST and ≥ 89% on Fashion-MNIST.
-
-    ``model`` is ``"mlp"`` (784-``hidden``-10, shaped by ``activation``, ``output_activation`` and ``init``) or
-    ``"cnn"`` (``model.build_cnn``, which has no use for those four fields).
-    """
-
-    model: str = "mlp"
-    dataset: str = "mnist"
-    data_root: str = "data"
-    data_dir: str | None = None
-    normalize: bool = True
-    hidden: tuple = (512, 256)
-    activation: str = "relu"
-    output_activation: str | None = None
-    loss: str = "cross-entropy"
-    layers: str = "manual"
-    init: str = "default"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    lr_schedule: str = "cosine"
-    batch_size: int = 100
-    epochs: int = 15
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "auto"
-    compile: bool = False
-    cuda_graphs: bool = False
-    log_every: int = 100
-    pictures: bool = True
 
 
 @dataclass
@@ -80,10 +33,6 @@ class Result:
     seconds: float
     run_dir: str
     interrupted: bool = False
-
-
-class TrainingError(Exception):
-    """The run cannot go on (a loss that is no longer finite); the message says what to do."""
 
 
 @dataclass
@@ -108,17 +57,11 @@ def resolve_device(name):
     return torch.device(name)
 
 
-def parameter_count(sizes):
-    """Weights and biases of the MLP over ``sizes``, counted before anything is allocated."""
-    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True))
-
-
 def build_model(config, in_features, dtype):
     """The network ``config`` describes, its initial weights drawn from ``config.seed``, on the CPU."""
-    if config.model == "cnn":
-        return build_cnn(config.layers, config.seed, dtype)
-    sizes = [in_features, *config.hidden, data.NUM_CLASSES]
-    return build_mlp(sizes, config.activation, config.output_activation, config.layers, config.init, config.seed, dtype)
+    if in_features != data.IMAGE_PIXELS:
+        raise data.DataError(f"the images have {in_features} pixels, and the models take 28×28 = {data.IMAGE_PIXELS}")
+    return MODELS[config.model].build(config, dtype)
 
 
 def create_state(config, in_features, train_examples, device, dtype):
@@ -238,33 +181,27 @@ def build_step(state, config, train_set):
     return step
 
 
-def train_epoch(state, config, train_set, step, writer, bar, stop, defer_logs=None):
+def train_epoch(state, config, train_set, step, logbook, stop):
     """Train the rest of epoch ``state.epoch``, from step ``state.step`` on, with ``step`` (a ``TrainStep``, or a
-    ``cuda_graphs.GraphedStep``).
-
-    Every ``config.log_every`` steps the running loss, accuracy and norms are copied on the device; they are read
-    back and written to TensorBoard at once on a CPU, and at the end of the epoch on a GPU (``defer_logs``), so
-    that nothing inside a GPU epoch waits for the GPU.
+    ``cuda_graphs.GraphedStep``), taking the running loss, accuracy and norms into ``logbook`` every
+    ``config.log_every`` steps and at the epoch's end.
 
     Returns the epoch's ``(train loss, train accuracy)``, or None if ``stop`` was set at a step boundary (the
     state then holds the position to save).
     """
     rank, world_size = distributed.rank_and_world_size()
-    device = train_set.images.device
-    defer_logs = device.type == "cuda" if defer_logs is None else defer_logs
     if state.step == 0:
         state.epoch_rng = state.shuffler.get_state()
     else:  # resuming mid-epoch: draw the order this epoch began with
         state.shuffler.set_state(state.epoch_rng)
-    order = torch.randperm(len(train_set), generator=state.shuffler).to(device)
+    order = torch.randperm(len(train_set), generator=state.shuffler).to(train_set.images.device)
     step.reset()
-    clock = _Clock(device)
-    logs, seen, window = [], 0, (clock.mark(), 0)  # window: when the current logging window began, examples in it
-    last_step = steps_per_epoch(config, len(train_set)) - 1
+    logbook.start_epoch()
+    seen, last_step = 0, steps_per_epoch(config, len(train_set)) - 1
     state.model.train()
     for position in range(state.step, last_step + 1):
         if stop.is_set():
-            _write_logs(writer, bar, logs, config, clock)
+            logbook.write()
             return None
         index = order[position * config.batch_size : (position + 1) * config.batch_size]
         step(index)
@@ -272,15 +209,10 @@ def train_epoch(state, config, train_set, step, writer, bar, stop, defer_logs=No
             state.scheduler.step()
         state.step, state.global_step = position + 1, state.global_step + 1
         seen += len(range(rank, len(index), world_size))  # this rank's share, as TrainStep slices it
-        window = window[0], window[1] + len(index)
-        bar.update()
-        if state.global_step % config.log_every == 0 or position == last_step:
-            logs.append(_Log.take(state, step, seen, window, clock))
-            window = logs[-1].end, 0
-            if not defer_logs:
-                _write_logs(writer, bar, logs, config, clock)
-    _write_logs(writer, bar, logs, config, clock)
-    return _mean_over_ranks(step.sums(), seen)[0]
+        log = state.global_step % config.log_every == 0 or position == last_step
+        logbook.stepped(state, step, seen, len(index), log)
+    logbook.write()
+    return mean_over_ranks(step.sums(), seen)[0]
 
 
 @torch.no_grad()
@@ -298,7 +230,7 @@ def evaluate(model, functional, loss_name, split, chunk=2000):
     predictions = torch.cat(predictions) if predictions else split.labels.new_empty(0)
     model.train()
     sums = torch.stack([loss_sum.double(), (predictions == split.labels).sum().double()])
-    loss, accuracy = _mean_over_ranks(sums, len(split))[0]
+    loss, accuracy = mean_over_ranks(sums, len(split))[0]
     return loss, accuracy, predictions
 
 
@@ -333,44 +265,21 @@ def _train(config, run_dir, resume, progress, stop):
         processes = f" ({world_size} processes)" if world_size > 1 else ""
         print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
     step = build_step(state, config, train_set)
-    functional = layer_functional(config)
     test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
     probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
-
-    writer = _writer(config, run_dir, state, resume is not None) if rank == 0 else None
     total_steps = config.epochs * steps_per_epoch(config, len(train_set))
-    bar = tqdm(
-        total=total_steps, initial=state.global_step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True
-    )
-    started = time.perf_counter()
-    test_loss = test_accuracy = float("nan")
+    logbook = Logbook.open(config, run_dir, state, total_steps, resume is not None, progress)
+    started, test_loss, test_accuracy = time.perf_counter(), float("nan"), float("nan")
     try:
         while state.epoch < config.epochs:
-            train_metrics = train_epoch(state, config, train_set, step, writer, bar, stop)
+            train_metrics = train_epoch(state, config, train_set, step, logbook, stop)
             if train_metrics is None:
-                if writer is not None:
-                    writer.flush()  # every event up to this step is on disk before the checkpoint says so
+                logbook.flush()  # every event up to this step is on disk before the checkpoint says so
                 save_checkpoint(state, config, run_dir)
                 break
-            test_loss, test_accuracy, predictions = evaluate(state.model, functional, config.loss, test_shard)
-            state.epoch, state.step = state.epoch + 1, 0
-            state.epoch_rng = state.shuffler.get_state()
-            if test_accuracy > state.best_accuracy or state.best_epoch == 0:  # the first epoch is the best so far
-                state.best_accuracy, state.best_epoch = test_accuracy, state.epoch
-            if writer is not None:
-                # rank 0's share of the test set stands for the whole in the misclassified-images grid
-                _log_epoch(writer, state, config, probe, test_shard, predictions, test_loss, test_accuracy)
-                writer.flush()  # the epoch's events are on disk before the checkpoint that follows them
-            save_checkpoint(state, config, run_dir)
-            if writer is not None:  # said once the epoch is saved
-                bar.write(
-                    f"epoch {state.epoch}/{config.epochs}: train loss {train_metrics[0]:.4f} acc "
-                    f"{train_metrics[1]:.4f} | test loss {test_loss:.4f} acc {test_accuracy:.4f}"
-                )
+            test_loss, test_accuracy = _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metrics)
     finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
+        logbook.close()
     return Result(
         final_accuracy=test_accuracy,
         best_accuracy=state.best_accuracy,
@@ -380,6 +289,25 @@ def _train(config, run_dir, resume, progress, stop):
         run_dir=run_dir,
         interrupted=state.epoch < config.epochs,
     )
+
+
+def _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metrics):
+    """Evaluate the epoch just trained, log it, save the checkpoint, say so; return the test loss and accuracy."""
+    test_loss, test_accuracy, predictions = evaluate(state.model, layer_functional(config), config.loss, test_shard)
+    state.epoch, state.step = state.epoch + 1, 0
+    state.epoch_rng = state.shuffler.get_state()
+    if test_accuracy > state.best_accuracy or state.best_epoch == 0:  # the first epoch is the best so far
+        state.best_accuracy, state.best_epoch = test_accuracy, state.epoch
+    if logbook.writer is not None:
+        # rank 0's share of the test set stands for the whole in the misclassified-images grid
+        logbook.epoch(state, probe, test_shard, predictions, test_loss, test_accuracy)
+        logbook.flush()  # the epoch's events are on disk before the checkpoint that follows them
+    save_checkpoint(state, config, run_dir)
+    logbook.say(  # once the epoch is saved
+        f"epoch {state.epoch}/{config.epochs}: train loss {train_metrics[0]:.4f} acc {train_metrics[1]:.4f} | test "
+        f"loss {test_loss:.4f} acc {test_accuracy:.4f}"
+    )
+    return test_loss, test_accuracy
 
 
 def _forward(network, functional, loss_name, world_size, compile):
@@ -410,30 +338,6 @@ def _rank_loss(forward, x, target, batch_size, loss_name):
     return output, loss * (world_size / batch_size), loss.detach()
 
 
-def _writer(config, run_dir, state, resumed):
-    """TensorBoard's writer for rank 0. A resumed run first drops what was logged after its checkpoint: the
-    steps it is about to log again. A new run starts with its configuration and the HPARAMS table's entry."""
-    if resumed:  # events at the checkpoint's own step were written before it (flushed), so they stay
-        _wait_for_a_later_second(run_dir)
-        return SummaryWriter(run_dir, purge_step=state.global_step + 1)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("config", "```\n" + json.dumps(dataclasses.asdict(config), indent=2) + "\n```")
-    # the table's metrics are the last values of scalars the run logs anyway: no separate single-point charts
-    for summary in hparams(_hparams(config), dict.fromkeys(METRICS, float("nan"))):
-        writer.file_writer.add_summary(summary)
-    return writer
-
-
-def _wait_for_a_later_second(run_dir):
-    """TensorBoard reads a run's event files in the order of their names, which begin with the second each file
-    was made: a resumed run's file must begin in a later second than those before it, or TensorBoard would read
-    its purge first and the old file's events after it (a resume within a second of the start is then slowed by
-    less than a second)."""
-    made = [int(name.split(".")[3]) for name in os.listdir(run_dir) if name.startswith("events.out.tfevents.")]
-    while made and time.time() < max(made) + 1:
-        time.sleep(max(made) + 1 - time.time())
-
-
 def _torch_rng(device):
     """The global generators' states: the CPU's, and ``device``'s when it is a GPU."""
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
@@ -443,137 +347,6 @@ def _set_torch_rng(saved, device):
     torch.set_rng_state(saved["cpu"])
     if device.type == "cuda" and saved["cuda"] is not None:  # a CPU run resumed on a GPU draws anew there
         torch.cuda.set_rng_state(saved["cuda"], device)
-
-
-def _hparams(config):
-    """The HPARAMS table's row: a CNN run shows "–" for the fields that describe the MLP."""
-    values = {name: _hparam(getattr(config, name)) for name in HPARAMS}
-    if config.model == "cnn":
-        values.update(dict.fromkeys(MLP_ONLY, "–"))
-    return values
-
-
-def _hparam(value):
-    if isinstance(value, tuple):  # hidden sizes, as the command line takes them
-        return " ".join(map(str, value))
-    return "none" if value is None else value
-
-
-@dataclass
-class _Log:
-    """One logged step's values, copied on the device when the step was queued, read back later."""
-
-    step: int
-    epoch: int  # counted from 1, as the run reports epochs
-    lr: float
-    examples: int  # in the window since the last log, over every rank
-    start: object  # the window's start and end marks on the device's timeline (_Clock)
-    end: object
-    seen: int  # this epoch's examples on this rank so far
-    sums: torch.Tensor  # (loss sum, correct predictions): this rank's, this epoch's, so far
-    norm_tags: list
-    norms: torch.Tensor
-
-    @classmethod
-    def take(cls, state, step, seen, window, clock):
-        tags, norms = summaries.norms(state.model)
-        return cls(
-            step=state.global_step,
-            epoch=state.epoch + 1,
-            lr=state.optimizer.param_groups[0]["lr"],
-            examples=window[1],
-            start=window[0],
-            end=clock.mark(),
-            seen=seen,
-            sums=step.sums(),
-            norm_tags=tags,
-            norms=norms,
-        )
-
-
-class _Clock:
-    """Marks on the device's timeline: CUDA events on a GPU (recorded in the stream, so taking one does not wait
-    for the GPU), the host's clock on a CPU (where work is done when its call returns)."""
-
-    def __init__(self, device):
-        self.cuda = device.type == "cuda"
-
-    def mark(self):
-        if not self.cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def seconds(self, start, end):
-        """Seconds between two marks; on a GPU, once the work before ``end`` is done."""
-        return start.elapsed_time(end) / 1000 if self.cuda else end - start
-
-
-def _write_logs(writer, bar, logs, config, clock):
-    """Read the ``logs`` back from the device in one go (summed over the ranks under torchrun), write them to
-    TensorBoard (rank 0) and empty the list. A loss that is no longer finite ends the run at the first log that
-    shows it, as if it had been read at once."""
-    if not logs:
-        return
-    means = _mean_over_ranks(torch.stack([log.sums for log in logs]), [log.seen for log in logs])
-    norms = torch.stack([log.norms for log in logs]).tolist() if writer is not None else None
-    for i, (log, (train_loss, train_accuracy)) in enumerate(zip(logs, means, strict=True)):
-        if not math.isfinite(train_loss):
-            logs.clear()
-            raise TrainingError(
-                f"the training loss became {train_loss} at step {log.step} (epoch {log.epoch}): lower --lr (now "
-                f"{config.lr})"
-            )
-        throughput = log.examples / max(clock.seconds(log.start, log.end), 1e-9)
-        if writer is not None:
-            writer.add_scalar("train/loss", train_loss, log.step)
-            writer.add_scalar("train/accuracy", train_accuracy, log.step)
-            writer.add_scalar("lr", log.lr, log.step)
-            writer.add_scalar("train/examples_per_second", throughput, log.step)
-            for tag, value in zip(log.norm_tags, norms[i], strict=True):
-                writer.add_scalar(tag, value, log.step)
-        bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}")
-    logs.clear()
-
-
-def _log_epoch(writer, state, config, probe, test_set, predictions, test_loss, test_accuracy):
-    model, step = state.model, state.global_step
-    writer.add_scalar("test/loss", test_loss, step)
-    writer.add_scalar("test/accuracy", test_accuracy, step)
-    summaries.log_histograms(writer, model, step)
-    tiles = summaries.first_layer_tiles(model)
-    if tiles is not None:
-        writer.add_image("first_layer_weights", tiles, step)
-    filters = summaries.first_conv_filters(model)
-    if filters is not None:
-        writer.add_image("first_conv_filters", filters, step)
-    wrong = summaries.misclassified_grid(test_set.images, test_set.labels, predictions)
-    if wrong is not None:
-        writer.add_image("misclassified", wrong, step)
-    if config.pictures and config.model == "mlp":  # the pictures draw an MLP's neurons
-        names = summaries.pictures.class_names(config.dataset)
-        summaries.log_pictures(writer, model, config.loss, test_set, probe, step, names)
-    max_abs, max_rel = summaries.gradient_agreement(model, config.loss, *probe)
-    writer.add_scalar("gradient_agreement/max_abs_diff", max_abs, step)
-    writer.add_scalar("gradient_agreement/max_rel_diff", max_rel, step)
-    if max_rel > AGREEMENT_WARNING:
-        message = (
-            f"WARNING: manualbp's gradients differ from autograd's by up to {max_rel:.2e} (relative) on the "
-            "probe batch: more than rounding explains. Run `python -m manualbp.check` on this machine."
-        )
-        tqdm.write(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-
-
-def _mean_over_ranks(sums, counts):
-    """Mean loss and accuracy, ``[(loss, accuracy), …]``, from this rank's sums ``(k, 2)`` (or ``(2,)``) of loss
-    and correct predictions over ``counts`` examples, summed over every rank first under torchrun. This reads the
-    values back: on a GPU it waits for the work queued before it."""
-    sums = sums.reshape(-1, 2)
-    counts = torch.tensor(counts, dtype=torch.float64).reshape(-1, 1).to(sums.device)
-    totals = distributed.all_reduce_sum(torch.cat([sums, counts], dim=1)).tolist()
-    return [(loss_sum / max(count, 1), correct / max(count, 1)) for loss_sum, correct, count in totals]
 
 
 def _targets(labels, loss_name, dtype):

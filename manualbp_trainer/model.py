@@ -1,13 +1,14 @@
-"""The networks the trainer builds, from manualbp's layers or torch.nn's: an MLP (``build_mlp``) and a small CNN
-(``build_cnn``)."""
+"""The networks the trainer builds, from manualbp's layers or torch.nn's: an MLP (``build_mlp``), a small CNN
+(``build_cnn``) and a small vision transformer (``ViT``); and ``MODELS``, one ``ModelSpec`` per kind, which the
+command line and the loop read rather than ask which kind a run trains."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 import manualbp
 from manualbp import nn as mnn
-
-# the Config fields that describe the MLP alone: a CNN run has no use for them
-MLP_ONLY = ("hidden", "activation", "output_activation", "init")
 
 
 def build_mlp(
@@ -112,3 +113,120 @@ def weight_layers(model):
             tagged.append((f"{kind}{counts[kind]}", m))
             counts[kind] += 1
     return tagged
+
+
+class ViT(torch.nn.Module):
+    """A small vision transformer for 28×28 images given as rows of ``side²`` pixels, from manualbp's layers:
+
+        (N, 784) → (N, 1, 28, 28) → Conv2d(1, dim, patch, stride patch): one token per 7×7 patch   (N, dim, 4, 4)
+        → the 16 tokens, each plus its learned position                                         (N, 16, dim)
+        → depth × TransformerEncoderLayer(dim, heads, mlp, GELU, LayerNorm first, no dropout)    (N, 16, dim)
+        → LayerNorm → the tokens' mean → Linear(dim, 10)                                        (N, 10)
+
+    Each encoder layer is x + MultiheadAttention(LayerNorm(x)), then x + Linear(GELU(Linear(LayerNorm(x)))): every
+    one of those layers, and the patch embedding, is manualbp's (``manualbp.nn``); the position add and the mean
+    are plain tensor arithmetic, left to autograd. Mean pooling rather than a class token: one token fewer, and
+    nothing to concatenate. No dropout: at this size, on MNIST's 60 000 images, it underfits before it overfits.
+
+    Args:
+        layers: ``"manual"`` for manualbp's layers, ``"torch"`` for ``torch.nn``'s (``manualbp.convert`` of the
+            very same model, so both start from the same weights).
+        seed: seeds the initial weights, and nothing else.
+    """
+
+    def __init__(self, layers="manual", seed=0, dtype=torch.float32, dim=64, heads=4, mlp=128, depth=2, patch=7):
+        super().__init__()
+        self.side = 28
+        tokens = (self.side // patch) ** 2
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.embed = mnn.Conv2d(1, dim, patch, stride=patch, dtype=dtype)
+            self.position = torch.nn.Parameter(torch.randn(tokens, dim, dtype=dtype) * 0.02)
+            layer = mnn.TransformerEncoderLayer(
+                dim, heads, mlp, dropout=0.0, activation="gelu", batch_first=True, norm_first=True, dtype=dtype
+            )
+            self.encoder = mnn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+            self.norm = mnn.LayerNorm(dim, dtype=dtype)
+            self.head = mnn.Linear(dim, 10, dtype=dtype)
+        # every layer inside, at any depth (the encoder layer's attention, norms and Linear layers), as ``layers``
+        manualbp.convert(self, to="manualbp" if layers == "manual" else "torch")
+
+    def forward(self, x):
+        patches = self.embed(x.reshape(-1, 1, self.side, self.side))  # (N, dim, 4, 4)
+        tokens = patches.flatten(2).transpose(1, 2) + self.position  # (N, 16, dim)
+        return self.head(self.norm(self.encoder(tokens)).mean(dim=1))
+
+
+# the Config fields that shape a model; each kind reads some of them (ModelSpec.uses)
+MODEL_FIELDS = ("hidden", "activation", "output_activation", "init")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One kind of model, all that the trainer asks of it:
+
+    - ``name``: ``--model``'s value; ``summary``: its ``--help`` entry;
+    - ``build(config, dtype)``: the network, on the CPU, its initial weights drawn from ``config.seed``;
+    - ``defaults``: the Config values it needs where the MLP's do not fit (explicit flags override them);
+    - ``uses``: the fields of ``MODEL_FIELDS`` it reads; the others are refused when given, and a run of this kind
+      records only these;
+    - ``unsupported``: ``"pictures"``, ``"cuda_graphs"`` or ``"torchrun"``, each with why not;
+    - ``shrink``: the flags that make it smaller (None: only --batch-size does), said when memory runs out.
+    """
+
+    name: str
+    summary: str
+    build: Callable
+    defaults: dict = field(default_factory=dict)
+    uses: tuple = ()
+    unsupported: dict = field(default_factory=dict)
+    shrink: str | None = None
+
+    def supports(self, feature):
+        return feature not in self.unsupported
+
+    def parameter_count(self, config):
+        """Weights and biases (LayerNorm's and BatchNorm's included), counted on the meta device, where nothing is
+        allocated."""
+        with torch.device("meta"):
+            return sum(parameter.numel() for parameter in self.build(config, torch.float32).parameters())
+
+
+def _mlp(config, dtype):
+    sizes = [28 * 28, *config.hidden, 10]
+    return build_mlp(sizes, config.activation, config.output_activation, config.layers, config.init, config.seed, dtype)
+
+
+_NEURONS = "--pictures draws an MLP's neurons, and --model {name} has none to draw: drop --pictures"
+MODELS = {
+    "mlp": ModelSpec(
+        "mlp",
+        "784-hidden-10, shaped by --hidden, --activation, --output-activation and --init",
+        _mlp,
+        uses=MODEL_FIELDS,
+        shrink="smaller --hidden sizes",
+    ),
+    "cnn": ModelSpec(
+        "cnn",
+        "[Conv2d 3×3 → BatchNorm2d → ReLU → MaxPool2d 2] with 32, then 64 channels → Dropout 0.25 → Linear "
+        "3136→128 → ReLU → Dropout 0.5 → Linear 128→10",
+        lambda config, dtype: build_cnn(config.layers, config.seed, dtype),
+        # fewer epochs: on a CPU an epoch of manualbp's convolutions takes minutes, not seconds
+        defaults={"epochs": 10, "pictures": False},
+        unsupported={
+            "pictures": _NEURONS.format(name="cnn"),
+            "cuda_graphs": "replaying BatchNorm's running statistics and Dropout's random masks from a captured graph "
+            "is untested",
+            "torchrun": "under torchrun each process's BatchNorm layers would normalise with its own share of the "
+            "batch, not the batch's statistics",
+        },
+    ),
+    "vit": ModelSpec(
+        "vit",
+        "Conv2d 7×7 stride 7 (16 patch tokens of 64) + positions → 2 × TransformerEncoderLayer (4 heads, "
+        "LayerNorm first, GELU MLP 128) → LayerNorm → mean → Linear 64→10",
+        lambda config, dtype: ViT(config.layers, config.seed, dtype),
+        defaults={"epochs": 10, "pictures": False},
+        unsupported={"pictures": _NEURONS.format(name="vit")},
+    ),
+}

@@ -14,26 +14,26 @@ from manualbp_trainer.model import weight_layers
 
 def norms(model):
     """``(tags, values)``: each convolution's and Linear layer's weight norm and gradient norm as
-    ``weight_norm/conv0``, ``grad_norm/conv0``, …, ``weight_norm/linear0``, ``grad_norm/linear0`` …, the values
-    one tensor on the model's device (computed there, not read back)."""
+    ``norms/conv0.weight``, ``norms/conv0.weight.grad``, …, ``norms/linear0.weight``, …, the values one tensor on
+    the model's device (computed there, not read back)."""
     tags, values = [], []
     for tag, layer in weight_layers(model):
-        tags.append(f"weight_norm/{tag}")
+        tags.append(f"norms/{tag}.weight")
         values.append(layer.weight.detach().norm())
         if layer.weight.grad is not None:
-            tags.append(f"grad_norm/{tag}")
+            tags.append(f"norms/{tag}.weight.grad")
             values.append(layer.weight.grad.detach().norm())
     return tags, torch.stack(values).double()
 
 
 def log_histograms(writer, model, step):
     """Each convolution's and Linear layer's weights and biases, and their gradients: ``weights/conv0.weight``,
-    ``grads/linear1.bias``, …"""
+    ``weights/linear1.bias.grad``, …"""
     for tag, layer in weight_layers(model):
         for name, parameter in layer.named_parameters():
             writer.add_histogram(f"weights/{tag}.{name}", parameter.detach().cpu(), step)
             if parameter.grad is not None:
-                writer.add_histogram(f"grads/{tag}.{name}", parameter.grad.cpu(), step)
+                writer.add_histogram(f"weights/{tag}.{name}.grad", parameter.grad.cpu(), step)
 
 
 def first_layer_tiles(model, side=28):
@@ -118,10 +118,11 @@ def gradient_agreement(model, loss_name, x, target):
 
 
 def log_pictures(writer, model, loss_name, test_set, probe, step, names=None, examples=16):
-    """What one example asks of the network, for the first test image of each class (``asks/<class>``: the
-    figure of ``pictures.figure``), and how single examples agree with their mini-batch: the cosine of each of
-    ``examples`` probe examples' gradients with the batch gradient (``agreement/example_vs_batch_cosine``), and the
-    largest difference between their mean and the batch gradient (``agreement/mean_minus_batch_max_diff``:
+    """What one example asks of the network, for the first test image of each class (``requests/<label>``, and
+    the class's name where it has one, ``requests/0_T-shirt_top``: the figure of ``pictures.figure``), and how
+    single examples agree with their mini-batch: the cosine of each of
+    ``examples`` probe examples' gradients with the batch gradient (``per_example/cosine_with_batch``), and the
+    largest difference between their mean and the batch gradient (``per_example/mean_minus_batch_max_diff``:
     rounding, since the batch gradient *is* their mean)."""
     for index in pictures.examples_per_class(test_set.labels):
         x, label = test_set.images[index], int(test_set.labels[index])
@@ -129,8 +130,13 @@ def log_pictures(writer, model, loss_name, test_set, probe, step, names=None, ex
         if loss_name == "mse":
             target = torch.nn.functional.one_hot(target, 10).to(x.dtype)
         figure = pictures.figure(x, label, pictures.requests(model, x, target, loss_name), names)
-        writer.add_figure(f"asks/{label}", figure, step)
+        writer.add_figure(f"requests/{label}" + (f"_{_tag_word(names[label])}" if names else ""), figure, step)
     x, target = probe[0][:examples], probe[1][:examples]
     cosines, max_diff = pictures.per_example_agreement(model, x, target, loss_name)
-    writer.add_histogram("agreement/example_vs_batch_cosine", cosines.cpu(), step)
-    writer.add_scalar("agreement/mean_minus_batch_max_diff", max_diff, step)
+    writer.add_histogram("per_example/cosine_with_batch", cosines.cpu(), step)
+    writer.add_scalar("per_example/mean_minus_batch_max_diff", max_diff, step)
+
+
+def _tag_word(name):
+    """A class's name as one word of a TensorBoard tag: "T-shirt/top" as "T-shirt_top"."""
+    return name.replace("/", "_").replace(" ", "_")

@@ -9,8 +9,8 @@ from idx import write_idx_dir
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from test_train import events, scalar_values
 
-from manualbp_trainer import cli, explain
-from manualbp_trainer.model import build_cnn, cnn_parameter_count
+from manualbp_trainer import cli, explain, launch
+from manualbp_trainer.model import MODELS, build_cnn, cnn_parameter_count
 
 CNN = ["--model", "cnn", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
 
@@ -35,41 +35,47 @@ def trained(tmp_path_factory, idx_dir):
 
 def test_cnn_run_trains_and_its_loss_falls(trained):
     accumulator = events(trained)
-    train_loss, test_loss = scalar_values(accumulator, "train/loss"), scalar_values(accumulator, "test/loss")
-    assert [event.step for event in accumulator.Scalars("train/loss")][-1] == 16  # 400 examples / 50, 2 epochs
+    train_loss, test_loss = scalar_values(accumulator, "loss/train"), scalar_values(accumulator, "loss/test")
+    assert [event.step for event in accumulator.Scalars("loss/train")][-1] == 16  # 400 examples / 50, 2 epochs
     assert train_loss[-1] < 0.8 * train_loss[0]  # epoch 2's running mean against the first two steps'
     assert len(test_loss) == 2 and test_loss[1] < test_loss[0] < 2.35  # ln 10 ≈ 2.303: chance
-    assert scalar_values(accumulator, "test/accuracy")[-1] >= 0.2  # chance is 0.1
+    assert scalar_values(accumulator, "accuracy/test")[-1] >= 0.2  # chance is 0.1
 
 
 def test_event_file_holds_the_first_conv_filters_and_conv_norms_but_no_mlp_pictures(trained):
     accumulator = events(trained)
     tags = accumulator.Tags()
-    for kind in ("weight_norm", "grad_norm"):
+    for kind in ("weight", "weight.grad"):
         for layer in ("conv0", "conv1", "linear0", "linear1"):
-            assert f"{kind}/{layer}" in tags["scalars"], (kind, layer)
-    for tag in ("weights/conv0.weight", "grads/conv1.weight", "weights/linear0.bias", "grads/linear1.weight"):
+            assert f"norms/{layer}.{kind}" in tags["scalars"], (kind, layer)
+    for tag in (
+        "weights/conv0.weight",
+        "weights/conv1.weight.grad",
+        "weights/linear0.bias",
+        "weights/linear1.weight.grad",
+    ):
         assert tag in tags["histograms"], tag
     assert "weights/conv0.bias" not in tags["histograms"]  # the convolutions have none: BatchNorm's β is the bias
-    filters = accumulator.Images("first_conv_filters")
+    filters = accumulator.Images("weights/first_conv_filters")
     assert [image.step for image in filters] == [8, 16]
     # 32 filters of 3×3 drawn 8 times larger (24×24), 6 to a row with 2-pixel padding: 6 rows, 6 · 26 + 2 pixels
     assert (filters[-1].width, filters[-1].height) == (158, 158)
-    assert "misclassified" in tags["images"]
-    assert not [tag for tag in tags["images"] if tag.startswith("asks/") or tag == "first_layer_weights"]
-    assert max(scalar_values(accumulator, "gradient_agreement/max_rel_diff")) < 1e-10  # in float64
+    assert "misclassified/test" in tags["images"]
+    assert not [tag for tag in tags["images"] if tag.startswith("requests/") or tag == "weights/first_layer"]
+    assert max(scalar_values(accumulator, "manualbp_vs_autograd/max_rel_diff")) < 1e-10  # in float64
 
 
 def test_config_and_hparams_record_the_cnn_and_its_defaults(trained):
     accumulator = events(trained)
     text = accumulator.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert '"model": "cnn"' in text and '"pictures": false' in text
+    assert '"hidden"' not in text and '"activation"' not in text and '"init"' not in text  # the MLP's, not its
     start = HParamsPluginData.FromString(
         accumulator.summary_metadata["_hparams_/session_start_info"].plugin_data.content
     )
-    values = {name: v.string_value or v.number_value for name, v in start.session_start_info.hparams.items()}
-    assert (values["model"], values["hidden"], values["activation"], values["init"]) == ("cnn", "–", "–", "–")
-    assert (values["lr"], values["epochs"]) == (pytest.approx(0.05), 2)
+    values = {name: v.string_value for name, v in start.session_start_info.hparams.items()}
+    assert values["model"] == "cnn" and {"hidden", "activation", "output_activation", "init"}.isdisjoint(values)
+    assert (values["lr"], values["epochs"], values["weight_decay"]) == ("0.05", "2", "0.0005")  # as given
 
 
 def test_cnn_defaults_are_its_own_and_flags_override_them():
@@ -82,7 +88,7 @@ def test_cnn_defaults_are_its_own_and_flags_override_them():
 def test_manual_and_torch_layers_give_the_same_cnn_losses(tmp_path, idx_dir, trained):
     _, torch_dir = run(tmp_path, idx_dir, "--layers", "torch", name="torch")
     manual, builtin = events(trained), events(torch_dir)  # on the CPU both draw the same dropout masks
-    for tag in ("train/loss", "test/loss", "test/accuracy"):
+    for tag in ("loss/train", "loss/test", "accuracy/test"):
         torch.testing.assert_close(scalar_values(manual, tag), scalar_values(builtin, tag), rtol=1e-4, atol=1e-5)
 
 
@@ -91,7 +97,7 @@ def test_compiled_cnn_run_trains_like_the_eager_one(tmp_path, idx_dir, trained):
     code, compiled_dir = run(tmp_path, idx_dir, "--compile", name="compiled")
     assert code == 0
     eager, compiled = events(trained), events(compiled_dir)
-    for tag in ("train/loss", "test/loss", "test/accuracy"):
+    for tag in ("loss/train", "loss/test", "accuracy/test"):
         torch.testing.assert_close(scalar_values(compiled, tag), scalar_values(eager, tag), rtol=1e-3, atol=1e-4)
 
 
@@ -126,6 +132,10 @@ def test_cnn_checkpoint_loads_into_a_plain_torch_nn_sequential(trained, idx_dir)
 def test_cnn_parameter_count_is_counted_without_building_the_model():
     # 3·3·32 + 2·32 (BatchNorm's γ, β) + 3·3·32·64 + 2·64 + 3136·128 + 128 + 128·10 + 10
     assert cnn_parameter_count() == 421_738 == sum(p.numel() for p in build_cnn().parameters())
+    assert (
+        MODELS["cnn"].parameter_count(cli.config_from_args(cli.build_parser().parse_args(["--model", "cnn"]))[0])
+        == 421_738
+    )
 
 
 @pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "at-epoch-boundary"])
@@ -203,7 +213,7 @@ def test_cnn_under_torchrun_is_a_one_line_error(capsys, tmp_path, monkeypatch):
 
 
 def test_the_memory_check_counts_the_cnns_parameters(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_free_host_memory", lambda: 1_000_000)
+    monkeypatch.setattr(launch, "_free_host_memory", lambda: 1_000_000)
     code, lines = fail(capsys, ["--model", "cnn", "--device", "cpu", "--logdir", str(tmp_path)])
     # 421,738 float32 weights, their gradients and momentum: 3 · 4 · 421,738 = 5,060,856 bytes
     assert code == 2 and lines == [

@@ -45,7 +45,7 @@ def test_a_cuda_run_logs_what_the_cpu_run_logs_to_float_rounding(tmp_path, idx_d
     _, on_cpu = run(tmp_path, idx_dir, "cpu", "--device", "cpu", epochs=2)
     code, on_gpu = run(tmp_path, idx_dir, "gpu", "--device", "cuda", epochs=2)
     assert code == 0 and saved(on_gpu)["config"]["device"] == "cuda"
-    for tag in ("train/loss", "train/accuracy", "test/loss", "test/accuracy", "grad_norm/linear0"):
+    for tag in ("loss/train", "accuracy/train", "loss/test", "accuracy/test", "norms/linear0.weight.grad"):
         cpu, gpu = scalars(on_cpu, tag), scalars(on_gpu, tag)
         assert [step for step, _ in gpu] == [step for step, _ in cpu], tag  # logs deferred to the epoch's end
         torch.testing.assert_close([v for _, v in gpu], [v for _, v in cpu], rtol=1e-4, atol=1e-5, msg=tag)
@@ -60,7 +60,7 @@ def test_cuda_graphs_train_to_the_eager_runs_weights(tmp_path, idx_dir):
     for key, value in expected["model"].items():
         # the same kernels; the learning rate is read from a float32 tensor rather than passed as a number
         torch.testing.assert_close(got["model"][key], value, rtol=1e-6, atol=1e-7, msg=key)
-    for tag in ("train/loss", "test/accuracy", "grad_norm/linear1", "lr"):
+    for tag in ("loss/train", "accuracy/test", "norms/linear1.weight.grad", "lr"):
         assert len(scalars(graphed, tag)) == len(scalars(eager, tag)), tag
         torch.testing.assert_close(scalars(graphed, tag), scalars(eager, tag), rtol=1e-5, atol=1e-6, msg=tag)
 

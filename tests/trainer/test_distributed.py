@@ -89,7 +89,7 @@ def test_only_rank_0_logs_and_its_logged_losses_match_one_process(tmp_path, idx_
         accumulator.Reload()
         logged[name] = {
             tag: [event.value for event in accumulator.Scalars(tag)]
-            for tag in ("train/loss", "train/accuracy", "test/loss", "test/accuracy")
+            for tag in ("loss/train", "accuracy/train", "loss/test", "accuracy/test")
         }
     for tag, values in logged["single"].items():
         assert len(values) == len(logged["ddp"][tag]) > 0, tag

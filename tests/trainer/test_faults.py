@@ -22,7 +22,7 @@ from conftest import StopAt
 from idx import idx_bytes, synthetic_split, write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from manualbp_trainer import cli, data, loop
+from manualbp_trainer import cli, data, launch, loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 8  # 400 training examples in batches of 50
@@ -39,7 +39,7 @@ FLAGS = [
     "--device",
     "cpu",
 ]
-EPOCH_TAGS = ("test/accuracy", "test/loss", "gradient_agreement/max_abs_diff", "gradient_agreement/max_rel_diff")
+EPOCH_TAGS = ("accuracy/test", "loss/test", "manualbp_vs_autograd/max_abs_diff", "manualbp_vs_autograd/max_rel_diff")
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +96,10 @@ def assert_each_epoch_logged_once(run_dir, reference_dir, epochs=EPOCHS):
     for tag in EPOCH_TAGS:
         assert [event.step for event in logged.Scalars(tag)] == epoch_ends, tag
     assert [event.step for event in logged.Histograms("weights/linear0.weight")] == epoch_ends
-    assert [event.step for event in logged.Images("first_layer_weights")] == epoch_ends
+    assert [event.step for event in logged.Images("weights/first_layer")] == epoch_ends
     expected = EventAccumulator(reference_dir, size_guidance={"scalars": 0})
     expected.Reload()
-    for tag in ("train/loss", "lr", "weight_norm/linear0"):
+    for tag in ("loss/train", "lr", "norms/linear0.weight"):
         assert [e.step for e in logged.Scalars(tag)] == [e.step for e in expected.Scalars(tag)], tag
 
 
@@ -156,6 +156,70 @@ def test_ctrl_c_at_a_seeded_step_resumes_bit_identical_with_each_epoch_logged_on
     assert_bit_identical(reference(), run)
     assert_each_epoch_logged_once(run, reference())
     assert leftovers(run) == []
+
+
+def test_sigterm_at_a_step_saves_the_exact_position_exits_143_and_resumes_bit_identical(
+    capsys, tmp_path, idx_dir, reference, monkeypatch
+):
+    """SIGTERM (docker stop, systemd, Kubernetes, Slurm) is handled as Ctrl-C: the real signal, sent to this
+    process from inside the 11th loss computation (the second step of epoch 2), with train.py's own handlers."""
+    real_loss, calls = loop._loss, []
+
+    def loss_then_sigterm(*arguments, **options):
+        calls.append(None)
+        if len(calls) == STEPS + 3:  # epoch 1's 8 steps and its test set (one chunk), then epoch 2's second step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*arguments, **options)
+
+    monkeypatch.setattr(loop, "_loss", loss_then_sigterm)
+    code, lines = main(capsys, argv(idx_dir, tmp_path, "run"))
+    monkeypatch.undo()
+    run = str(tmp_path / "run")
+    assert code == 143  # 128 + SIGTERM, as the shell reports a process that the signal ended
+    assert lines[-1] == f"interrupted by SIGTERM: saved the run in {run}; continue it with --resume {run}"
+    saved = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 2)  # the step in progress finished, and nothing after it
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone with the run
+    assert main(capsys, ["--resume", run, "--no-progress", "--no-pictures"], stop=StopAt(10**9))[0] == 0
+    assert_bit_identical(reference(), run)
+    assert_each_epoch_logged_once(run, reference())
+    assert leftovers(run) == []
+
+
+def hold_lock(run_dir):
+    """A child process that holds ``run_dir``'s lock as a training train.py does, once it has said so."""
+    code = (
+        "import fcntl, os, sys\n"
+        f"descriptor = os.open({run_dir!r}, os.O_RDONLY)\n"
+        "fcntl.flock(descriptor, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "locked\n"
+    return process
+
+
+def test_a_run_in_use_refuses_a_second_process_in_one_line_and_a_killed_holder_leaves_it_free(
+    capsys, tmp_path, idx_dir, reference
+):
+    assert main(capsys, argv(idx_dir, tmp_path, "run"), stop=StopAt(5))[0] == 130
+    run = str(tmp_path / "run")
+    before = snapshot(run)
+    holder = hold_lock(run)
+    try:
+        code, lines = main(capsys, ["--resume", run, "--no-progress", "--no-pictures"], stop=StopAt(10**9))
+    finally:
+        holder.kill()  # kill -9: no chance to unlock
+        holder.wait()
+    assert code == 2
+    assert lines == [
+        f"train.py: error: {run} is in use: another train.py is training it; let that one finish, or stop it "
+        f"(Ctrl-C) and continue with --resume {run}"
+    ]
+    assert snapshot(run) == before
+    assert main(capsys, ["--resume", run, "--no-progress", "--no-pictures"], stop=StopAt(10**9))[0] == 0
+    assert_bit_identical(reference(), run)
 
 
 @pytest.mark.parametrize("seed", [-(2**63), 2**64 - 1])
@@ -414,7 +478,7 @@ LONG = 12  # epochs: the run goes on long after the epoch a signal follows
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["kill-9", "ctrl-c", "sigterm"])
 def test_a_signal_after_a_seeded_epoch_then_resume_ends_bit_identical_with_each_epoch_logged_once(
     capsys, tmp_path, idx_dir, reference, seed, how
 ):
@@ -430,8 +494,9 @@ def test_a_signal_after_a_seeded_epoch_then_resume_ends_bit_identical_with_each_
     if how == signal.SIGKILL:
         assert process.returncode == -signal.SIGKILL
     else:
-        assert process.returncode == 130
-        assert one_line(stderr) == f"interrupted: saved the run in {run}; continue it with --resume {run}"
+        by = " by SIGTERM" if how == signal.SIGTERM else ""
+        assert process.returncode == 128 + how
+        assert one_line(stderr) == f"interrupted{by}: saved the run in {run}; continue it with --resume {run}"
         assert leftovers(run) == []
     saved = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)
     assert epoch <= saved["epoch"] < LONG and saved["global_step"] == saved["epoch"] * STEPS + saved["step"]
@@ -441,18 +506,20 @@ def test_a_signal_after_a_seeded_epoch_then_resume_ends_bit_identical_with_each_
     assert leftovers(run) == []  # a temporary file that kill -9 cut short was replaced
 
 
-def test_ctrl_c_is_ignored_from_the_moment_training_returns_and_restored_when_the_run_ends():
-    before = signal.getsignal(signal.SIGINT)
-    with cli._CtrlC() as ctrl_c:
-        assert signal.getsignal(signal.SIGINT) == ctrl_c._handle
-        with ctrl_c.training():
-            ctrl_c._handle(signal.SIGINT, None)  # the first Ctrl-C asks the run to stop
-            assert ctrl_c.stop.is_set()
-            with pytest.raises(KeyboardInterrupt):  # the second stops it at once
-                ctrl_c._handle(signal.SIGINT, None)
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_are_ignored_from_the_moment_training_returns_and_restored_when_the_run_ends(first):
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with launch.StopSignals() as signals:
+        assert all(signal.getsignal(signum) == signals._handle for signum in before)
+        with signals.training():
+            signals._handle(first, None)  # the first asks the run to stop
+            assert signals.stop.is_set() and signals.stop.signal == first
+            with pytest.raises(KeyboardInterrupt):  # a second, of either kind, stops it at once
+                signals._handle(signal.SIGINT if first == signal.SIGTERM else signal.SIGTERM, None)
+            assert signals.stop.signal == first  # the run reports the signal that stopped it
         # the run is saved; a signal flood must not meet a Python handler while it says so and shuts down
-        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    assert signal.getsignal(signal.SIGINT) == before
+        assert all(signal.getsignal(signum) == signal.SIG_IGN for signum in before)
+    assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
 @pytest.mark.slow
@@ -468,3 +535,21 @@ def test_more_ctrl_c_while_the_stopped_run_shuts_down_print_no_traceback(tmp_pat
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_a_training_run_refuses_a_resume_of_itself_from_a_second_process(capsys, tmp_path, idx_dir):
+    process = train_py(argv(idx_dir, tmp_path, "run", epochs=LONG))  # a new run: locked from its start
+    assert wait_for_epoch(process, 1, LONG)
+    run = str(tmp_path / "run")
+    try:
+        code, lines = main(capsys, ["--resume", run, "--no-progress", "--no-pictures"], stop=StopAt(10**9))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=300)
+    assert code == 2
+    assert lines == [
+        f"train.py: error: {run} is in use: another train.py is training it; let that one finish, or stop it "
+        f"(Ctrl-C) and continue with --resume {run}"
+    ]
+    assert process.returncode in (0, 128 + signal.SIGTERM)  # 0 only if it finished before the signal came

@@ -2,6 +2,9 @@
 
 import math
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from tqdm import tqdm
 
-from manualbp_trainer import cli, loop
+from manualbp_trainer import cli, config, data, launch, logbook, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
 SMALL += ["--device", "cpu"]  # "auto" would take a GPU where there is one: tests/trainer/test_cuda.py trains there
@@ -47,7 +50,7 @@ def trained(tmp_path_factory, idx_dir):
 
 
 def test_run_trains_and_reaches_high_test_accuracy(trained):
-    accuracy = scalar_values(events(trained), "test/accuracy")
+    accuracy = scalar_values(events(trained), "accuracy/test")
     assert len(accuracy) == 2  # evaluated every epoch
     assert accuracy[-1] >= 0.85
 
@@ -56,57 +59,67 @@ def test_event_file_holds_every_scalar_histogram_image_and_text(trained):
     accumulator = events(trained)
     tags = accumulator.Tags()
     for tag in [
-        "train/loss",
-        "train/accuracy",
-        "test/loss",
-        "test/accuracy",
+        "loss/train",
+        "accuracy/train",
+        "loss/test",
+        "accuracy/test",
         "lr",
-        "train/examples_per_second",
-        "weight_norm/linear0",
-        "weight_norm/linear1",
-        "grad_norm/linear0",
-        "grad_norm/linear1",
-        "gradient_agreement/max_abs_diff",
-        "gradient_agreement/max_rel_diff",
+        "speed/examples_per_second",
+        "norms/linear0.weight",
+        "norms/linear1.weight",
+        "norms/linear0.weight.grad",
+        "norms/linear1.weight.grad",
+        "manualbp_vs_autograd/max_abs_diff",
+        "manualbp_vs_autograd/max_rel_diff",
     ]:
         assert tag in tags["scalars"], tag
-    for tag in ["weights/linear0.weight", "weights/linear1.bias", "grads/linear0.weight", "grads/linear1.bias"]:
+    for tag in [
+        "weights/linear0.weight",
+        "weights/linear1.bias",
+        "weights/linear0.weight.grad",
+        "weights/linear1.bias.grad",
+    ]:
         assert tag in tags["histograms"], tag
-    assert {"first_layer_weights", "misclassified"} <= set(tags["images"])
-    tiles = accumulator.Images("first_layer_weights")[-1]
+    assert {"weights/first_layer", "misclassified/test"} <= set(tags["images"])
+    tiles = accumulator.Images("weights/first_layer")[-1]
     assert tiles.width > 28 * 5 and tiles.height > 28 * 5  # 32 hidden neurons as 28×28 tiles, 6 to a row
     assert "config/text_summary" in tags["tensors"]
     # what one test image per class asks of the network, each epoch; how single examples agree with their batch
-    assert {f"asks/{label}" for label in range(10)} <= set(tags["images"])
-    assert [image.step for image in accumulator.Images("asks/3")] == [8, 16]
-    assert "agreement/example_vs_batch_cosine" in tags["histograms"]
-    assert max(scalar_values(accumulator, "agreement/mean_minus_batch_max_diff")) < 1e-6
-    for accuracy in ("train/accuracy", "test/accuracy"):
+    assert {f"requests/{label}" for label in range(10)} <= set(tags["images"])
+    assert [image.step for image in accumulator.Images("requests/3")] == [8, 16]
+    assert "per_example/cosine_with_batch" in tags["histograms"]
+    assert max(scalar_values(accumulator, "per_example/mean_minus_batch_max_diff")) < 1e-6
+    for accuracy in ("accuracy/train", "accuracy/test"):
         assert all(0.0 <= v <= 1.0 for v in scalar_values(accumulator, accuracy))
-    assert max(scalar_values(accumulator, "gradient_agreement/max_rel_diff")) < 1e-10  # in float64
+    assert max(scalar_values(accumulator, "manualbp_vs_autograd/max_rel_diff")) < 1e-10  # in float64
     for event in accumulator.Scalars("lr"):  # the cosine schedule over 16 steps, as set after each step
         assert event.value == pytest.approx(
             0.025 * (1 + math.cos(math.pi * event.step / 16)), rel=1e-6
         )  # float32 in the file
-    steps = [e.step for e in accumulator.Scalars("train/loss")]
+    steps = [e.step for e in accumulator.Scalars("loss/train")]
     assert steps == sorted(steps) and steps[-1] == 2 * 8  # 400 examples / 50 per batch, 2 epochs
 
 
 def test_hparams_table_lists_what_tells_runs_apart_beside_the_runs_own_metrics(trained):
     accumulator = events(trained)
     assert not [tag for tag in accumulator.Tags()["scalars"] if tag.startswith("hparam/")]  # no one-point charts
-    plugin_data = HParamsPluginData.FromString(accumulator.summary_metadata["_hparams_/experiment"].plugin_data.content)
-    assert [info.name for info in plugin_data.experiment.hparam_infos] == list(loop.HPARAMS)
-    assert [info.name.tag for info in plugin_data.experiment.metric_infos] == list(loop.METRICS)
-    assert set(loop.METRICS) <= set(accumulator.Tags()["scalars"])  # the table shows their last values
+    # no experiment summary: TensorBoard makes the table from the runs' rows, the columns that differ first
+    assert "_hparams_/experiment" not in accumulator.summary_metadata
+    assert set(logbook.METRICS) <= set(accumulator.Tags()["scalars"])  # the table shows their last values
+    assert sorted(accumulator.Tags()["scalars"])[:4] == list(logbook.METRICS)  # and shows the first five metrics
     start = HParamsPluginData.FromString(
         accumulator.summary_metadata["_hparams_/session_start_info"].plugin_data.content
     )
-    values = {
-        name: value.string_value or value.number_value for name, value in start.session_start_info.hparams.items()
-    }
+    values = {name: value.string_value for name, value in start.session_start_info.hparams.items()}
+    assert set(values) == set(logbook.HPARAMS)
     assert {"compile", "data_dir", "data_root", "device"}.isdisjoint(values)
-    assert (values["layers"], values["hidden"], values["batch_size"], values["dataset"]) == ("manual", "32", 50, "idx")
+    assert (values["layers"], values["hidden"], values["batch_size"], values["dataset"]) == (
+        "manual",
+        "32",
+        "50",
+        "idx",
+    )
+    assert (values["lr"], values["nesterov"], values["output_activation"]) == ("0.05", "on", "none")
 
 
 def test_config_records_the_device_used_and_the_data_set_read(trained):
@@ -142,11 +155,43 @@ def test_help_states_each_default_once_and_as_configured():
         assert f"(default: {expected})" in entries[option], entries[option]
 
 
+def test_every_flag_is_described():
+    for action in cli.build_parser()._actions:
+        described = re.sub(r"\(default: [^)]*\)", "", action.help or "").strip()
+        assert len(described) >= 10, (action.option_strings, action.help)
+
+
+def test_help_imports_none_of_torchvision_tensorboard_or_matplotlib():
+    code = (
+        "import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "
+        "run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'torchvision', 'tensorboard', 'matplotlib'}))"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "usage: train.py" in result.stdout and result.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_flags_name_the_data_sets_there_are():
+    assert tuple(data.DATASETS) == config.DATASETS
+
+
+def test_a_new_run_is_named_by_what_tells_it_apart_first(tmp_path):
+    for flags, expected in [
+        (["--hidden", "32", "16"], r"mlp-32-16-relu_manual_mnist_cross-entropy_lr0\.05_bs100_\d{8}-\d{6}"),
+        (["--model", "vit", "--layers", "torch"], r"vit_torch_mnist_cross-entropy_lr0\.05_bs100_\d{8}-\d{6}"),
+    ]:
+        args = cli.build_parser().parse_args(["--logdir", str(tmp_path), *flags])
+        name = os.path.basename(launch._new_run_dir(args, cli.config_from_args(args)[0]))
+        assert re.fullmatch(expected, name), name
+
+
 def test_manual_and_torch_layers_give_the_same_losses(tmp_path, idx_dir):
     _, manual_dir = run(tmp_path, idx_dir, "--layers", "manual", name="manual")
     _, torch_dir = run(tmp_path, idx_dir, "--layers", "torch", name="torch")
     manual, builtin = events(manual_dir), events(torch_dir)
-    for tag in ("train/loss", "test/loss", "test/accuracy"):
+    for tag in ("loss/train", "loss/test", "accuracy/test"):
         torch.testing.assert_close(scalar_values(manual, tag), scalar_values(builtin, tag), rtol=1e-4, atol=1e-5)
 
 
@@ -156,7 +201,7 @@ def test_compiled_run_trains_like_the_eager_one(tmp_path, idx_dir):
     code, compiled_dir = run(tmp_path, idx_dir, "--compile", name="compiled")
     assert code == 0
     eager, compiled = events(eager_dir), events(compiled_dir)
-    for tag in ("train/loss", "test/loss", "test/accuracy"):
+    for tag in ("loss/train", "loss/test", "accuracy/test"):
         torch.testing.assert_close(scalar_values(compiled, tag), scalar_values(eager, tag), rtol=1e-3, atol=1e-4)
 
 
@@ -219,7 +264,7 @@ def test_mse_loss_with_sigmoid_output_trains(tmp_path, idx_dir):
         "3",
     )
     assert code == 0
-    assert scalar_values(events(run_dir), "test/accuracy")[-1] >= 0.8
+    assert scalar_values(events(run_dir), "accuracy/test")[-1] >= 0.8
 
 
 class RecordingWriter:
@@ -235,8 +280,6 @@ class RecordingWriter:
 @pytest.mark.parametrize("stop_at", [None, 5], ids=["whole-epoch", "stopped-at-step-5"])
 def test_logs_kept_on_the_device_until_the_epochs_end_are_the_logs_written_at_once(idx_dir, stop_at):
     """A GPU epoch defers its logs (one read-back at the end); the same logs, values and order, as the CPU's."""
-    from manualbp_trainer import data
-
     config = loop.Config(hidden=(16,), batch_size=50, log_every=3, epochs=1)
     train_set, _ = data.load(data_dir=idx_dir)
     writers, results = [], []
@@ -245,12 +288,12 @@ def test_logs_kept_on_the_device_until_the_epochs_end_are_the_logs_written_at_on
         step = loop.build_step(state, config, train_set)
         writer = RecordingWriter()
         stop = StopAt(stop_at) if stop_at is not None else StopAt(10**9)
-        bar = tqdm(disable=True)
-        results.append(loop.train_epoch(state, config, train_set, step, writer, bar, stop, defer_logs=defer))
+        book = logbook.Logbook(config, writer, tqdm(disable=True), torch.device("cpu"), defer=defer)
+        results.append(loop.train_epoch(state, config, train_set, step, book, stop))
         writers.append(writer)
     immediate, deferred = (
         [(tag, step, value) for tag, step, value in w.scalars if "per_second" not in tag] for w in writers
     )
     assert deferred == immediate
-    assert [step for tag, step, _ in immediate if tag == "train/loss"] == ([3, 6, 8] if stop_at is None else [3])
+    assert [step for tag, step, _ in immediate if tag == "loss/train"] == ([3, 6, 8] if stop_at is None else [3])
     assert results[0] == results[1]

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-# the data sets --dataset names: data.DATASETS's keys (tests/test_train.py checks), written out so that --help
+# the data sets --dataset names: data.DATASETS's keys (tests/trainer/test_train.py checks), written out so that --help
 # needs no torchvision
 DATASETS = ("mnist", "fashion-mnist")
 

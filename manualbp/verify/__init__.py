@@ -115,7 +115,8 @@ def verify(function, reference, inputs, *, names=None, compile=False, skip=(), t
             float64, on the device its tensors are on.
         names: the arguments' names for the rows (``grad weight float32``); by default the parameter names of the
             Function's forward, else the reference's, else input0, input1, ...
-        compile: also check ``torch.compile(function, fullgraph=True)`` (tens of seconds).
+        compile: also check ``torch.compile(function, fullgraph=True)`` (tens of seconds); True for the default
+            backend (Inductor), or a backend's name (``"aot_eager"``: tracing and AOTAutograd, no code generation).
         skip: names of rows to leave out (reported as n/a), e.g. ``("vmap",)``.
         tolerances: ``{dtype: {"rtol": ..., "atol": ...}}`` for the *approximate* column, in place of
             ``torch.testing.assert_close``'s defaults (``TOLERANCES``).

@@ -246,7 +246,8 @@ def saved_for_backward(case):
 
 def compiled(case, enabled):
     """``torch.compile``: ``torch.compile(fullgraph=True)`` of the function gives the eager outputs and gradients
-    (within tolerance: the compiler may fuse and reorder)."""
+    (within tolerance: the compiler may fuse and reorder). ``enabled`` is True (Inductor, the default backend) or
+    the name of a backend (``"aot_eager"``: Dynamo and AOTAutograd without code generation, seconds not tens)."""
     if not enabled:
         yield row("torch.compile", "n/a", "not run: pass compile=True (it takes tens of seconds)")
         return
@@ -255,7 +256,8 @@ def compiled(case, enabled):
         # Dynamo cannot trace a Function that defines jvp ("Unsupported custom jvp"): compile its twin without
         # one, as manualbp's own layers do under torch.compile (a compiled graph has no forward mode anyway)
         function, note = without_jvp(case.function_class).apply, "compiled without its jvp, which Dynamo cannot trace"
-    compiled_function = torch.compile(lambda *args: function(*args), fullgraph=True)
+    backend = "inductor" if enabled is True else enabled
+    compiled_function = torch.compile(lambda *args: function(*args), fullgraph=True, backend=backend)
     results = []
     try:
         for fn, who in ((function, "function"), (compiled_function, "compiled function")):

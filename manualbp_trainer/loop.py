@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from manualbp import functional as manual_functional
+from manualbp import nn as mnn
 from manualbp_trainer import checkpoint, cuda_graphs, data, distributed
 from manualbp_trainer.config import Config  # noqa: F401 (loop.Config, as the tests and scripts know it)
 from manualbp_trainer.logbook import Logbook, TrainingError, mean_over_ranks  # noqa: F401 (loop.TrainingError)
@@ -311,10 +312,15 @@ def _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metr
 
 
 def _forward(network, functional, loss_name, world_size, compile):
-    """``forward(x, target) -> (output, loss)``: the batch mean on one process, the sum under torchrun."""
+    """``forward(x, target) -> (output, loss)``: the batch mean on one process, the sum under torchrun. On one
+    process manualbp's MLP takes the network and its loss as one node (``MLP.loss``: every gradient computed in the
+    forward pass, the per-layer path's to the bit)."""
     reduction = "mean" if world_size == 1 else "sum"
 
     def forward(x, target):
+        if isinstance(network, mnn.MLP) and world_size == 1:
+            loss, output = network.loss(x, target, loss_name, return_output=True)
+            return output, loss
         output = network(x)
         return output, _loss(functional, loss_name, output, target, reduction)
 

@@ -27,19 +27,14 @@ def build_mlp(
         seed: seeds the initial weights (and nothing else).
 
     The state_dict keys are those of ``torch.nn.Sequential``: ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, …
-    (manualbp's model is a ``manualbp.nn.Sequential``, which fuses each Linear with its activation; torch.nn's is
-    a plain ``torch.nn.Sequential``.)
+    (manualbp's model is a ``manualbp.nn.MLP``, whose ``loss()`` is the network and its loss as one autograd node;
+    torch.nn's is a plain ``torch.nn.Sequential``.)
     """
     with torch.random.fork_rng(devices=[]):  # seed the weights, and leave the caller's random stream as it was
         torch.manual_seed(seed)
-        modules = []
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            modules.append(mnn.Linear(fan_in, fan_out, dtype=dtype))
-            if i < len(sizes) - 2:
-                modules.append(mnn.ACTIVATIONS[activation]())
-            elif output_activation is not None:
-                modules.append(mnn.ACTIVATIONS[output_activation]())
-        model = mnn.Sequential(*modules)  # each Linear and its activation run as one Function
+        # Linear, f, Linear, f, …: the modules of a Sequential, whose forward is one node and whose loss() is the
+        # network and its loss as one node (manualbp.nn.MLP)
+        model = mnn.MLP(sizes, activation, output_activation, dtype=dtype)
         if init == "normal":
             with torch.no_grad():
                 for parameter in model.parameters():

@@ -74,3 +74,23 @@ class StopAt:
     def is_set(self):
         self.checks += 1
         return self.checks > self.at
+
+
+def on_every_training_loss(monkeypatch, change):
+    """Pass every loss the trainer computes through ``change(loss) -> loss``, in the order they are computed: the
+    evaluation's (``loop._loss``) and the training steps', which manualbp's MLP computes as one node with its
+    network (``MLP.loss``). For tests that make a loss fail, turn NaN or signal at a chosen step."""
+    from manualbp import nn as mnn
+    from manualbp_trainer import loop
+
+    real_loss, real_mlp_loss = loop._loss, mnn.MLP.loss
+
+    def loss(*arguments, **options):
+        return change(real_loss(*arguments, **options))
+
+    def mlp_loss(*arguments, **options):
+        value, output = real_mlp_loss(*arguments, **options)
+        return change(value), output
+
+    monkeypatch.setattr(loop, "_loss", loss)
+    monkeypatch.setattr(mnn.MLP, "loss", mlp_loss)

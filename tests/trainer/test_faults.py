@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import StopAt
+from conftest import StopAt, on_every_training_loss
 from idx import idx_bytes, synthetic_split, write_idx_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -163,15 +163,15 @@ def test_sigterm_at_a_step_saves_the_exact_position_exits_143_and_resumes_bit_id
 ):
     """SIGTERM (docker stop, systemd, Kubernetes, Slurm) is handled as Ctrl-C: the real signal, sent to this
     process from inside the 11th loss computation (the second step of epoch 2), with train.py's own handlers."""
-    real_loss, calls = loop._loss, []
+    calls = []
 
-    def loss_then_sigterm(*arguments, **options):
+    def then_sigterm(loss):
         calls.append(None)
         if len(calls) == STEPS + 3:  # epoch 1's 8 steps and its test set (one chunk), then epoch 2's second step
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_loss(*arguments, **options)
+        return loss
 
-    monkeypatch.setattr(loop, "_loss", loss_then_sigterm)
+    on_every_training_loss(monkeypatch, then_sigterm)
     code, lines = main(capsys, argv(idx_dir, tmp_path, "run"))
     monkeypatch.undo()
     run = str(tmp_path / "run")

@@ -167,7 +167,7 @@ def test_help_imports_none_of_torchvision_tensorboard_or_matplotlib():
         "run_name='__main__')\nexcept SystemExit:\n    pass\n"
         "print(sorted({name.split('.')[0] for name in sys.modules} & {'torchvision', 'tensorboard', 'matplotlib'}))"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "usage: train.py" in result.stdout and result.stdout.splitlines()[-1] == "[]"

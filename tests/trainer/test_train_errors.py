@@ -9,9 +9,10 @@ import sys
 
 import pytest
 import torch
+from conftest import on_every_training_loss
 from idx import IMAGES_MAGIC, idx_bytes, synthetic_split, write_idx_dir
 
-from manualbp_trainer import cli, data, loop
+from manualbp_trainer import cli, data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -230,14 +231,12 @@ def test_two_runs_with_the_same_config_in_the_same_second_get_two_directories(tm
 def test_a_loss_that_turns_nan_stops_the_run_and_keeps_the_last_good_checkpoint(capsys, tmp_path, monkeypatch):
     folder = write_idx_dir(str(tmp_path / "idx"))
     calls = {"n": 0}
-    real_loss = loop._loss
 
-    def loss_that_breaks_in_epoch_2(*args):
+    def breaks_in_epoch_2(loss):
         calls["n"] += 1
-        loss = real_loss(*args)
         return loss * float("nan") if calls["n"] > 9 else loss  # 8 steps an epoch, then 1 evaluation
 
-    monkeypatch.setattr(loop, "_loss", loss_that_breaks_in_epoch_2)
+    on_every_training_loss(monkeypatch, breaks_in_epoch_2)
     run = tmp_path / "runs" / "diverges"
     code, lines = fail(
         capsys,
@@ -308,15 +307,14 @@ def test_an_interrupt_that_cannot_wait_for_the_step_boundary_exits_130_and_keeps
 ):
     folder = write_idx_dir(str(tmp_path / "idx"))
     calls = {"n": 0}
-    real_loss = loop._loss
 
-    def loss_interrupted_in_epoch_2(*args):
+    def interrupted_in_epoch_2(loss):
         calls["n"] += 1
         if calls["n"] > 11:  # 8 steps an epoch, then 1 evaluation: step 3 of epoch 2
             raise KeyboardInterrupt  # what a second Ctrl-C (or a first one under torchrun) raises
-        return real_loss(*args)
+        return loss
 
-    monkeypatch.setattr(loop, "_loss", loss_interrupted_in_epoch_2)
+    on_every_training_loss(monkeypatch, interrupted_in_epoch_2)
     run = tmp_path / "runs" / "cut"
     argv = ["--data-dir", folder, "--logdir", str(tmp_path / "runs"), "--run-name", "cut", "--batch-size", "50"]
     code, lines = fail(capsys, [*argv, "--epochs", "3", "--no-progress", "--no-pictures"])

@@ -27,7 +27,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 
-from manualbp_trainer import data, loop  # noqa: E402
+from manualbp_trainer import data, logbook, loop  # noqa: E402
 
 MODES = ("eager", "compile", "cuda-graphs")
 
@@ -40,7 +40,8 @@ def variant(config, train_set, mode, layers):
     )
     step = loop.build_step(state, config, train_set)
     initial = {name: value.detach().clone() for name, value in state.model.state_dict().items()}
-    loop.train_epoch(state, config, train_set, step, None, tqdm(disable=True), threading.Event())
+    book = logbook.Logbook(config, None, tqdm(disable=True), train_set.images.device)  # no TensorBoard writer
+    loop.train_epoch(state, config, train_set, step, book, threading.Event())
     return config, state, step, initial
 
 
@@ -72,7 +73,8 @@ def timed_run(config, state, step, train_set, test_set, target):
         _harness.synchronize(device)
         started = time.perf_counter()
         # train_epoch ends with a read-back: the epoch's work is done when it returns
-        loop.train_epoch(state, config, train_set, step, None, tqdm(disable=True), threading.Event())
+        book = logbook.Logbook(config, None, tqdm(disable=True), train_set.images.device)  # no TensorBoard writer
+        loop.train_epoch(state, config, train_set, step, book, threading.Event())
         train_seconds += time.perf_counter() - started
         state.epoch, state.step = state.epoch + 1, 0
         started = time.perf_counter()

@@ -347,7 +347,7 @@ def test_memory_that_runs_out_while_building_is_one_line_and_leaves_no_run_direc
     def out_of_memory(*args, **kwargs):  # what the CUDA allocator raises; a CPU's allocator may never say so
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 372.53 GiB")
 
-    monkeypatch.setattr(loop, "build_mlp", out_of_memory)
+    monkeypatch.setattr(loop, "build_model", out_of_memory)
     code, lines = main(capsys, argv(idx_dir, tmp_path / "runs", "oom"))
     assert code == 1 and lines[-1] == (
         "train.py: error: out of memory on cpu (OutOfMemoryError: CUDA out of memory. Tried to allocate 372.53 GiB): "

@@ -43,7 +43,7 @@ PRESETS = {"nielsen": NIELSEN}
 # --model cnn's defaults where the MLP's do not fit (explicit flags override them); the rest (lr 0.05, Nesterov
 # momentum 0.9, weight decay 5e-4, the cosine schedule, batch 100) are the MLP's. Fewer epochs: on a CPU an epoch
 # of manualbp's convolutions takes minutes, not seconds. No --pictures: they draw an MLP's neurons.
-CNN = {"epochs": 10, "pictures": False}
+CNN = {"epochs": 15, "pictures": False}
 # what may differ when a run is resumed: where it runs and where its data lies, not what it computes
 RESUMABLE = {"device", "compile", "cuda_graphs", "data_root", "data_dir", "log_every", "pictures"}
 

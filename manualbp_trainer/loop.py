@@ -548,11 +548,11 @@ def _log_epoch(writer, state, config, probe, test_set, predictions, test_loss, t
     filters = summaries.first_conv_filters(model)
     if filters is not None:
         writer.add_image("first_conv_filters", filters, step)
-    wrong = summaries.misclassified_grid(test_set.images, test_set.labels, predictions)
+    names = summaries.pictures.class_names(config.dataset)
+    wrong = summaries.misclassified_grid(test_set.images, test_set.labels, predictions, names)
     if wrong is not None:
         writer.add_image("misclassified", wrong, step)
     if config.pictures and config.model == "mlp":  # the pictures draw an MLP's neurons
-        names = summaries.pictures.class_names(config.dataset)
         summaries.log_pictures(writer, model, config.loss, test_set, probe, step, names)
     max_abs, max_rel = summaries.gradient_agreement(model, config.loss, *probe)
     writer.add_scalar("gradient_agreement/max_abs_diff", max_abs, step)

@@ -46,7 +46,39 @@ def build_mlp(
     return model if layers == "manual" else manualbp.convert(model, to="torch")
 
 
-def build_cnn(layers="manual", seed=0, dtype=torch.float32, channels=(32, 64), hidden=128, side=28, classes=10):
+class ShiftedImages(torch.nn.Module):
+    """Rows of ``side²`` pixels as images ``(N, 1, side, side)``, each shifted, in training mode, by a random whole
+    number of pixels from ``-shift`` to ``shift`` along each axis, the edge pixels repeated into the gap (in
+    evaluation mode, and with ``shift=0``, a plain reshape, like ``torch.nn.Unflatten``).
+
+    The shifts are light data augmentation done on the device: one gather for the whole batch, no per-image
+    Python. They are drawn from torch's global generator, as Dropout's masks are, so a checkpoint that keeps the
+    generator's state resumes with the same shifts. No parameters: nothing here is learned or derived.
+    """
+
+    def __init__(self, side=28, shift=2):
+        super().__init__()
+        self.side, self.shift = side, shift
+
+    def forward(self, x):
+        images = x.reshape(-1, 1, self.side, self.side)
+        if not self.training or self.shift == 0:
+            return images
+        n, device = images.shape[0], images.device
+        offsets = torch.randint(-self.shift, self.shift + 1, (2, n, 1), device=device)
+        pixels = torch.arange(self.side, device=device)
+        rows = (pixels + offsets[0]).clamp(0, self.side - 1)  # (N, side): clamping repeats the edge pixels
+        columns = (pixels + offsets[1]).clamp(0, self.side - 1)
+        batch = torch.arange(n, device=device)[:, None, None]
+        return images[batch, 0, rows[:, :, None], columns[:, None, :]].unsqueeze(1)
+
+    def extra_repr(self):
+        return f"side={self.side}, shift={self.shift}"
+
+
+def build_cnn(
+    layers="manual", seed=0, dtype=torch.float32, channels=(32, 64), hidden=128, side=28, classes=10, shift=2
+):
     """A small CNN for 28×28 images given as rows of ``side²`` pixels (the trainer keeps images flat):
 
         Unflatten (N, 784) → (N, 1, 28, 28)
@@ -71,7 +103,7 @@ def build_cnn(layers="manual", seed=0, dtype=torch.float32, channels=(32, 64), h
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        modules = [torch.nn.Unflatten(1, (1, side, side))]
+        modules = [ShiftedImages(side, shift)]
         in_channels = 1
         for out_channels in channels:
             modules += [

@@ -41,8 +41,9 @@ NIELSEN = {
 }
 PRESETS = {"nielsen": NIELSEN}
 # --model cnn's defaults where the MLP's do not fit (explicit flags override them); the rest (lr 0.05, Nesterov
-# momentum 0.9, weight decay 5e-4, the cosine schedule, batch 100) are the MLP's. Fewer epochs: on a CPU an epoch
-# of manualbp's convolutions takes minutes, not seconds. No --pictures: they draw an MLP's neurons.
+# momentum 0.9, weight decay 5e-4, the cosine schedule, batch 100) are the MLP's. 15 epochs, as the MLP's, said here
+# so that --help can name them: 10 under-trained a small training set (issue #23), and the model's random shifts
+# keep the extra epochs from memorising it. No --pictures: they draw an MLP's neurons.
 CNN = {"epochs": 15, "pictures": False}
 # what may differ when a run is resumed: where it runs and where its data lies, not what it computes
 RESUMABLE = {"device", "compile", "cuda_graphs", "data_root", "data_dir", "log_every", "pictures"}

@@ -81,7 +81,7 @@ def build_cnn(
 ):
     """A small CNN for 28×28 images given as rows of ``side²`` pixels (the trainer keeps images flat):
 
-        Unflatten (N, 784) → (N, 1, 28, 28)
+        ShiftedImages (N, 784) → (N, 1, 28, 28), each moved by up to ``shift`` pixels while training
         → Conv2d(1, 32, 3, padding 1, no bias) → BatchNorm2d → ReLU → MaxPool2d(2)      (N, 32, 14, 14)
         → Conv2d(32, 64, 3, padding 1, no bias) → BatchNorm2d → ReLU → MaxPool2d(2)     (N, 64, 7, 7)
         → Flatten → Dropout(0.25) → Linear(64·7·7, 128) → ReLU → Dropout(0.5) → Linear(128, 10)
@@ -97,9 +97,12 @@ def build_cnn(
             to="torch")`` of the very same model, so both start from the same weights).
         seed: seeds the initial weights (torch.nn's default initialisation of each layer), and nothing else.
         channels: the two convolutions' output channels; hidden: the first Linear layer's width.
+        shift: the training images' largest random shift, in pixels (light augmentation: a garment or digit moved
+            by a pixel or two is the same class, and the network sees fewer exact repeats of its training set).
 
     The state_dict keys are those of ``torch.nn.Sequential`` (``"1.weight"`` is the first convolution's); the
-    reshapes are ``torch.nn.Unflatten`` and ``torch.nn.Flatten``, which hold no math to derive.
+    reshapes, ``ShiftedImages`` (``torch.nn.Unflatten`` at evaluation) and ``torch.nn.Flatten``, hold no math to
+    derive.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

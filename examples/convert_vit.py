@@ -1,16 +1,19 @@
-"""Fine-tune a torchvision Vision Transformer whose Linear, GELU, LayerNorm and attention layers run manualbp's
-backward passes.
+"""Fine-tune a torchvision Vision Transformer whose Linear, GELU, LayerNorm, attention, dropout and patch-embedding
+convolution layers run manualbp's backward passes.
 
     python examples/convert_vit.py
 
-``manualbp.convert`` swaps every ``torch.nn.Linear``, ``GELU``, ``LayerNorm`` and ``MultiheadAttention`` of a model
-(among others) for manualbp's twins in place (same parameters, same state_dict); the patch embedding, a Conv2d,
-stays PyTorch's here. This builds a small, randomly initialised ViT, keeps an unconverted
-copy, and fine-tunes the converted one on a fixed batch; at every step the unconverted copy, given the same
-weights, must produce the same gradients (up to float rounding).
+``manualbp.convert`` swaps every ``torch.nn.Linear``, ``GELU``, ``LayerNorm``, ``MultiheadAttention``, ``Dropout``
+and ``Conv2d`` of a model (among others) for manualbp's twins in place (same parameters, same state_dict), and
+prints how many of each it swapped. Subclasses are left alone: the attention's ``out_proj`` (a
+``NonDynamicallyQuantizableLinear``) and torchvision's ``MLPBlock`` (a ``Sequential`` subclass) stay as they are,
+their parents' forward calling them. This builds a small, randomly initialised ViT, keeps an unconverted copy, and
+fine-tunes the converted one on a fixed batch; at every step the unconverted copy, given the same weights, must
+produce the same gradients (up to float rounding).
 """
 
 import argparse
+import collections
 import copy
 
 import torch
@@ -22,14 +25,17 @@ import manualbp
 def main(steps=10, seed=0):
     """Fine-tune the converted ViT; at every step also take the unconverted one's gradients on the same weights.
 
-    Returns ``(converted layer count, largest relative gradient difference over all steps, losses)``.
+    Returns ``(converted modules by type name, largest relative gradient difference over all steps, losses)``.
     """
     torch.manual_seed(seed)
     original = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
     )
     converted = manualbp.convert(copy.deepcopy(original))
-    count = sum(isinstance(m, (manualbp.nn.Linear, manualbp.nn.GELU)) for m in converted.modules())
+    # what convert swapped: the modules whose class is now manualbp's
+    counts = collections.Counter(
+        type(m).__name__ for m in converted.modules() if type(m).__module__.startswith("manualbp")
+    )
 
     images, labels = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     optimizer = torch.optim.AdamW(converted.parameters(), lr=1e-3)
@@ -46,7 +52,7 @@ def main(steps=10, seed=0):
             worst = max(worst, ((parameter.grad - theirs).abs().max() / theirs.abs().max().clamp_min(1e-12)).item())
         optimizer.step()
         losses.append(loss.item())
-    return count, worst, losses
+    return counts, worst, losses
 
 
 if __name__ == "__main__":
@@ -56,7 +62,12 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be positive, got {args.steps}")
-    count, worst, losses = main(steps=args.steps, seed=args.seed)
-    print(f"converted {count} layers (Linear and GELU) of a torchvision VisionTransformer")
+    counts, worst, losses = main(steps=args.steps, seed=args.seed)
+    containers = counts.pop("Sequential", 0)
+    kinds = ", ".join(f"{count} {name}" for name, count in counts.most_common())
+    print(
+        f"converted {sum(counts.values())} layers of a torchvision VisionTransformer ({kinds}) and {containers} "
+        "Sequential containers"
+    )
     print("fine-tuning losses: " + " ".join(f"{v:.4f}" for v in losses))
     print(f"largest gradient difference over the fine-tuning steps: {worst:.2e} of the largest entry")

@@ -121,7 +121,7 @@ def _explain(args):
     if args.out is not None:
         names = pictures.class_names(config.dataset)
         figure = pictures.figure(x, label, pictures.requests(model, x, target, config.loss), names)
-        figure.savefig(args.out)
+        figure.savefig(args.out, bbox_inches="tight")  # nothing cut off at the edges
         print(f"the figure: {args.out}")
     return 0
 

@@ -104,15 +104,15 @@ class Logbook:
         model, step, config = state.model, state.global_step, self.config
         self._scalars(step, {"loss/test": test_loss, "accuracy/test": test_accuracy})
         summaries.log_histograms(self.writer, model, step)
+        names = summaries.pictures.class_names(config.dataset)
         for tag, image in (
             ("weights/first_layer", summaries.first_layer_tiles(model)),
             ("weights/first_conv_filters", summaries.first_conv_filters(model)),
-            ("misclassified/test", summaries.misclassified_grid(test_set.images, test_set.labels, predictions)),
+            ("misclassified/test", summaries.misclassified_grid(test_set.images, test_set.labels, predictions, names)),
         ):
             if image is not None:
                 self.writer.add_image(tag, image, step)
         if config.pictures and MODELS[config.model].supports("pictures"):
-            names = summaries.pictures.class_names(config.dataset)
             summaries.log_pictures(self.writer, model, config.loss, test_set, probe, step, names)
         max_abs, max_rel = summaries.gradient_agreement(model, config.loss, *probe)
         agreement = {"manualbp_vs_autograd/max_abs_diff": max_abs, "manualbp_vs_autograd/max_rel_diff": max_rel}

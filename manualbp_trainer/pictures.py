@@ -62,56 +62,66 @@ def requests(model, x, target, loss_name):
     )
 
 
+# TensorBoard's cards are at least 335 px wide (minmax(335px, 1fr) in its grid) and draw a figure to the card's
+# width: a figure about that wide, with 11-point type, reads at card size without "Show actual image size"
+FIGURE_WIDTH_INCHES, FIGURE_DPI, FONT_SIZE = 5.0, 80, 11
+
+
 def figure(image, label, result, class_names=None, hardest=4, side=28):
-    """A matplotlib figure of ``Requests``: the image; the output layer's activations against the target with the
-    nudges as signed bars; each hidden layer's nudges; and for the ``hardest`` neurons of the first hidden layer
-    (those whose weights it asks most of), what the example asks of their incoming weights, as side×side images."""
+    """A matplotlib figure of ``Requests``, 400 px wide: the image; the output layer's activations against the
+    target with the nudges as signed bars; each hidden layer's nudges; and for the ``hardest`` neurons of the first
+    hidden layer (those whose weights it asks most of), what the example asks of their incoming weights, as
+    side×side images."""
     hidden = result.nudges[:-1]
     rows = 2 + len(hidden)
-    fig = plt.figure(figsize=(10, 2.4 * rows), dpi=60)
-    grid = fig.add_gridspec(rows, max(hardest, 2))
     names = class_names or [str(c) for c in range(len(result.activations[-1]))]
+    heights = [1.8, *([1.0] * len(hidden)), 1.5]
+    with plt.rc_context({"font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE, "axes.labelsize": FONT_SIZE}):
+        fig = plt.figure(figsize=(FIGURE_WIDTH_INCHES, sum(heights) + 0.4), dpi=FIGURE_DPI, layout="constrained")
+        grid = fig.add_gridspec(rows, max(hardest, 2), height_ratios=heights)
 
-    ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(image.reshape(side, side).float().cpu().numpy(), cmap="gray")
-    ax.set_title(f"example: {names[label]}")
-    ax.axis("off")
-
-    ax = fig.add_subplot(grid[0, 1:])
-    output, nudge = result.activations[-1].float().cpu().numpy(), result.nudges[-1].float().cpu().numpy()
-    positions = torch.arange(len(output)).float().numpy()
-    ax.bar(positions - 0.2, output, width=0.4, color="0.7")
-    ax.set_ylabel("output aᴸ (grey)", fontsize=8)
-    ax.set_xticks(positions, names, fontsize=7)
-    nudges = ax.twinx()  # the nudges on a scale of their own: a confident output is asked for little
-    nudges.bar(positions + 0.2, nudge, width=0.4, color=["tab:green" if v > 0 else "tab:red" for v in nudge])
-    nudges.axhline(0, color="black", linewidth=0.5)
-    nudges.set_ylabel("nudge −∂C/∂aᴸ", fontsize=8)
-    ax.set_title(f"what the example asks of each output (target {names[label]}, C = {result.loss:.3f})")
-
-    for layer, nudge in enumerate(hidden):
-        ax = fig.add_subplot(grid[1 + layer, :])
-        values = nudge.float().cpu().numpy()
-        # one line per neuron (a single collection: hundreds of bars draw slowly)
-        ax.vlines(range(len(values)), 0, values, colors=["tab:green" if v > 0 else "tab:red" for v in values])
-        ax.axhline(0, color="black", linewidth=0.5)
-        ax.set_title(f"hidden layer {layer + 1}: the nudges −∂C/∂a each neuron receives (its summed suggestions)")
-        ax.set_xlim(-1, len(values))
-
-    first_nudge = result.nudges[0].float().cpu()
-    # pushed hardest: the neurons whose incoming weights the example asks most of (a neuron whose f′ is 0 here,
-    # such as a ReLU below its kink, passes no nudge on to its weights however large it is)
-    pushed = result.first_weights.float().norm(dim=1)
-    top = pushed.argsort(descending=True)[:hardest].tolist() if hidden else []
-    for column, neuron in enumerate(top):
-        ax = fig.add_subplot(grid[rows - 1, column])
-        row = result.first_weights[neuron].float().cpu()
-        bound = row.abs().max().clamp_min(1e-12).item()
-        if row.numel() == side * side:
-            ax.imshow(row.reshape(side, side).numpy(), cmap="RdBu", vmin=-bound, vmax=bound)
-        ax.set_title(f"−∂C/∂W¹ into neuron {neuron}\n(nudge {first_nudge[neuron]:+.3f})", fontsize=8)
+        ax = fig.add_subplot(grid[0, 0])
+        ax.imshow(image.reshape(side, side).float().cpu().numpy(), cmap="gray")
+        ax.set_title(names[label])
         ax.axis("off")
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.95, bottom=0.03, hspace=0.6, wspace=0.3)
+
+        ax = fig.add_subplot(grid[0, 1:])
+        output, nudge = result.activations[-1].float().cpu().numpy(), result.nudges[-1].float().cpu().numpy()
+        positions = torch.arange(len(output)).float().numpy()
+        ax.bar(positions - 0.2, output, width=0.4, color="0.7")
+        ax.set_xticks(positions, names, rotation=90 if class_names else 0, fontsize=FONT_SIZE - 2)
+        ax.tick_params(axis="y", labelsize=FONT_SIZE - 2)
+        nudges = ax.twinx()  # the nudges on a scale of their own: a confident output is asked for little
+        nudges.bar(positions + 0.2, nudge, width=0.4, color=["tab:green" if v > 0 else "tab:red" for v in nudge])
+        nudges.axhline(0, color="black", linewidth=0.5)
+        nudges.tick_params(axis="y", labelsize=FONT_SIZE - 2)
+        ax.set_ylabel("output aᴸ", fontsize=FONT_SIZE - 2)
+        nudges.set_ylabel("nudge −∂C/∂aᴸ", fontsize=FONT_SIZE - 2)
+        ax.set_title(f"outputs (grey), nudges; C = {result.loss:.3f}")
+
+        for layer, nudge in enumerate(hidden):
+            ax = fig.add_subplot(grid[1 + layer, :])
+            values = nudge.float().cpu().numpy()
+            # one line per neuron (a single collection: hundreds of bars draw slowly)
+            ax.vlines(range(len(values)), 0, values, colors=["tab:green" if v > 0 else "tab:red" for v in values])
+            ax.axhline(0, color="black", linewidth=0.5)
+            ax.tick_params(labelsize=FONT_SIZE - 2)
+            ax.set_title(f"hidden layer {layer + 1}: nudges −∂C/∂a")
+            ax.set_xlim(-1, len(values))
+
+        first_nudge = result.nudges[0].float().cpu()
+        # pushed hardest: the neurons whose incoming weights the example asks most of (a neuron whose f′ is 0
+        # here, such as a ReLU below its kink, passes no nudge on to its weights however large it is)
+        pushed = result.first_weights.float().norm(dim=1)
+        top = pushed.argsort(descending=True)[:hardest].tolist() if hidden else []
+        for column, neuron in enumerate(top):
+            ax = fig.add_subplot(grid[rows - 1, column])
+            row = result.first_weights[neuron].float().cpu()
+            bound = row.abs().max().clamp_min(1e-12).item()
+            if row.numel() == side * side:
+                ax.imshow(row.reshape(side, side).numpy(), cmap="RdBu", vmin=-bound, vmax=bound)
+            ax.set_title(f"−∂C/∂W¹ {neuron}\n({first_nudge[neuron]:+.2f})", fontsize=FONT_SIZE - 1)
+            ax.axis("off")
     return fig
 
 
@@ -182,19 +192,23 @@ def chain_rule(model, x, target, loss_name, row=None, column=None):
 
 
 def format_chain_rule(factors):
-    """The chain-rule printout of ``chain_rule``'s factors."""
+    """The chain-rule printout of ``chain_rule``'s factors: one line for the weight, then one per factor and
+    gradient, their ``=`` in one column."""
     layer, j, k = factors["layer"], factors["row"], factors["column"]
-    slope = factors["f'(z)"]
+    rows = [
+        (f"∂C/∂a{_sup(layer)}_{j}", factors["dC/da"], "   (what the cost asks of the neuron's output)"),
+        (f"f′(z{_sup(layer)}_{j})", factors["f'(z)"], "   (how far its output moves with z)"),
+        (f"a{_sup(layer - 1)}_{k}", factors["a_previous"], "   (the activation the weight carries)"),
+        ("∂C/∂w = the product", factors["product"], ""),
+        ("manualbp's backward", factors["manualbp"], ""),
+        ("autograd (torch.nn)", factors["autograd"], ""),
+    ]
+    width = max(len(name) for name, _, _ in rows)
     return "\n".join(
         [
             f"the weight w = W{_sup(layer)}[{j}, {k}]: from hidden neuron {k} of layer {layer - 1} to neuron {j} of "
             f"layer {layer}, activation {factors['activation']}",
-            f"  ∂C/∂a{_sup(layer)}_{j}        = {factors['dC/da']: .6e}   (what the cost asks of the neuron's output)",
-            f"  f′(z{_sup(layer)}_{j})         = {slope: .6e}   (how far its output moves with z)",
-            f"  a{_sup(layer - 1)}_{k}           = {factors['a_previous']: .6e}   (the activation the weight carries)",
-            f"  ∂C/∂w = the product = {factors['product']: .6e}",
-            f"  manualbp's backward   = {factors['manualbp']: .6e}",
-            f"  autograd (torch.nn)   = {factors['autograd']: .6e}",
+            *(f"  {name:<{width}} = {value: .6e}{why}" for name, value, why in rows),
         ]
     )
 

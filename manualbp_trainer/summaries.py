@@ -5,11 +5,11 @@ import math
 
 import torch
 import torchvision
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 import manualbp
 from manualbp_trainer import pictures
-from manualbp_trainer.model import weight_layers
+from manualbp_trainer.model import ShiftedImages, weight_layers
 
 
 def norms(model):
@@ -45,40 +45,58 @@ def first_layer_tiles(model, side=28):
     return _grid(layer.weight.detach().float().cpu().reshape(-1, 1, side, side))
 
 
-def first_conv_filters(model, scale=8):
-    """The first convolution's filters, one tile per output channel (its input channels side by side), each
-    scaled to its own range and enlarged ``scale`` times, so that a 3×3 kernel is seen as 3×3 squares; None for
-    a model without convolutions."""
+def first_conv_filters(model, scale=16, columns=8):
+    """The first convolution's filters, one tile per output channel (its input channels side by side), ``columns``
+    to a row, each scaled to its own range and enlarged ``scale`` times, so that a 3×3 kernel is seen as 3×3
+    squares of 16 px: 32 filters make a 402 × 202 px image, about the width of a TensorBoard card. None for a
+    model without convolutions."""
     convolutions = [layer for tag, layer in weight_layers(model) if tag.startswith("conv")]
     if not convolutions:
         return None
     weight = convolutions[0].weight.detach().float().cpu()  # (C_out, C_in, kh, kw)
     tiles = weight.transpose(1, 2).reshape(weight.shape[0], 1, weight.shape[2], -1)  # channels side by side
-    return _grid(torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest"))
+    return _grid(torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest"), columns)
 
 
-def _grid(tiles):
-    """``tiles`` ``(n, 1, h, w)`` in a square grid, each scaled to its own range, on white."""
-    return torchvision.utils.make_grid(
-        tiles, nrow=math.ceil(math.sqrt(len(tiles))), normalize=True, scale_each=True, pad_value=1.0
-    )
+def _grid(tiles, columns=None):
+    """``tiles`` ``(n, 1, h, w)`` in a grid of ``columns`` (default: square), each scaled to its own range, on
+    white."""
+    columns = columns or math.ceil(math.sqrt(len(tiles)))
+    return torchvision.utils.make_grid(tiles, nrow=columns, normalize=True, scale_each=True, pad_value=1.0)
 
 
-def misclassified_grid(images, labels, predictions, limit=32, side=28):
-    """Up to ``limit`` misclassified test images, each captioned "p<predicted> t<true>"."""
+# a misclassified tile: the image enlarged 3 times over two lines of 14 px type, four tiles to a row (402 px, about
+# a TensorBoard card's width, so the captions read at card size)
+TILE_WIDTH, TILE_SCALE, CAPTION_SIZE, CAPTION_LINE = 100, 3, 14, 17
+
+
+def misclassified_grid(images, labels, predictions, names=None, limit=16, side=28):
+    """Up to ``limit`` misclassified test images, four to a row, each captioned with its class's name and, below,
+    "as" the class it was taken for ("Shirt", "as T-shirt/top"); ``names`` are the classes' names (default: their
+    numbers, which name MNIST's digits)."""
     wrong = (predictions != labels).nonzero().flatten()[:limit].cpu()
     if len(wrong) == 0:
         return None
+    names = names or [str(c) for c in range(int(max(labels.max(), predictions.max())) + 1)]
     pictures = images[wrong].float().cpu().reshape(-1, side, side)
     low, high = pictures.amin(dim=(1, 2), keepdim=True), pictures.amax(dim=(1, 2), keepdim=True)
     pictures = ((pictures - low) / (high - low).clamp_min(1e-12) * 255).to(torch.uint8)
+    font = ImageFont.load_default(size=CAPTION_SIZE)
+    size = TILE_SCALE * side
     tiles = []
     for picture, predicted, true in zip(pictures, predictions[wrong].tolist(), labels[wrong].tolist(), strict=True):
-        tile = Image.new("L", (2 * side, 2 * side + 12), color=0)
-        tile.paste(Image.fromarray(picture.numpy()).resize((2 * side, 2 * side)), (0, 0))
-        ImageDraw.Draw(tile).text((2, 2 * side), f"p{predicted} t{true}", fill=255)
+        tile = Image.new("L", (TILE_WIDTH, size + 2 * CAPTION_LINE + 2), color=0)
+        tile.paste(Image.fromarray(picture.numpy()).resize((size, size)), ((TILE_WIDTH - size) // 2, 0))
+        draw = ImageDraw.Draw(tile)
+        for line, text in enumerate(misclassified_caption(true, predicted, names)):
+            draw.text((2, size + line * CAPTION_LINE), text, fill=255, font=font)
         tiles.append(torch.frombuffer(bytearray(tile.tobytes()), dtype=torch.uint8).reshape(1, tile.height, tile.width))
-    return torchvision.utils.make_grid(torch.stack(tiles).float() / 255, nrow=8, pad_value=0.5)
+    return torchvision.utils.make_grid(torch.stack(tiles).float() / 255, nrow=4, pad_value=0.5)
+
+
+def misclassified_caption(true, predicted, names):
+    """The two lines under a misclassified image: its class's name, and "as" the class it was taken for."""
+    return names[true], f"as {names[predicted]}"
 
 
 def gradient_agreement(model, loss_name, x, target):
@@ -93,14 +111,14 @@ def gradient_agreement(model, loss_name, x, target):
     to ~1e-13, and a wrong derivative stands out.
 
     Batch norm runs as in training (batch statistics; the copies' running statistics move, the model's do not).
-    Dropout is switched off in the copies: its masks would be random draws, which on a GPU differ between the two
-    (PyTorch's fused kernel draws its own), and its derivative is the mask itself.
+    Dropout and the CNN's random shifts are switched off in the copies: each copy would draw its own masks and
+    shifts (and on a GPU PyTorch's fused dropout kernel draws its own), and a mask's derivative is the mask itself.
     """
     grads = []
     for to, functional in (("manualbp", manualbp.functional), ("torch", torch.nn.functional)):
         twin = manualbp.convert(copy.deepcopy(model).double(), to=to)
         for module in twin.modules():
-            if isinstance(module, torch.nn.Dropout):
+            if isinstance(module, (torch.nn.Dropout, ShiftedImages)):
                 module.eval()
         output = twin(x.double())
         loss = (

@@ -15,20 +15,23 @@ def idx_bytes(tensor):
     return header + tensor.to(torch.uint8).numpy().tobytes()
 
 
-def synthetic_split(n, seed, noise=200):
+def synthetic_split(n, seed, noise=200, block=1):
     generator = torch.Generator().manual_seed(1234)  # the same templates for every split
-    templates = torch.rand(10, 28, 28, generator=generator) * 255
+    # templates of block×block squares of one value: shifted by a pixel or two, still the same template
+    templates = torch.rand(10, 28 // block, 28 // block, generator=generator) * 255
+    templates = templates.repeat_interleave(block, 1).repeat_interleave(block, 2)
     generator.manual_seed(seed)
     labels = torch.randint(0, 10, (n,), generator=generator)
     images = templates[labels] + noise * torch.randn(n, 28, 28, generator=generator)
     return images.clamp(0, 255).round(), labels
 
 
-def write_idx_dir(folder, n_train=400, n_test=200, gz=False, noise=200):
+def write_idx_dir(folder, n_train=400, n_test=200, gz=False, noise=200, block=1):
     """Write the four IDX files into ``folder``; return it. ``noise`` is the pixels' standard deviation around
-    their class template (whose pixels are uniform in [0, 255])."""
+    their class template (whose pixels are uniform in [0, 255], in squares of ``block``×``block``, 28 a multiple
+    of ``block``)."""
     os.makedirs(folder, exist_ok=True)
-    splits = {"train": synthetic_split(n_train, 1, noise), "t10k": synthetic_split(n_test, 2, noise)}
+    splits = {"train": synthetic_split(n_train, 1, noise, block), "t10k": synthetic_split(n_test, 2, noise, block)}
     for split, (images, labels) in splits.items():
         for kind, tensor in (("images-idx3", images), ("labels-idx1", labels)):
             name = os.path.join(folder, f"{split}-{kind}-ubyte")

@@ -43,7 +43,13 @@ def test_every_example_is_tested():
 @pytest.mark.slow
 def test_converted_vit_fine_tunes_with_the_gradients_of_the_unconverted_one():
     output = _run("convert_vit.py")
-    assert _number(r"converted (\d+) layers", output) == 7  # two blocks × (two Linear + one GELU), and the head
+    # each block: two LayerNorm, attention, two Linear, GELU and three Dropout; the patch embedding's Conv2d, the
+    # encoder's Dropout and LayerNorm, and the head's Linear; the attention's out_proj is a subclass, left alone
+    assert re.search(r"converted (\d+) layers .*\((.*)\) and (\d+) Sequential", output).groups() == (
+        "22",
+        "7 Dropout, 5 LayerNorm, 5 Linear, 2 MultiheadAttention, 2 GELU, 1 Conv2d",
+        "2",
+    )
     losses = [float(v) for v in re.search(r"fine-tuning losses: (.*)", output).group(1).split()]
     assert len(losses) == 10 and losses[-1] < losses[0]
     assert _number(r"largest gradient difference over the fine-tuning steps: (\S+)", output) < 1e-4

@@ -10,15 +10,17 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from test_train import events, scalar_values
 
 from manualbp_trainer import cli, explain, launch
-from manualbp_trainer.model import MODELS, build_cnn, cnn_parameter_count
+from manualbp_trainer.model import MODELS, ShiftedImages, build_cnn, cnn_parameter_count
 
 CNN = ["--model", "cnn", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def idx_dir(tmp_path_factory):
-    # less noise than test_train's files: pooled 3×3 features need cleaner templates than a Linear layer does
-    return write_idx_dir(str(tmp_path_factory.mktemp("idx")), noise=60)
+    # less noise than test_train's files: pooled 3×3 features need cleaner templates than a Linear layer does; and
+    # templates of 4×4 squares, which the CNN's random shifts of up to 2 pixels leave recognisable (pixel-sized
+    # noise templates shifted by 2 pixels are other patterns: the loss did not fall in 16 steps)
+    return write_idx_dir(str(tmp_path_factory.mktemp("idx")), noise=60, block=4)
 
 
 def run(tmp_path, idx_dir, *flags, name="run", stop=None):
@@ -58,8 +60,9 @@ def test_event_file_holds_the_first_conv_filters_and_conv_norms_but_no_mlp_pictu
     assert "weights/conv0.bias" not in tags["histograms"]  # the convolutions have none: BatchNorm's β is the bias
     filters = accumulator.Images("weights/first_conv_filters")
     assert [image.step for image in filters] == [8, 16]
-    # 32 filters of 3×3 drawn 8 times larger (24×24), 6 to a row with 2-pixel padding: 6 rows, 6 · 26 + 2 pixels
-    assert (filters[-1].width, filters[-1].height) == (158, 158)
+    # 32 filters of 3×3 drawn 16 times larger (48×48), 8 to a row with 2-pixel padding: 8 · 50 + 2 by 4 · 50 + 2
+    # pixels, about a TensorBoard card's width
+    assert (filters[-1].width, filters[-1].height) == (402, 202)
     assert "misclassified/test" in tags["images"]
     assert not [tag for tag in tags["images"] if tag.startswith("requests/") or tag == "weights/first_layer"]
     assert max(scalar_values(accumulator, "manualbp_vs_autograd/max_rel_diff")) < 1e-10  # in float64
@@ -80,7 +83,7 @@ def test_config_and_hparams_record_the_cnn_and_its_defaults(trained):
 
 def test_cnn_defaults_are_its_own_and_flags_override_them():
     config, _ = cli.config_from_args(cli.build_parser().parse_args(["--model", "cnn"]))
-    assert (config.model, config.epochs, config.lr, config.pictures) == ("cnn", 10, 0.05, False)
+    assert (config.model, config.epochs, config.lr, config.pictures) == ("cnn", 15, 0.05, False)
     config, _ = cli.config_from_args(cli.build_parser().parse_args(["--model", "cnn", "--epochs", "3"]))
     assert config.epochs == 3
 
@@ -239,3 +242,25 @@ def test_explain_refuses_a_cnn_run_in_one_line(capsys, trained):
         f"python -m manualbp_trainer.explain: error: {trained} is a --model cnn run: explain draws an MLP's neurons "
         "and follows the chain rule through its Linear layers; choose a run of --model mlp"
     ]
+
+
+def test_shifted_images_are_each_a_crop_of_the_edge_padded_image_within_shift_pixels():
+    images = torch.randn(200, 784, generator=torch.Generator().manual_seed(0))
+    shifter = ShiftedImages(side=28, shift=2)
+    torch.manual_seed(0)
+    shifted = shifter(images)
+    assert shifted.shape == (200, 1, 28, 28)
+    padded = torch.nn.functional.pad(images.reshape(200, 1, 28, 28), (2, 2, 2, 2), mode="replicate")
+    offsets = set()
+    for n in range(200):  # the one crop of the padded image that each shifted image is, bit for bit
+        (found,) = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(shifted[n, 0], padded[n, 0, 2 + dy : 30 + dy, 2 + dx : 30 + dx])
+        ]
+        offsets.add(found)
+    assert len(offsets) == 25  # every shift from -2 to 2 along both axes is drawn, (0, 0) among them
+    torch.manual_seed(0)
+    assert torch.equal(shifter(images), shifted)  # drawn from torch's generator: the seed repeats them
+    assert torch.equal(shifter.eval()(images), images.reshape(200, 1, 28, 28))  # evaluation: no shift

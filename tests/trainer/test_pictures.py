@@ -5,11 +5,12 @@ draws and prints what it claims or fails in one line."""
 import copy
 import os
 
+import matplotlib.text
 import pytest
 import torch
 from idx import write_idx_dir
 
-from manualbp_trainer import cli, explain, pictures
+from manualbp_trainer import cli, explain, pictures, summaries
 from manualbp_trainer.model import build_mlp
 
 
@@ -85,7 +86,33 @@ def test_figure_has_the_image_the_outputs_each_hidden_layer_and_the_weights_aske
     asked = pictures.requests(model, torch.randn(784), torch.tensor(2), "cross-entropy")
     figure = pictures.figure(torch.randn(784), 2, asked, hardest=4)
     assert len(figure.axes) == 1 + 2 + 2 + 4  # image, outputs and their nudges, two hidden layers, four weights
-    assert figure.axes[1].get_title().startswith("what the example asks of each output (target 2")
+    assert figure.axes[1].get_title().startswith("outputs (grey), nudges; C = ")
+    assert (figure.axes[1].get_ylabel(), figure.axes[2].get_ylabel()) == ("output aᴸ", "nudge −∂C/∂aᴸ")
+
+
+@pytest.mark.parametrize("names", [None, pictures.class_names("fashion-mnist")], ids=["digits", "garments"])
+def test_asks_figure_is_a_cards_width_with_9_point_type_or_larger_and_nothing_outside_it(names):
+    torch.manual_seed(0)
+    model = build_mlp([784, 512, 256, 10], "relu", None, "manual")
+    asked = pictures.requests(model, torch.randn(784), torch.tensor(6), "cross-entropy")
+    figure = pictures.figure(torch.randn(784), 6, asked, names)
+    figure.canvas.draw()
+    width, height = figure.canvas.get_width_height()
+    assert width == 400 and 400 <= height <= 500  # TensorBoard's cards are 335 px wide or more
+    texts = [t for t in figure.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
+    assert min(t.get_fontsize() for t in texts) >= 9  # 10 px at 80 dpi, 8 px or more on a 335 px card
+    assert figure.axes[0].get_title() == (names or "0123456789")[6]  # "Shirt" (or "6"), as the data set names it
+    # everything drawn (every title, tick label and axis label, the right axis's too) lies inside the picture
+    drawn = figure.get_tightbbox(figure.canvas.get_renderer())
+    assert drawn.x0 >= 0 and drawn.y0 >= 0 and drawn.x1 <= 5.0 and drawn.y1 <= height / 80  # inches, at 80 dpi
+
+
+def test_the_chain_rule_printout_puts_every_equals_sign_in_one_column():
+    factors = {"layer": 3, "row": 4, "column": 123, "dC/da": -0.5, "f'(z)": 1.0, "a_previous": 2.0}
+    factors.update(product=-1.0, manualbp=-1.0, autograd=-1.0, activation="none (logits)")
+    lines = pictures.format_chain_rule(factors).splitlines()[1:]
+    assert [line.split(" = ")[0].strip() for line in lines][:3] == ["∂C/∂a³_4", "f′(z³_4)", "a²_123"]
+    assert {line.rindex(" = ") for line in lines} == {len("  ∂C/∂w = the product")}  # the longest name's end
 
 
 def test_explain_prints_the_chain_rule_and_draws_the_figure(run_dir, tmp_path, capsys):
@@ -101,6 +128,7 @@ def test_explain_prints_the_chain_rule_and_draws_the_figure(run_dir, tmp_path, c
         if line.startswith("  ")
     }
     assert lines["manualbp's backward"] == pytest.approx(lines["autograd (torch.nn)"], rel=1e-5)
+    assert len({line.rindex(" = ") for line in printed.splitlines() if line.startswith("  ")}) == 1  # one column
 
 
 @pytest.mark.parametrize(
@@ -137,3 +165,21 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, argv, messa
     assert "continued" not in error[0]  # explain reads a run; it does not continue one
     assert (tmp_path / "existing.png").read_bytes() == b"keep me"
     assert os.listdir(run_dir)  # the run is untouched
+
+
+def test_misclassified_captions_name_the_classes_and_fit_their_tiles():
+    garments = pictures.class_names("fashion-mnist")
+    assert summaries.misclassified_caption(6, 0, garments) == ("Shirt", "as T-shirt/top")
+    assert summaries.misclassified_caption(4, 9, [str(c) for c in range(10)]) == ("4", "as 9")
+    font = summaries.ImageFont.load_default(size=summaries.CAPTION_SIZE)
+    widest = max(
+        font.getlength(line)
+        for t in range(10)
+        for p in range(10)
+        for line in summaries.misclassified_caption(t, p, garments)
+    )
+    assert widest <= summaries.TILE_WIDTH - 2  # "as T-shirt/top", the widest, 85 px of the tile's 100
+    images, labels = torch.randn(40, 784), torch.arange(40) % 10
+    grid = summaries.misclassified_grid(images, labels, (labels + 1) % 10, garments)
+    assert grid.shape == (3, 4 * (84 + 2 * 17 + 2 + 2) + 2, 4 * (100 + 2) + 2)  # 16 tiles, four to a row: 410 px
+    assert summaries.misclassified_grid(images, labels, labels, garments) is None  # none wrong, no picture

@@ -209,11 +209,12 @@ def test_fast_cross_entropy_runs_the_kernel_where_chosen(monkeypatch):
     # reference path within the kernel's bound
     z = logits((5, 123), torch.float64).requires_grad_()
     target = torch.tensor([0, 5, 122, 7, 9], device=DEVICE)
-    expected_loss = F.cross_entropy(z, target, label_smoothing=0.1)
+    weight = torch.rand(123, dtype=torch.float64).to(DEVICE) + 0.5  # weighted: see REFERENCE_ROUNDS_SMOOTHING
+    expected_loss = F.cross_entropy(z, target, weight, label_smoothing=0.1)
     (expected_grad,) = torch.autograd.grad(expected_loss, z)
     monkeypatch.setattr(kernels, "chosen_for", lambda tensor: True)
     monkeypatch.setattr(kernels, "cross_entropy", cross_entropy, raising=False)
-    loss, log_probs = fast.cross_entropy(z, target, None, -100, 0.1, "mean")
+    loss, log_probs = fast.cross_entropy(z, target, weight, -100, 0.1, "mean")
     assert log_probs is None  # the kernel's path: ℓ is never written
     (grad,) = torch.autograd.grad(loss, z)
     assert_within(loss, expected_loss, 8, expected_loss.abs())

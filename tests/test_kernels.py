@@ -7,6 +7,7 @@ arithmetic is the same (the element-wise t · f′ of ReLU, LeakyReLU, sigmoid a
 units of the dtype's machine epsilon ε, stated at each comparison, for float32 and float64.
 """
 
+import importlib
 import subprocess
 import sys
 import types
@@ -24,7 +25,7 @@ from manualbp.fast.kernels import activation, cross_entropy, norm, softmax  # no
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: through the interpreter
 DTYPES = [torch.float32, torch.float64]
-SHAPES = [(5, 123), (3, 1000), (1, 1)]
+SHAPES = [(5, 123), (1, 1), pytest.param((3, 1000), marks=pytest.mark.slow)]
 
 
 def assert_within(actual, expected, bound, scale):
@@ -55,7 +56,7 @@ CROSS_ENTROPY_OPTIONS = {
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("options", CROSS_ENTROPY_OPTIONS, ids=str)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("reduction", ["mean", "none", pytest.param("sum", marks=pytest.mark.slow)])
 def test_cross_entropy_kernel_loss_and_gradient_match_the_reference_within_8_eps(
     dtype, shape, options, reduction, request
 ):
@@ -166,7 +167,7 @@ def test_gelu_kernel_times_derivative_within_its_bound(kind, approximate, bound,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(5, 123), (3, 1000), (2, 3, 7)])
+@pytest.mark.parametrize("shape", [(5, 123), (2, 3, 7), pytest.param((3, 1000), marks=pytest.mark.slow)])
 def test_softmax_and_log_softmax_backward_kernels_within_4_eps_of_the_row_sum(shape, dtype):
     # Softmax.times_jacobian and LogSoftmax.gradients: one row sum each, in another order than torch's sum, so
     # within 4 ε · Σ_row |g| (the rounding a sum of the row can carry)
@@ -180,7 +181,8 @@ def test_softmax_and_log_softmax_backward_kernels_within_4_eps_of_the_row_sum(sh
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    ("shape", "normalized_shape"), [((5, 123), (123,)), ((3, 1000), (1000,)), ((2, 3, 4, 7), (4, 7))]
+    ("shape", "normalized_shape"),
+    [((5, 123), (123,)), ((2, 3, 4, 7), (4, 7)), pytest.param((3, 1000), (1000,), marks=pytest.mark.slow)],
 )
 def test_layer_norm_backward_kernel_within_8_eps_of_the_reference(shape, normalized_shape, dtype):
     # LayerNorm.backward: the mean, variance and both row sums in one kernel, each in another order than torch's,
@@ -221,6 +223,24 @@ def test_fast_cross_entropy_runs_the_kernel_where_chosen(monkeypatch):
     assert_within(grad, expected_grad, 8, expected_grad.abs().max())
 
 
+def test_without_triton_no_kernel_is_available_or_chosen(monkeypatch):
+    # the package's import-time check, made again where ``import triton`` fails as where it is not installed
+    monkeypatch.setitem(sys.modules, "triton", None)
+    importlib.reload(kernels)
+    try:
+        assert not kernels.AVAILABLE and not kernels.chosen_for(types.SimpleNamespace(is_cuda=True))
+        z = logits((5, 123), torch.float64)
+        target = torch.tensor([0, 5, 122, 7, 9], device=DEVICE)
+        loss, log_probs = fast.cross_entropy(z, target, None, -100, 0.1, "mean")
+        expected, expected_log_probs = autograd.CrossEntropyLoss.apply(z, target, None, -100, 0.1, "mean")
+        assert torch.equal(loss, expected) and torch.equal(log_probs, expected_log_probs)  # the reference's bits
+    finally:
+        monkeypatch.undo()
+        importlib.reload(kernels)
+    assert kernels.AVAILABLE
+
+
+@pytest.mark.slow
 def test_without_triton_the_fast_tier_takes_the_reference_path():
     # a fresh interpreter where triton cannot be imported: manualbp imports, chooses no kernel, and its cross-entropy
     # is the reference Function's, bit for bit

@@ -8,7 +8,7 @@ from torch.library import triton_op, wrap_triton
 from manualbp.autograd.cross_entropy import target_weight
 
 
-@triton.jit
+@triton.jit(debug=True)  # keeps the device_assert on targets: a bad index must not read past the row
 def cross_entropy_kernel(
     z_ptr,
     z_row_stride,
@@ -48,6 +48,8 @@ def cross_entropy_kernel(
             tl.store(grad_ptr + columns, tl.zeros([BLOCK], grad_ptr.dtype.element_ty), mask=columns < classes)
         tl.store(loss_ptr + row, 0.0)
         return
+    # on a GPU the targets are not read by the host, so no Python check saw them: the kernel asserts, as torch's do
+    tl.device_assert((target >= 0) & (target < classes), "cross_entropy: a class index is outside [0, classes)")
     z_target = tl.load(z_ptr + target).to(COMPUTE)  # half precision is computed in float32
     running_max = z_target  # any entry of the row starts the running maximum
     running_sum = tl.full([], 0.0, COMPUTE)  # Σ e^{z − m}

@@ -2,6 +2,12 @@ import os
 
 import pytest
 import torch
+
+# Without a GPU, the fast tier's Triton kernels are proven on CPU tensors through Triton's interpreter
+# (tests/test_kernels.py). triton.jit reads this when a kernel is defined, so it is set before anything imports
+# manualbp (and through it triton); torch itself does not import triton
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,12 +17,14 @@ plumbing:
   columns (the same terms in another order: held to a rounding bound, not to the bit).
 - ``cross_entropy.py``: ``target_range``, the cheapest read of the class-index targets, which decides whether
   cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs.
+- ``kernels/``: the derivations as Triton kernels, for CUDA tensors; ``cross_entropy`` below runs its kernel where
+  ``kernels.chosen_for`` says so, and the reference Function everywhere else (see ``kernels/__init__.py``).
 
 ``manualbp.functional`` (and through it ``manualbp.nn`` and ``convert``) calls these after checking its arguments.
 """
 
 from manualbp import autograd
-from manualbp.fast import sequential
+from manualbp.fast import kernels, sequential
 from manualbp.fast.call import Route, classic
 from manualbp.fast.conv import Conv2d
 from manualbp.fast.cross_entropy import target_range
@@ -37,7 +39,7 @@ sigmoid = Route(autograd.Sigmoid)
 tanh = Route(autograd.Tanh)
 gelu = Route(autograd.GELU)
 mse_loss = Route(autograd.MSELoss)
-cross_entropy = Route(autograd.CrossEntropyLoss)
+cross_entropy_reference = Route(autograd.CrossEntropyLoss)
 one_hot_cross_entropy = Route(autograd.OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
@@ -55,6 +57,17 @@ group_norm = Route(autograd.GroupNorm)
 embedding = Route(autograd.Embedding)
 scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 
+
+def cross_entropy(z, target, weight, ignore_index, label_smoothing, reduction):
+    """``(C, ℓ)`` as ``autograd.CrossEntropyLoss`` gives them; on a CUDA tensor with class-index targets, C and
+    ∂C/∂z come from one Triton kernel (``kernels.cross_entropy.CrossEntropy``) and ℓ, which it never writes, is
+    None. The caller (``manualbp.functional.cross_entropy``) reads only C."""
+    if kernels.chosen_for(z) and not target.is_floating_point():
+        loss = kernels.cross_entropy.CrossEntropy.apply(z, target, weight, ignore_index, label_smoothing, reduction)
+        return loss, None
+    return cross_entropy_reference(z, target, weight, ignore_index, label_smoothing, reduction)
+
+
 __all__ = [
     "ACTIVATIONS",
     "Conv2d",
@@ -67,6 +80,8 @@ __all__ = [
     "classic",
     "conv2d",
     "cross_entropy",
+    "cross_entropy_reference",
+    "kernels",
     "dropout",
     "embedding",
     "gelu",

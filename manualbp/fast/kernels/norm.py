@@ -1,0 +1,93 @@
+"""The layer-norm backward: the two row sums and the combination in one Triton kernel, as Liger's and llm.c's."""
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+PROGRAMS = 256  # at most this many programs, each taking a run of rows and one partial sum of ∂C/∂γ and ∂C/∂β
+
+
+@triton.jit
+def layer_norm_backward_kernel(
+    g_ptr,
+    x_ptr,
+    weight_ptr,
+    grad_x_ptr,
+    partial_weight_ptr,
+    partial_bias_ptr,
+    rows,
+    columns,
+    rows_per_program,
+    eps,
+    HAS_WEIGHT: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    r"""``LayerNorm.backward`` for ``rows`` examples of ``columns`` = N entries (the normalized shape, flattened),
+    one run of rows per program:
+
+        x̂ = (x − μ) r,  r = 1/√(σ² + ε)  (``LayerNorm.normalize``, σ² the biased variance, taken about μ)
+        ĝ = g ⊙ γ,  ∂C/∂x = (r/N)(N ĝ − Σ ĝ − x̂ Σ(ĝ ⊙ x̂))  (``LayerNorm.times_jacobian``)
+        ∂C/∂γ = Σ_examples g ⊙ x̂,  ∂C/∂β = Σ_examples g
+
+    μ, σ², Σ ĝ and Σ ĝ ⊙ x̂ are taken over the row held whole in one block (N ≤ ``BLOCK``); each program writes its
+    rows' share of the last two sums, which the launcher adds up.
+    """
+    program = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < columns
+    if HAS_WEIGHT:
+        weight = tl.load(weight_ptr + offsets, mask=inside, other=0.0).to(COMPUTE)
+    grad_weight = tl.zeros([BLOCK], COMPUTE)
+    grad_bias = tl.zeros([BLOCK], COMPUTE)
+    for i in range(0, rows_per_program):
+        row = program * rows_per_program + i
+        held = inside & (
+            tl.full([BLOCK], row, tl.int64) < rows
+        )  # the last program's run may pass the last row: g = 0 there adds nothing
+        start = row * columns
+        x = tl.load(x_ptr + start + offsets, mask=held, other=0.0).to(COMPUTE)
+        g = tl.load(g_ptr + start + offsets, mask=held, other=0.0).to(COMPUTE)
+        mean = tl.sum(x, 0) / columns
+        centred = tl.where(inside, x - mean, 0.0)
+        r = 1 / tl.sqrt(tl.sum(centred * centred, 0) / columns + eps)
+        x_hat = centred * r
+        g_hat = g * weight if HAS_WEIGHT else g  # ĝ = g ⊙ γ
+        grad_x = (r / columns) * (columns * g_hat - tl.sum(g_hat, 0) - x_hat * tl.sum(g_hat * x_hat, 0))
+        tl.store(grad_x_ptr + start + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=held)
+        grad_weight += g * x_hat
+        grad_bias += g
+    tl.store(partial_weight_ptr + program * columns + offsets, grad_weight, mask=inside)
+    tl.store(partial_bias_ptr + program * columns + offsets, grad_bias, mask=inside)
+
+
+@triton_op("manualbp::layer_norm_backward", mutates_args={})
+def layer_norm_backward(
+    grad_output: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, columns: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """∂C/∂x ``(*, *normalized_shape)``, ∂C/∂γ and ∂C/∂β (flattened, ``(N,)``, N = ``columns`` =
+    prod(normalized_shape)) from ∂C/∂y ``grad_output`` and the saved input x, as ``LayerNorm.backward``."""
+    grad_output, x = grad_output.contiguous(), x.contiguous()
+    rows = x.numel() // columns
+    programs = max(1, min(rows, PROGRAMS))
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    grad_x = torch.empty_like(x)
+    partial_weight = torch.empty(programs, columns, dtype=compute, device=x.device)
+    partial_bias = torch.empty(programs, columns, dtype=compute, device=x.device)
+    wrap_triton(layer_norm_backward_kernel)[(programs,)](
+        grad_output,
+        x,
+        x if weight is None else weight.contiguous(),  # never read without a weight: any pointer will do
+        grad_x,
+        partial_weight,
+        partial_bias,
+        rows,
+        columns,
+        triton.cdiv(rows, programs),
+        eps,
+        HAS_WEIGHT=weight is not None,
+        COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
+        BLOCK=triton.next_power_of_2(columns),
+    )
+    return grad_x, partial_weight.sum(0).to(x.dtype), partial_bias.sum(0).to(x.dtype)

@@ -1,7 +1,7 @@
 """The convolution's weight gradient as one matrix product over every example's columns."""
 
 import torch
-from torch.nn.functional import unfold
+from torch.nn.functional import pad
 
 from manualbp import autograd
 
@@ -17,7 +17,8 @@ class Conv2d(autograd.Conv2d):
 
         G = [g_1 … g_N]: (C_out/G, N · L),     Cols = [cols_1 … cols_N]: (N · L, C_in/G · kh · kw),
 
-    and ∂C/∂W_g = G Cols, one product whose sum over N · L runs inside the GEMM. The same terms summed in
+    and ∂C/∂W_g = G Cols, one product whose sum over N · L runs inside the GEMM (measured against the reference
+    and against ∂C/∂W as the convolution of x with g in BENCHMARKS.md, section 6). The same terms summed in
     another order: not the reference's bits, but within the rounding bound of a sum of N · L products
     (``tests/test_fast_conv.py``). ∂C/∂x, ∂C/∂b and the jvp are the reference's own, called unchanged.
     """
@@ -41,14 +42,18 @@ class Conv2d(autograd.Conv2d):
 
 def weight_gradient(grad_output, x, weight_shape, stride, padding, dilation, groups):
     """∂C/∂W_g = G Cols: ``autograd.Conv2d.weight_gradient``'s sum as one product per group over all N · L
-    columns. ``(C_out, C_in / groups, kh, kw)``."""
-    n = x.shape[0]
+    columns. ``(C_out, C_in / groups, kh, kw)``.
+
+    The columns are not built by ``unfold`` (im2col) and then laid side by side, two copies: each is a window of
+    the padded input, so ``Tensor.unfold`` gives them all as one view, windows: ``(N, C_in, H_out, W_out, kh,
+    kw)``, and ``einsum`` copies that view once into the operand of its one product, contracting over n and the
+    positions (h, w)."""
+    n, c_in = x.shape[:2]
     c_out, _, kh, kw = weight_shape
-    patch, positions = x.shape[1] // groups * kh * kw, grad_output.shape[2] * grad_output.shape[3]
-    cols = unfold(x, (kh, kw), dilation, padding, stride).reshape(n, groups, patch, positions)
-    # the columns of all examples side by side, (G, N · L, patch), and g likewise, (G, C_out/G, N · L): views
-    # when L = 1 (the deep layers where the per-example products cost most), one copy each otherwise
-    cols = cols.permute(1, 0, 3, 2).reshape(groups, n * positions, patch)
-    g = grad_output.reshape(n, groups, c_out // groups, positions).permute(1, 2, 0, 3)
-    g = g.reshape(groups, c_out // groups, n * positions)
-    return torch.matmul(g, cols).reshape(weight_shape)
+    h_out, w_out = grad_output.shape[2:]
+    padded = pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    # window (h, w) spans d·(k − 1) + 1 rows and columns from (h·s, w·s); every d-th of them is read
+    windows = padded.unfold(2, dilation[0] * (kh - 1) + 1, stride[0]).unfold(3, dilation[1] * (kw - 1) + 1, stride[1])
+    windows = windows[..., :: dilation[0], :: dilation[1]].reshape(n, groups, c_in // groups, h_out, w_out, kh, kw)
+    g = grad_output.reshape(n, groups, c_out // groups, h_out, w_out)
+    return torch.einsum("ngohw,ngchwij->gocij", g, windows).reshape(weight_shape)

@@ -1,7 +1,7 @@
 """The convolution's weight gradient as one matrix product over every example's columns."""
 
 import torch
-from torch.nn.functional import pad
+from torch.nn.functional import conv2d, pad
 
 from manualbp import autograd
 
@@ -17,9 +17,11 @@ class Conv2d(autograd.Conv2d):
 
         G = [g_1 … g_N]: (C_out/G, N · L),     Cols = [cols_1 … cols_N]: (N · L, C_in/G · kh · kw),
 
-    and ∂C/∂W_g = G Cols, one product whose sum over N · L runs inside the GEMM (measured against the reference
-    and against ∂C/∂W as the convolution of x with g in BENCHMARKS.md, section 6). The same terms summed in
-    another order: not the reference's bits, but within the rounding bound of a sum of N · L products
+    and ∂C/∂W_g = G Cols, one product whose sum over N · L runs inside the GEMM. Where each example has more than
+    a few positions, the same sum runs faster as a convolution of x with g (examples as channels, g as the
+    kernel), which PyTorch's convolution kernel takes over all examples at once too; ``weight_gradient`` picks the
+    form by the number of positions, as measured (BENCHMARKS.md, section 6). Either way the same terms are summed
+    in another order: not the reference's bits, but within the rounding bound of a sum of N · L products
     (``tests/test_fast_conv.py``). ∂C/∂x, ∂C/∂b and the jvp are the reference's own, called unchanged.
     """
 
@@ -40,9 +42,25 @@ class Conv2d(autograd.Conv2d):
         return grad_x, grad_weight, grad_bias, *options
 
 
+# up to this many output positions per example the one product over windows is the faster form (resnet18's last
+# stage at batch 16, one position: 5.6 ms against 19 ms for the convolution, 371 ms for the reference); beyond it
+# the convolution of x with g (four positions: 11 ms against 35 ms; sixteen: 6.2 against 11.6 ms). One thread,
+# interleaved rounds; BENCHMARKS.md, section 6.
+FEW_POSITIONS = 1
+
+
 def weight_gradient(grad_output, x, weight_shape, stride, padding, dilation, groups):
-    """∂C/∂W_g = G Cols: ``autograd.Conv2d.weight_gradient``'s sum as one product per group over all N · L
-    columns. ``(C_out, C_in / groups, kh, kw)``.
+    """∂C/∂W = Σ_n Σ_l g colsᵀ, ``autograd.Conv2d.weight_gradient``'s sum, in the faster of two forms that each
+    sum over every example and position at once. ``(C_out, C_in / groups, kh, kw)``."""
+    # the convolution takes one group, and with no examples it would have no channels to sum over
+    many_positions = grad_output.shape[2] * grad_output.shape[3] > FEW_POSITIONS
+    if groups == 1 and x.shape[0] > 0 and many_positions:
+        return weight_gradient_as_convolution(grad_output, x, weight_shape, stride, padding, dilation)
+    return weight_gradient_over_windows(grad_output, x, weight_shape, stride, padding, dilation, groups)
+
+
+def weight_gradient_over_windows(grad_output, x, weight_shape, stride, padding, dilation, groups):
+    """∂C/∂W_g = G Cols, one product per group over all N · L columns.
 
     The columns are not built by ``unfold`` (im2col) and then laid side by side, two copies: each is a window of
     the padded input, so ``Tensor.unfold`` gives them all as one view, windows: ``(N, C_in, H_out, W_out, kh,
@@ -57,3 +75,14 @@ def weight_gradient(grad_output, x, weight_shape, stride, padding, dilation, gro
     windows = windows[..., :: dilation[0], :: dilation[1]].reshape(n, groups, c_in // groups, h_out, w_out, kh, kw)
     g = grad_output.reshape(n, groups, c_out // groups, h_out, w_out)
     return torch.einsum("ngohw,ngchwij->gocij", g, windows).reshape(weight_shape)
+
+
+def weight_gradient_as_convolution(grad_output, x, weight_shape, stride, padding, dilation):
+    """∂C/∂W[o, c, i, j] = Σ_n Σ_(h, w) g[n, o, h, w] x_padded[n, c, i·d + h·s, j·d + w·s]: a convolution of x with
+    g, the examples n playing the channels, g the kernel (its taps s apart: the forward pass's stride is this
+    one's dilation, and its dilation this one's stride). One group only."""
+    _, _, kh, kw = weight_shape
+    # (C_in, N, H, W) ⋆ (C_out, N, H_out, W_out) → (C_in, C_out, ≥ kh, ≥ kw): rows and columns past the kernel are
+    # the positions that the forward pass's last stride step left unread
+    grad_weight = conv2d(x.transpose(0, 1), grad_output.transpose(0, 1), None, dilation, padding, stride)
+    return grad_weight[:, :, :kh, :kw].transpose(0, 1).contiguous()

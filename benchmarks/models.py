@@ -12,6 +12,7 @@ random batch: forward in training mode, cross-entropy, backward, SGD with moment
   position predicts a token.
 """
 
+import argparse
 import os
 import sys
 
@@ -25,6 +26,10 @@ import step  # noqa: E402
 import manualbp  # noqa: E402
 from manualbp import functional as manual_functional  # noqa: E402
 
+MODELS = {  # name → the table's description
+    "resnet18": "torchvision resnet18(num_classes=10), 3 × 32 × 32",
+    "transformer": "Embedding + 2-layer TransformerEncoder (d 128, 4 heads, ff 512) + Linear, sequence 64",
+}
 BATCH = 16
 QUICK_BATCH = 2
 VOCABULARY, SEQUENCE = 1000, 64
@@ -79,16 +84,8 @@ def model_list(text):
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in MODELS]
     if not names or unknown:
-        raise _harness.argparse.ArgumentTypeError(
-            f"expected a comma-separated list of {', '.join(MODELS)}, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(MODELS)}, got {text!r}")
     return names
-
-
-MODELS = {
-    "resnet18": "torchvision resnet18(num_classes=10), 3 × 32 × 32",
-    "transformer": "Embedding + 2-layer TransformerEncoder (d 128, 4 heads, ff 512) + Linear, sequence 64",
-}
 
 
 def main(argv=None):

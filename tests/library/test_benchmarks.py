@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import cnn  # noqa: E402
 import epoch  # noqa: E402
 import memory  # noqa: E402
+import models  # noqa: E402
 import speedrun  # noqa: E402
 import step  # noqa: E402
 
@@ -51,6 +52,8 @@ def _table_rows(output):
         (speedrun, ["--data-dir", "{missing}"], "is not a folder: pass the folder holding the four IDX files"),
         (speedrun, ["--data-dir", "{idx}", "--batch-size", "0"], "argument --batch-size: expected a positive int"),
         (speedrun, ["--data-dir", "{idx}", "--target", "98"], "argument --target: expected an accuracy in (0, 1]"),
+        (models, ["--models", "resnet18,vgg"], "argument --models: expected a comma-separated list of resnet18"),
+        (models, ["--rounds", "0"], "argument --rounds: expected a positive int, got '0'"),
     ],
 )
 def test_benchmarks_refuse_bad_input_with_exit_2_before_measuring(capsys, tmp_path, script, argv, message):
@@ -120,6 +123,15 @@ def test_cnn_benchmark_prints_a_ratio_and_saved_bytes_for_every_quick_batch_and_
     assert [row.split(" | ")[0] for row in rows] == [f"| {batch}" for batch in cnn.QUICK_BATCHES]
     assert all(re.search(RATIO, row) for row in rows)
     assert "Top operators, `--layers manual`" in output and "Top operators, `--layers torch`" in output
+
+
+@pytest.mark.slow
+def test_models_benchmark_prints_a_ratio_for_each_converted_model_and_a_profile():
+    output = _run("models.py", "--profile")
+    rows = _table_rows(output)
+    assert [row.split(" | ")[0] for row in rows] == [f"| {models.MODELS[name]}" for name in models.MODELS]
+    assert all(re.search(RATIO, row) for row in rows)
+    assert "Top operators, resnet18, `manual`" in output and "Top operators, transformer, `torch`" in output
 
 
 @pytest.mark.parametrize("batch_size", [1, 16])

@@ -15,6 +15,7 @@ from torch.nn.functional import conv2d, unfold
 import manualbp.autograd as A
 import manualbp.functional as F
 from manualbp import fast
+from manualbp.fast import conv as fast_conv
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -27,6 +28,7 @@ CASES = {
     "one_position_grouped": ((4, 6, 2, 2), (6, 2, 2, 2), (1, 1), (0, 0), (1, 1), 3),
     "depthwise": ((3, 3, 5, 5), (3, 1, 3, 3), (1, 1), (1, 1), (1, 1), 3),
     "pointwise_strided": ((5, 8, 6, 6), (4, 8, 1, 1), (2, 2), (0, 0), (1, 1), 1),
+    "dilated_strided_unequal": ((2, 3, 9, 8), (4, 3, 3, 2), (2, 1), (1, 2), (2, 1), 1),
     "empty_batch": ((0, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0), (1, 1), 1),
 }
 
@@ -69,6 +71,21 @@ def test_fast_conv2d_weight_gradient_is_the_references_within_the_rounding_bound
     difference = (fast_weight_grad - reference_weight_grad).abs().double()
     bound = _rounding_bound(x, weight.shape, arguments, g)
     assert (difference <= bound).all(), (difference - bound).max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", [case for case in CASES if CASES[case][5] == 1 and CASES[case][0][0] > 0])
+@pytest.mark.parametrize("form", ["over_windows", "as_convolution"])
+def test_both_forms_of_the_weight_gradient_are_the_references_within_the_rounding_bound(form, case, dtype):
+    # weight_gradient picks one form by the number of positions: each is held to the bound on every shape
+    x, weight, bias, arguments, g = _inputs(case, dtype)
+    if form == "over_windows":
+        got = fast_conv.weight_gradient_over_windows(g, x, weight.shape, *arguments)
+    else:  # one group only: the arguments without groups
+        got = fast_conv.weight_gradient_as_convolution(g, x, weight.shape, *arguments[:3])
+    expected = A.Conv2d.weight_gradient(g, x, weight.shape, *arguments)
+    assert got.dtype == dtype and got.shape == weight.shape and got.is_contiguous()
+    assert ((got - expected).abs().double() <= _rounding_bound(x, weight.shape, arguments, g)).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

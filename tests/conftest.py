@@ -4,7 +4,7 @@ import pytest
 import torch
 
 # Without a GPU, the fast tier's Triton kernels are proven on CPU tensors through Triton's interpreter
-# (tests/test_kernels.py). triton.jit reads this when a kernel is defined, so it is set before anything imports
+# (tests/library/test_kernels.py). triton.jit reads this when a kernel is defined, so it is set before anything imports
 # manualbp (and through it triton); torch itself does not import triton
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -1,8 +1,8 @@
 """Triton kernels for the GPU: the reference tier's derivations written once more, each as one kernel.
 
 Each kernel's docstring names the reference Function and method it computes and writes the same formula; each is
-tested against that method (``tests/test_kernels.py``): on a machine without a GPU, on CPU tensors through Triton's
-interpreter (``TRITON_INTERPRET=1``, set before triton is imported).
+tested against that method (``tests/library/test_kernels.py``): on a machine without a GPU, on CPU tensors through
+Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported).
 
 - ``cross_entropy.py``: the loss and ∂C/∂z in one pass over each row of logits (``CrossEntropyLoss.gradients``),
   class indices with ``ignore_index``, label smoothing and class weights;

@@ -240,7 +240,8 @@ def target_distribution(target, weight, ignore_index, label_smoothing, log_probs
     picked = ((1 - label_smoothing) * target_weight(target, weight, ignore_index, log_probs)).unsqueeze(1)
     q = torch.zeros_like(log_probs).scatter(1, target.where(keep.squeeze(1), 0).unsqueeze(1), picked)
     if label_smoothing > 0:
-        q = q + (label_smoothing / classes) * class_weight * keep
+        # the mask as the logits' dtype: a product with the bool mask itself would be float32 when unweighted
+        q = q + (label_smoothing / classes) * class_weight * keep.to(q.dtype)
     return q
 
 

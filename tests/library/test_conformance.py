@@ -206,7 +206,7 @@ UNSUPPORTED = {
             lambda args, kwargs: kwargs.get("dropout_p", 0.0) > 0,
             "dropout_p > 0: manualbp draws its own dropout mask (torch.bernoulli_ on the weights' shape), not the "
             "one torch's attention kernels draw, so the values differ by the random draw; the backward with a "
-            "dropout mask is gradchecked with a fixed mask in test_transformer_layers.py",
+            "dropout mask is gradchecked with a fixed mask in test_attention.py",
         ),
     ],
     "linear": [
@@ -659,19 +659,19 @@ def test_converted_module_raises_torchs_exception_types_on_its_moduleinfo_error_
 
 # Heavy OpInfos: max_pool2d samples 1,440 inputs, attention's reach (4, 4, 3, 8) and larger (gradgradcheck of every
 # third took about 9 minutes on two cores), the convolutions' and poolings' take seconds each. The default run
-# gradchecks the light ops at every third sample and leaves these to the slow set (test_cnn_layers.py and
-# test_transformer_layers.py gradcheck them on small shapes by default); the slow set takes every sample and its
+# gradchecks the light ops at every third sample and leaves these to the slow set (test_conv.py, test_pooling.py and
+# test_attention.py gradcheck them on small shapes by default); the slow set takes every sample and its
 # non-contiguous twin, but only every n-th sample of these, to stay within CI's time
 SLOW_GRADCHECK = {"scaled_dot_product_attention": None, "max_pool2d": 10, "conv2d": 2}
 SLOW_GRADCHECK |= {"conv1d": 1, "avg_pool2d": 1, "adaptive_avg_pool2d": 1}
 # group norm's every sample with its twin took 4.5 minutes on two cores (gradgradcheck of (5, 5, 5) inputs with
-# γ and β), every second one without twins 70 s; by default it is gradchecked on small shapes in test_cnn_layers.py
+# γ and β), every second one without twins 70 s; by default it is gradchecked on small shapes in test_normalization.py
 SLOW_GRADCHECK |= {"group_norm": 2}
 # None: not gradchecked on its OpInfo samples at all. Attention's samples are random draws with values up to 9, so
 # logits up to ~100, and finite differences of its second derivatives then fall short of atol 1e-8 for some draws
 # at any one step (a float-mask sample fails at a step of 1e-6 and passes at 1e-4 or at atol 1e-7; other draws fail
 # at 1e-4). Its outputs and gradients are compared with torch's on every sample above, and it is gradchecked, first
-# and second order with forward AD, at the tight tolerance on small shapes in test_transformer_layers.py
+# and second order with forward AD, at the tight tolerance on small shapes in test_attention.py
 
 
 def _assert_gradcheck_and_gradgradcheck(name, device, every):

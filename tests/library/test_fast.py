@@ -3,7 +3,8 @@
 The fast tier (``manualbp.fast``) derives nothing; these tests prove that each of its routes (the classic-form
 call, the fused Linear + activation node, the fusing Sequential, the one-hot cross-entropy) computes exactly what
 the reference Functions (``manualbp.autograd``, called by ``Function.apply``) compute, in float32 and float64,
-over shapes drawn by hypothesis. The tests against PyTorch's autograd are in test_parity.py and test_gradcheck.py.
+over shapes drawn by hypothesis. The tests against PyTorch's autograd are in each layer family's file
+(test_linear.py, test_activation.py, ...).
 """
 
 import pytest

@@ -1,9 +1,11 @@
 """The whole network as one Function (``manualbp.autograd.MLP``): the textbook backprop loop gives the per-layer
-Functions' results to the bit, autograd's within rounding, and passes gradcheck/gradgradcheck with forward AD."""
+Functions' results to the bit, autograd's within rounding, and passes gradcheck/gradgradcheck with forward AD; and
+manualbp.check's MLP case against PyTorch's autograd."""
 
 import pytest
 import torch
 from conftest import is_manualbp_node
+from helpers import assert_case_bitwise_on_cpu, assert_case_within_tolerance, cases
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
@@ -142,3 +144,22 @@ def test_mlp_under_torch_func_and_compile():
 def test_mlp_rejects_bad_layers_with_a_message(arguments, error, message):
     with pytest.raises(error, match=message):
         F.mlp(torch.randn(2, 5), *arguments)
+
+
+def test_mlp_refuses_an_input_that_is_not_a_tensor_by_name():
+    with pytest.raises(TypeError, match=r"^mlp: input must be a Tensor, got NoneType$"):
+        F.mlp(None, [torch.randn(3, 4)], [None], [None])
+
+
+# ---- parity with PyTorch over manualbp.check's cases ----
+
+
+@pytest.mark.parametrize("case", cases("mlp"))
+def test_float32_forward_and_grads_match_autograd_bitwise_on_cpu(case):
+    assert_case_bitwise_on_cpu(case, not_bitwise={})
+
+
+@pytest.mark.parametrize("case", cases("mlp"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_and_grads_match_autograd_within_tolerance(case, device, dtype):
+    assert_case_within_tolerance(case, device, dtype)

@@ -7,7 +7,7 @@ the closed form with both. Then each Function: its ctx-free ``gradients`` and ``
 to the bit; its outputs (PyTorch's kernels) are PyTorch's to the bit and its gradients match PyTorch's with
 ``assert_close`` (running statistics included); gradcheck and gradgradcheck at atol 1e-8 / rtol 1e-6 with forward
 AD; and the argument checks. The gradients are never compared bit for bit with PyTorch's: its fused kernels sum in
-another order (``tests/library/test_parity.py`` holds them to 4 ulps of the largest entry).
+another order (the parity tests below hold them to 4 ulps of the largest entry).
 """
 
 import copy
@@ -17,38 +17,27 @@ import re
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
-from conftest import assert_grad_and_gradgrad, is_manualbp_node
+from conftest import is_manualbp_node
+from helpers import (
+    DOUBLE,
+    TF,
+    assert_case_bitwise_on_cpu,
+    assert_case_within_tolerance,
+    assert_grad_and_gradgrad,
+    assert_matches_torch,
+    assert_module_matches_torch_in_train_and_eval,
+    assert_module_outputs_and_grads,
+    assert_row_within_ulps,
+    cases,
+    leaf,
+    module_pair,
+)
+from helpers import leaves as _leaves
 
+import manualbp
 import manualbp.autograd as A
 import manualbp.functional as F
 from manualbp.autograd.normalization import normalize, times_jacobian
-
-TF = torch.nn.functional
-DOUBLE = torch.float64
-
-
-def _leaves(*tensors):
-    return tuple(None if t is None else t.detach().requires_grad_() for t in tensors)
-
-
-def _outputs_and_grads(fn, inputs):
-    """fn's output and the gradients of a random upstream gradient (not ``.sum()``) for every input needing one."""
-    output = fn(*inputs)
-    g = torch.randn_like(output)
-    wanted = [t for t in inputs if t is not None and t.requires_grad]
-    return output, torch.autograd.grad(output, wanted, g)
-
-
-def _compare(ours, theirs, inputs):
-    """The outputs bit for bit (both are PyTorch's kernels), the gradients within ``assert_close``'s tolerance."""
-    torch.manual_seed(1)
-    output, grads = _outputs_and_grads(ours, inputs)
-    torch.manual_seed(1)
-    expected_output, expected_grads = _outputs_and_grads(theirs, inputs)
-    torch.testing.assert_close(output, expected_output, rtol=0, atol=0, equal_nan=True)
-    for grad, expected in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(grad, expected)
-
 
 # ---- the ladder: every intermediate, then the closed form ----
 
@@ -234,10 +223,11 @@ def _normalization_inputs(shape, has_weight, has_bias, dtype):
 def test_batch_norm_output_and_running_statistics_are_torchs_and_grads_match(shape, training, affine, dtype):
     running = [torch.randn(shape[1], dtype=dtype), torch.rand(shape[1], dtype=dtype) + 0.5]
     ours_running, torch_running = copy.deepcopy(running), copy.deepcopy(running)
-    _compare(
+    assert_matches_torch(
         lambda x, w, b: F.batch_norm(x, *ours_running, w, b, training, 0.3, 1e-3),
         lambda x, w, b: TF.batch_norm(x, *torch_running, w, b, training, 0.3, 1e-3),
         _normalization_inputs(shape, affine, affine, dtype),
+        bitwise=False,
     )
     for ours, theirs in zip(ours_running, torch_running, strict=True):
         assert torch.equal(ours, theirs)
@@ -281,10 +271,11 @@ def test_group_norm_output_is_torchs_and_grads_match_torchs(case, affine, dtype)
     shape, num_groups = GROUP_NORM[case]
     inputs = _group_norm_inputs(shape, affine, dtype)
     assert is_manualbp_node(F.group_norm(inputs[0], num_groups, *inputs[1:]).grad_fn, "GroupNorm")
-    _compare(
+    assert_matches_torch(
         lambda x, w, b: F.group_norm(x, num_groups, w, b, 1e-3),
         lambda x, w, b: TF.group_norm(x, num_groups, w, b, 1e-3),
         inputs,
+        bitwise=False,
     )
 
 
@@ -380,10 +371,11 @@ def _layer_norm_inputs(shape, normalized_shape, affine, bias, dtype):
 def test_layer_norm_outputs_and_grads_match_torch(shape, normalized_shape, affine, bias, dtype):
     x, weight, b = _layer_norm_inputs(shape, normalized_shape, affine, bias, dtype)
     assert is_manualbp_node(F.layer_norm(x, normalized_shape, weight, b).grad_fn, "LayerNorm")
-    _compare(
+    assert_matches_torch(
         lambda *t: F.layer_norm(t[0], normalized_shape, *t[1:], eps=1e-5),
         lambda *t: TF.layer_norm(t[0], normalized_shape, *t[1:], eps=1e-5),
         (x, weight, b),
+        bitwise=False,
     )
 
 
@@ -400,3 +392,70 @@ def test_layer_norm_rejects_a_shape_that_does_not_end_the_input():
         F.layer_norm(torch.randn(2, 3), (4,))
     with pytest.raises(RuntimeError, match="expected weight to be of shape"):
         F.layer_norm(torch.randn(2, 3), 3, torch.ones(2))
+
+
+# ---- parity with PyTorch over manualbp.check's cases ----
+
+# Where the arithmetic differs, why, and so why these rows are bounded rather than bitwise.
+NOT_BITWISE = {
+    ("LayerNorm", "grad x"): "native_layer_norm_backward sums and scales in its own order (a fused kernel)",
+    ("LayerNorm", "grad weight"): "the sums Σ g·x̂ run over the rows in another order",
+    ("LayerNorm", "grad bias"): "as the weight: Σ g in another order",
+    ("GroupNorm", "grad x"): "native_group_norm_backward sums and scales in its own order (a fused kernel)",
+    ("GroupNorm", "grad weight"): "the sums Σ g·x̂ run over the examples and positions in another order",
+    ("GroupNorm", "grad bias"): "as the weight: Σ g in another order",
+    ("BatchNorm2d(training)", "grad x"): "native_batch_norm_backward sums and scales in its own order (a fused kernel)",
+    ("BatchNorm2d(training)", "grad weight"): "the sums Σ g·x̂ run over the examples and positions in another order",
+    ("BatchNorm2d(training)", "grad bias"): "as the weight: Σ g in another order",
+}
+
+
+@pytest.mark.parametrize("case", cases("normalization"))
+def test_float32_forward_and_grads_match_autograd_bitwise_on_cpu(case):
+    assert_case_bitwise_on_cpu(case, NOT_BITWISE)
+
+
+@pytest.mark.parametrize("key", NOT_BITWISE, ids=" ".join)
+def test_float32_rows_that_cannot_be_bitwise_stay_within_a_few_ulps(key):
+    assert_row_within_ulps(key, NOT_BITWISE[key])
+
+
+@pytest.mark.parametrize("case", cases("normalization"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_and_grads_match_autograd_within_tolerance(case, device, dtype):
+    assert_case_within_tolerance(case, device, dtype)
+
+
+# ---- the modules ----
+
+MODULES = [
+    (torch.nn.BatchNorm1d, manualbp.nn.BatchNorm1d, (3,), {}, (5, 3)),
+    (torch.nn.BatchNorm1d, manualbp.nn.BatchNorm1d, (3,), {"momentum": None}, (5, 3, 4)),
+    (torch.nn.BatchNorm2d, manualbp.nn.BatchNorm2d, (3,), {"affine": False}, (4, 3, 2, 2)),
+    (torch.nn.BatchNorm2d, manualbp.nn.BatchNorm2d, (3,), {"track_running_stats": False}, (4, 3, 2, 2)),
+    (torch.nn.GroupNorm, manualbp.nn.GroupNorm, (2, 6), {}, (3, 6, 4, 4)),
+    (torch.nn.GroupNorm, manualbp.nn.GroupNorm, (3, 6), {"eps": 1e-3, "bias": False}, (3, 6, 5)),
+    (torch.nn.GroupNorm, manualbp.nn.GroupNorm, (2, 6), {}, (3, 6)),
+    (torch.nn.GroupNorm, manualbp.nn.GroupNorm, (6, 6), {"affine": False}, (3, 6, 4)),
+]
+
+
+@pytest.mark.parametrize(
+    "torch_class, manual_class, args, kwargs, shape", MODULES, ids=lambda v: getattr(v, "__name__", None)
+)
+def test_module_has_torchs_init_and_state_and_matches_it_in_train_and_eval(
+    torch_class, manual_class, args, kwargs, shape
+):
+    assert_module_matches_torch_in_train_and_eval(torch_class, manual_class, args, kwargs, shape)
+
+
+def test_the_layer_norm_module_matches_torch():
+    builtin, manual = module_pair(torch.nn.LayerNorm, (3, 4))
+    assert_module_outputs_and_grads(builtin, manual, [leaf(2, 3, 4)])
+    assert type(manual).__module__.startswith("manualbp.nn.")
+
+
+def test_functional_checks_raise_torchs_exception_types_with_clear_messages():
+    x = torch.randn(1, 3, 5, 5)
+    with pytest.raises(RuntimeError, match="running_mean and running_var"):
+        F.batch_norm(x, None, None, training=False)

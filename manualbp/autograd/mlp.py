@@ -68,7 +68,13 @@ class MLP(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, activations, *parameters = inputs
         a, *intermediates = output
-        ctx.save_for_backward(x, *parameters[::2], a, *intermediates)
+        # the output aᴸ only for its activation's f′: logits (no activation) are no layer's input, and keeping them
+        # would save more for the backward than the layers one by one do
+        # and W¹ only for ∂C/∂x = δ¹ W¹, as Linear keeps it: the other weights carry δ down to the layer below
+        weights = [
+            weight if layer > 0 or ctx.needs_input_grad[0] else None for layer, weight in enumerate(parameters[::2])
+        ]
+        ctx.save_for_backward(x, *weights, a if activations[-1] is not None else None, *intermediates)
         # the jvp runs the layers again beside the tangents (forward mode is one pass, so it keeps nothing)
         ctx.save_for_forward(x, *parameters)
         ctx.activations = activations

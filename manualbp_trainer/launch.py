@@ -109,7 +109,8 @@ def _lock(run_dir, lock):
     """Hold an exclusive lock on ``run_dir`` (rank 0 does, under torchrun) in ``lock`` (an ExitStack), or refuse
     in one line: two processes training one run would both write its checkpoint and its events. The lock is the
     kernel's (flock) on the open directory: a process that is killed, even by kill -9, leaves it free."""
-    if distributed.rank_and_world_size()[0] != 0 or not os.path.isdir(run_dir):  # checkpoint.load says it is missing
+    # the rank torchrun gave (the process group may not be joined yet: a resume locks before it is)
+    if int(os.environ.get("RANK", "0")) != 0 or not os.path.isdir(run_dir):  # checkpoint.load says it is missing
         return
     descriptor = os.open(run_dir, os.O_RDONLY | os.O_CLOEXEC)
     lock.callback(os.close, descriptor)

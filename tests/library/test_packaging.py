@@ -32,11 +32,13 @@ def test_the_library_depends_on_torch_alone_and_the_trainer_on_its_extra():
     assert sorted(extra) == list(TRAINER_ONLY)
 
 
+@pytest.mark.slow  # a child Python that imports torch: seconds
 def test_manualbp_imports_without_the_trainers_packages():
     result = run_without_the_trainers_packages("import manualbp, manualbp.nn, manualbp.functional, manualbp.fast")
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # a child Python that imports torch: seconds
 def test_the_trainer_does_need_them():  # so the test above would fail if the library imported one of them
     result = run_without_the_trainers_packages("import manualbp_trainer.loop")
     assert result.returncode == 1 and "ModuleNotFoundError: import of " in result.stderr

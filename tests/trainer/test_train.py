@@ -161,6 +161,7 @@ def test_every_flag_is_described():
         assert len(described) >= 10, (action.option_strings, action.help)
 
 
+@pytest.mark.slow  # a child Python that imports torch: seconds
 def test_help_imports_none_of_torchvision_tensorboard_or_matplotlib():
     code = (
         "import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "

@@ -145,6 +145,7 @@ def test_double_backward_gradient_penalty():
     run_both(run, torch.float64)
 
 
+@pytest.mark.slow  # compiles or exports a model: seconds
 def test_torch_compile_fullgraph():
     x, y = make_batch()
     torch.compiler.reset()
@@ -176,6 +177,7 @@ def test_torch_export_and_run_the_exported_program(strict):
     run_both(run)
 
 
+@pytest.mark.slow  # compiles or exports a model: seconds
 def test_onnx_export_dynamo_run_by_onnxruntime(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")

@@ -141,6 +141,7 @@ def test_cnn_parameter_count_is_counted_without_building_the_model():
     )
 
 
+@pytest.mark.slow  # two CNN runs and a resumed one per case: seconds each
 @pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "at-epoch-boundary"])
 def test_interrupted_then_resumed_cnn_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, idx_dir, stop_at):
     """BatchNorm's running statistics are in the model's state_dict; Dropout's masks come from torch's global

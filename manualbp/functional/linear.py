@@ -81,7 +81,8 @@ def mlp(input, weights, biases, activations):
     return output if input.dim() == 2 else output.reshape(*input.shape[:-1], width)
 
 
-LOSSES = ("cross-entropy", "mse")
+# the losses mlp_loss takes, by name, as the two-node path computes them
+LOSSES = {"cross-entropy": cross_entropy, "mse": mse_loss}
 
 
 def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy", return_output=False):
@@ -137,7 +138,7 @@ def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy", 
         # no gradient to compute (the node would compute them: inside a Function, grad mode is always off), or a
         # mode the node cannot take: the network's node and the loss's
         output = fast.mlp(rows, activations, *parameters)[0]
-        value = cross_entropy(output, target) if loss == "cross-entropy" else mse_loss(output, target)
+        value = LOSSES[loss](output, target)
         output = output.detach()
     else:
         if loss == "mse" and target.dtype is not input.dtype:

@@ -75,7 +75,7 @@ class MLP(Sequential):
         the output detached. See ``manualbp.functional.mlp_loss``."""
         if self._module_by_module(input) and loss in LOSSES:
             output = super().forward(input)
-            value = F.cross_entropy(output, target) if loss == "cross-entropy" else F.mse_loss(output, target)
+            value = LOSSES[loss](output, target)
             return (value, output.detach()) if return_output else value
         return F.mlp_loss(input, target, *self._parameters_by_layer(), self.activations, loss, return_output)
 

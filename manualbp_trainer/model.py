@@ -56,13 +56,18 @@ class ShiftedImages(torch.nn.Module):
         super().__init__()
         self.side, self.shift = side, shift
 
-    # drawn in eager mode under torch.compile too: Inductor's own generator would draw other shifts than an eager
-    # run, and a compiled run must train as the eager one does
-    @torch.compiler.disable
     def forward(self, x):
         images = x.reshape(-1, 1, self.side, self.side)
         if not self.training or self.shift == 0:
             return images
+        if torch.compiler.is_compiling():
+            # drawn in eager mode under torch.compile too: Inductor's own generator would draw other shifts than an
+            # eager run, and a compiled run must train as the eager one does. (Decorating forward instead would
+            # import torch._dynamo, seconds, whenever the trainer is imported.)
+            return torch.compiler.disable(self._shifted)(images)
+        return self._shifted(images)
+
+    def _shifted(self, images):
         n, device = images.shape[0], images.device
         offsets = torch.randint(-self.shift, self.shift + 1, (2, n, 1), device=device)
         pixels = torch.arange(self.side, device=device)

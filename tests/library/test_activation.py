@@ -122,7 +122,7 @@ ACTIVATIONS = {
 @pytest.mark.parametrize("name", ACTIVATIONS)
 @given(
     seed=st.integers(0, 2**16),
-    shape=st.lists(st.integers(1, 4), min_size=1, max_size=4),
+    shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),  # elementwise: a fourth axis adds time, not cases
     make_noncontiguous=st.booleans(),
 )
 def test_activation_gradcheck_and_gradgradcheck(seed, name, shape, make_noncontiguous):

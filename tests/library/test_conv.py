@@ -31,6 +31,9 @@ NOT_BITWISE = {
     ("Conv2d(stride=2,padding=1)", "grad weight"): "Σ over examples and positions of g·colsᵀ, against oneDNN's order",
     ("Conv2d(stride=2,padding=1)", "grad bias"): "Σ g over examples and positions, in another order",
 }
+# the order of oneDNN's own sums depends on the thread count: these rows measured up to 4.0 ulps from it with two
+# threads and 5.0 with one (three seeds each; the test runner's workers use one)
+ULPS = 8
 
 
 @pytest.mark.parametrize("case", cases("conv"))
@@ -40,7 +43,7 @@ def test_float32_forward_and_grads_match_autograd_bitwise_on_cpu(case):
 
 @pytest.mark.parametrize("key", NOT_BITWISE, ids=" ".join)
 def test_float32_rows_that_cannot_be_bitwise_stay_within_a_few_ulps(key):
-    assert_row_within_ulps(key, NOT_BITWISE[key])
+    assert_row_within_ulps(key, NOT_BITWISE[key], ULPS)
 
 
 @pytest.mark.parametrize("case", cases("conv"))

@@ -21,7 +21,7 @@ import memory  # noqa: E402
 import step  # noqa: E402
 
 from manualbp import functional as manual_functional  # noqa: E402
-from manualbp_trainer.model import build_cnn  # noqa: E402
+from manualbp_trainer.networks import build_cnn  # noqa: E402
 
 BATCHES = [32, 100, 256]  # 100: the trainer's default
 QUICK_BATCHES = [4]

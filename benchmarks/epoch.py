@@ -34,7 +34,7 @@ import _harness  # noqa: E402
 
 from manualbp_trainer import data  # noqa: E402
 from manualbp_trainer.loop import Config, train  # noqa: E402
-from manualbp_trainer.model import build_mlp  # noqa: E402
+from manualbp_trainer.networks import build_mlp  # noqa: E402
 
 
 def trainer_epoch(config, layers):

@@ -19,7 +19,7 @@ import _harness  # noqa: E402
 
 from manualbp import functional as manual_functional  # noqa: E402
 from manualbp import nn as mnn  # noqa: E402
-from manualbp_trainer.model import build_mlp  # noqa: E402
+from manualbp_trainer.networks import build_mlp  # noqa: E402
 
 # (layer sizes, hidden activation, loss, batch size); the MSE networks end in a sigmoid, as in Nielsen's book
 CASES = [

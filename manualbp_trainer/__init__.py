@@ -6,8 +6,9 @@ code would. A run flows through one module per stage:
 
 - ``data``: the IDX files or torchvision's download, as whole tensors on the device;
 - ``config``: what defines a run (``Config``, the presets), with no torch import, for ``--help``;
-- ``model``: the MLP, the CNN and the ViT, from manualbp's layers or torch.nn's with the same initial weights, and
-  ``MODELS``, one ``ModelSpec`` per kind, which every other module reads instead of asking which kind it is;
+- ``model``: ``MODELS``, one ``ModelSpec`` per kind (MLP, CNN, ViT), which every other module reads instead of
+  asking which kind it is, and ``networks``: the networks themselves, from manualbp's layers or torch.nn's with the
+  same initial weights;
 - ``loop``: the state of a run and the plain verbs over it: ``train_epoch``, ``evaluate``, ``save_checkpoint``,
   and ``train``, which loops over the epochs;
 - ``logbook``, ``summaries`` and ``checkpoint``: what a run shows and leaves behind: TensorBoard events, the

@@ -1,13 +1,12 @@
 """The command line of train.py: the flags, their help and the Config they make. Training itself is ``launch``'s,
-imported only once the flags are parsed, so that ``--help`` and a mistyped flag need neither torchvision nor
-TensorBoard (the model specs they read import torch)."""
+imported only once the flags are parsed: ``--help`` and a mistyped flag import neither torch nor torchvision (what
+they read, ``config`` and the model specs, imports no torch)."""
 
 import argparse
 import dataclasses
 import math
 
-from manualbp.nn import ACTIVATIONS
-from manualbp_trainer.config import DATASETS, PRESETS, Config, flag
+from manualbp_trainer.config import ACTIVATIONS, DATASETS, PRESETS, Config, flag
 from manualbp_trainer.model import MODELS
 
 

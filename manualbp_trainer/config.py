@@ -5,6 +5,9 @@ from dataclasses import dataclass
 # the data sets --dataset names: data.DATASETS's keys (tests/trainer/test_train.py checks), written out so that --help
 # needs no torchvision
 DATASETS = ("mnist", "fashion-mnist")
+# the activations --activation names: manualbp.nn.ACTIVATIONS's keys (tests/trainer/test_train.py checks), written out
+# so that --help needs no torch
+ACTIVATIONS = ("relu", "leaky-relu", "sigmoid", "tanh", "gelu")
 
 
 @dataclass

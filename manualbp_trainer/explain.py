@@ -14,7 +14,7 @@ import torch
 
 from manualbp_trainer import checkpoint, data, pictures
 from manualbp_trainer.loop import Config
-from manualbp_trainer.model import build_mlp
+from manualbp_trainer.networks import build_mlp
 
 
 class ExplainError(Exception):

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import manualbp
 from manualbp_trainer import pictures
-from manualbp_trainer.model import ShiftedImages, weight_layers
+from manualbp_trainer.networks import ShiftedImages, weight_layers
 
 
 def norms(model):

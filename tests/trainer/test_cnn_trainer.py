@@ -10,7 +10,8 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from test_train import events, scalar_values
 
 from manualbp_trainer import cli, explain, launch
-from manualbp_trainer.model import MODELS, ShiftedImages, build_cnn, cnn_parameter_count
+from manualbp_trainer.model import MODELS
+from manualbp_trainer.networks import ShiftedImages, build_cnn, cnn_parameter_count
 
 CNN = ["--model", "cnn", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
 

@@ -11,7 +11,7 @@ import torch
 from idx import write_idx_dir
 
 from manualbp_trainer import cli, explain, pictures, summaries
-from manualbp_trainer.model import build_mlp
+from manualbp_trainer.networks import build_mlp
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from tqdm import tqdm
 
+import manualbp.nn
 from manualbp_trainer import cli, config, data, launch, logbook, loop
 
 SMALL = ["--hidden", "32", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--no-pictures"]
@@ -161,12 +162,13 @@ def test_every_flag_is_described():
         assert len(described) >= 10, (action.option_strings, action.help)
 
 
-@pytest.mark.slow  # a child Python that imports torch: seconds
-def test_help_imports_none_of_torchvision_tensorboard_or_matplotlib():
+@pytest.mark.slow  # a child Python: a second or two
+def test_help_imports_none_of_torch_torchvision_tensorboard_or_matplotlib():
     code = (
         "import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "
         "run_name='__main__')\nexcept SystemExit:\n    pass\n"
-        "print(sorted({name.split('.')[0] for name in sys.modules} & {'torchvision', 'tensorboard', 'matplotlib'}))"
+        "heavy = {'torch', 'manualbp', 'torchvision', 'tensorboard', 'matplotlib'}\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & heavy))"
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
@@ -176,6 +178,10 @@ def test_help_imports_none_of_torchvision_tensorboard_or_matplotlib():
 
 def test_the_flags_name_the_data_sets_there_are():
     assert tuple(data.DATASETS) == config.DATASETS
+
+
+def test_the_flags_name_the_activations_there_are():
+    assert tuple(manualbp.nn.ACTIVATIONS) == config.ACTIVATIONS
 
 
 def test_a_new_run_is_named_by_what_tells_it_apart_first(tmp_path):

@@ -10,7 +10,8 @@ from idx import write_idx_dir
 from test_train import events, scalar_values
 
 from manualbp_trainer import cli
-from manualbp_trainer.model import MODELS, ViT
+from manualbp_trainer.model import MODELS
+from manualbp_trainer.networks import ViT
 
 VIT = ["--model", "vit", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
 

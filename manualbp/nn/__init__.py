@@ -1,8 +1,9 @@
 """Drop-in ``torch.nn`` modules whose gradients come from manualbp's hand-derived backward passes.
 
 Each class subclasses its ``torch.nn`` twin, so constructor arguments, defaults, initialisation (same seed, same
-weights), parameter names, ``state_dict``, ``repr`` and ``isinstance`` checks are PyTorch's own. Only
-``forward`` changes: it calls ``manualbp.functional``, whose Functions hold the math. The modules add none.
+weights), parameter names, ``state_dict`` and ``isinstance`` checks are PyTorch's own. ``forward`` changes: it calls
+``manualbp.functional``, whose Functions hold the math (the modules add none); and ``repr`` names the layer
+``manualbp.Linear(…)`` (``HandDerived``), so that ``print(model)`` shows which layers are manualbp's.
 One file per layer family, named as in ``torch/nn/modules/``.
 """
 
@@ -17,6 +18,7 @@ from manualbp.nn.layer_norm import LayerNorm
 from manualbp.nn.linear import Linear
 from manualbp.nn.loss import CrossEntropyLoss, MSELoss
 from manualbp.nn.mlp import MLP
+from manualbp.nn.module import HandDerived
 from manualbp.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from manualbp.nn.sparse import Embedding
 from manualbp.nn.transformer import TransformerEncoder, TransformerEncoderLayer
@@ -34,6 +36,7 @@ __all__ = [
     "Dropout",
     "Embedding",
     "GroupNorm",
+    "HandDerived",
     "LayerNorm",
     "LeakyReLU",
     "Linear",

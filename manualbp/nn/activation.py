@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["ACTIVATIONS", "GELU", "LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "Softmax", "Tanh"]
 
 
-class ReLU(torch.nn.ReLU):
+class ReLU(HandDerived, torch.nn.ReLU):
     r"""a = max(z, 0), with f′(z) = [z > 0].
 
     Args:
@@ -25,7 +26,7 @@ class ReLU(torch.nn.ReLU):
         return F.relu(input, inplace=self.inplace)
 
 
-class LeakyReLU(torch.nn.LeakyReLU):
+class LeakyReLU(HandDerived, torch.nn.LeakyReLU):
     r"""a = z if z > 0 else s·z, with f′(z) = 1 if z > 0 else s.
 
     Args:
@@ -44,7 +45,7 @@ class LeakyReLU(torch.nn.LeakyReLU):
         return F.leaky_relu(input, self.negative_slope, inplace=self.inplace)
 
 
-class Sigmoid(torch.nn.Sigmoid):
+class Sigmoid(HandDerived, torch.nn.Sigmoid):
     r"""a = σ(z) = 1 / (1 + e⁻ᶻ), with f′(z) = a(1 − a).
 
     Shape: input and output ``(*)``.
@@ -59,7 +60,7 @@ class Sigmoid(torch.nn.Sigmoid):
         return F.sigmoid(input)
 
 
-class Tanh(torch.nn.Tanh):
+class Tanh(HandDerived, torch.nn.Tanh):
     r"""a = tanh(z), with f′(z) = 1 − a².
 
     Shape: input and output ``(*)``.
@@ -74,7 +75,7 @@ class Tanh(torch.nn.Tanh):
         return F.tanh(input)
 
 
-class GELU(torch.nn.GELU):
+class GELU(HandDerived, torch.nn.GELU):
     r"""a = z·Φ(z), with f′(z) = Φ(z) + z·φ(z) (or the derivative of the tanh approximation).
 
     Args:
@@ -96,7 +97,7 @@ class GELU(torch.nn.GELU):
 ACTIVATIONS = {"relu": ReLU, "leaky-relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh, "gelu": GELU}
 
 
-class Softmax(torch.nn.Softmax):
+class Softmax(HandDerived, torch.nn.Softmax):
     r"""p = softmax(z) along ``dim``, with ∂C/∂z = p ⊙ (g − Σ g·p).
 
     Args:
@@ -114,7 +115,7 @@ class Softmax(torch.nn.Softmax):
         return F.softmax(input, self.dim, _stacklevel=5)
 
 
-class LogSoftmax(torch.nn.LogSoftmax):
+class LogSoftmax(HandDerived, torch.nn.LogSoftmax):
     r"""ℓ = log softmax(z) along ``dim``, with ∂C/∂z = g − p Σg.
 
     Args:

@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["MultiheadAttention"]
 
 
-class MultiheadAttention(torch.nn.MultiheadAttention):
+class MultiheadAttention(HandDerived, torch.nn.MultiheadAttention):
     r"""Multi-head attention: per head h, O_h = softmax(q_h k_hᵀ/√d + mask) v_h, with q, k, v the input projections
     and the heads' outputs joined and projected again. Every product runs through manualbp's ``linear`` and
     ``scaled_dot_product_attention`` (whose backward is derived in ``manualbp.autograd.ScaledDotProductAttention``).

@@ -4,6 +4,7 @@ import torch
 
 from manualbp import functional as F
 from manualbp.fast.torch_internals import check_batch_norm_input
+from manualbp.nn.module import HandDerived
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -32,7 +33,7 @@ def _batch_norm(module, input):
     )
 
 
-class BatchNorm1d(torch.nn.BatchNorm1d):
+class BatchNorm1d(HandDerived, torch.nn.BatchNorm1d):
     r"""y = γ x̂ + β, x̂ = (x − μ) σ⁻¹ per channel over a batch ``(N, C)`` or ``(N, C, L)``, with the compact backward
     ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂)), ĝ = γ g (``manualbp.autograd.BatchNorm``).
 
@@ -49,7 +50,7 @@ class BatchNorm1d(torch.nn.BatchNorm1d):
         return _batch_norm(self, input)
 
 
-class BatchNorm2d(torch.nn.BatchNorm2d):
+class BatchNorm2d(HandDerived, torch.nn.BatchNorm2d):
     r"""y = γ x̂ + β, x̂ = (x − μ) σ⁻¹ per channel of an image batch ``(N, C, H, W)``, μ and σ⁻¹ over N, H and W;
     the compact backward of ``manualbp.autograd.BatchNorm``.
 

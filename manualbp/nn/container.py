@@ -6,6 +6,7 @@ from manualbp import fast
 from manualbp import functional as F
 from manualbp.nn.activation import ACTIVATIONS
 from manualbp.nn.linear import Linear
+from manualbp.nn.module import HandDerived
 
 __all__ = ["Sequential"]
 
@@ -13,7 +14,7 @@ __all__ = ["Sequential"]
 FUSABLE = {ACTIVATIONS[name]: name for name in fast.ACTIVATIONS}
 
 
-class Sequential(torch.nn.Sequential):
+class Sequential(HandDerived, torch.nn.Sequential):
     r"""``torch.nn.Sequential`` that runs each manualbp ``Linear`` followed by a manualbp ``ReLU``, ``Sigmoid`` or
     ``Tanh`` as one Function, ``manualbp.functional.linear_activation`` (the fast tier's ``LinearActivation``).
 

@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["Conv1d", "Conv2d"]
 
 
-class Conv2d(torch.nn.Conv2d):
+class Conv2d(HandDerived, torch.nn.Conv2d):
     r"""z = W ⋆ x + b, with ∂C/∂x, ∂C/∂W and ∂C/∂b derived by hand through im2col (``manualbp.autograd.Conv2d``).
 
     Args, Shape and Attributes: those of ``torch.nn.Conv2d`` (in_channels, out_channels, kernel_size, stride,
@@ -29,7 +30,7 @@ class Conv2d(torch.nn.Conv2d):
         return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class Conv1d(torch.nn.Conv1d):
+class Conv1d(HandDerived, torch.nn.Conv1d):
     r"""z = W ⋆ x + b along one axis: ``Conv2d``'s derivation on an image of height 1.
 
     Args, Shape and Attributes: those of ``torch.nn.Conv1d``; input ``(N, C_in, L)`` or ``(C_in, L)``.

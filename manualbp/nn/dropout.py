@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["Dropout"]
 
 
-class Dropout(torch.nn.Dropout):
+class Dropout(HandDerived, torch.nn.Dropout):
     r"""y = x · m, m_i = 1/(1 − p) with probability 1 − p, else 0; ∂C/∂x = g · m, the mask saved for backward.
 
     On the CPU the mask is the one ``torch.nn.Dropout`` draws from the same generator state.

@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["GroupNorm"]
 
 
-class GroupNorm(torch.nn.GroupNorm):
+class GroupNorm(HandDerived, torch.nn.GroupNorm):
     r"""y = γ x̂ + β, x̂ = (x − μ) σ⁻¹ per example over each group of num_channels/num_groups channels, with the
     compact backward ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂)) per group, ĝ = γ g, derived by hand
     (``manualbp.autograd.GroupNorm``).

@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["LayerNorm"]
 
 
-class LayerNorm(torch.nn.LayerNorm):
+class LayerNorm(HandDerived, torch.nn.LayerNorm):
     r"""y = γ ⊙ x̂ + β, x̂ = (x − μ) σ⁻¹ per example over its last dimensions, with the compact backward
     ∂C/∂x = σ⁻¹ (ĝ − mean ĝ − x̂ · mean(ĝ x̂)), ĝ = γ ⊙ g, derived by hand (``manualbp.autograd.LayerNorm``).
 

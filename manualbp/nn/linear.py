@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["Linear"]
 
 
-class Linear(torch.nn.Linear):
+class Linear(HandDerived, torch.nn.Linear):
     r"""z = x Wᵀ + b, with the backward pass ∂C/∂x = g W, ∂C/∂W = gᵀ x, ∂C/∂b = Σ g derived by hand.
 
     Args:

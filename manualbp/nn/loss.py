@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["CrossEntropyLoss", "MSELoss"]
 
 
-class MSELoss(torch.nn.MSELoss):
+class MSELoss(HandDerived, torch.nn.MSELoss):
     r"""The quadratic cost C = Σ(a − y)² (``reduction="sum"``) or its mean (default), with ∂C/∂a = 2(a − y).
 
     Args:
@@ -26,7 +27,7 @@ class MSELoss(torch.nn.MSELoss):
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
-class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+class CrossEntropyLoss(HandDerived, torch.nn.CrossEntropyLoss):
     r"""Softmax cross-entropy from logits, with ∂C/∂z = softmax(z) − onehot(y) (divided by N for the mean).
 
     The plain case (class indices, the mean, no weights, no smoothing, no target equal to ``ignore_index``) runs

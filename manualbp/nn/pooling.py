@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d"]
 
 
-class MaxPool2d(torch.nn.MaxPool2d):
+class MaxPool2d(HandDerived, torch.nn.MaxPool2d):
     r"""y = the maximum of each window; ∂C/∂x is g scattered to each window's argmax.
 
     Args and Shape: those of ``torch.nn.MaxPool2d`` (kernel_size, stride, padding, dilation, return_indices,
@@ -25,7 +26,7 @@ class MaxPool2d(torch.nn.MaxPool2d):
         )
 
 
-class AvgPool2d(torch.nn.AvgPool2d):
+class AvgPool2d(HandDerived, torch.nn.AvgPool2d):
     r"""y = the mean of each window; ∂C/∂x_i = Σ over the windows holding i of g / (the window's divisor).
 
     Args and Shape: those of ``torch.nn.AvgPool2d`` (kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -50,7 +51,7 @@ class AvgPool2d(torch.nn.AvgPool2d):
         )
 
 
-class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
+class AdaptiveAvgPool2d(HandDerived, torch.nn.AdaptiveAvgPool2d):
     r"""y = P_h x P_wᵀ, the mean over an ``output_size`` grid of windows; ∂C/∂x = P_hᵀ g P_w.
 
     Args and Shape: those of ``torch.nn.AdaptiveAvgPool2d``; input ``(N, C, H, W)`` or ``(C, H, W)``.

@@ -3,11 +3,12 @@
 import torch
 
 from manualbp import functional as F
+from manualbp.nn.module import HandDerived
 
 __all__ = ["Embedding"]
 
 
-class Embedding(torch.nn.Embedding):
+class Embedding(HandDerived, torch.nn.Embedding):
     r"""A lookup table, a = W[i], whose backward scatter-adds the rows of g into ∂C/∂W
     (``manualbp.autograd.Embedding``).
 

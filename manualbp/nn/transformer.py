@@ -3,10 +3,12 @@ path (attention, residual, layer norm, feed-forward), never PyTorch's fused infe
 
 import torch
 
+from manualbp.nn.module import HandDerived
+
 __all__ = ["TransformerEncoder", "TransformerEncoderLayer"]
 
 
-class TransformerEncoderLayer(torch.nn.TransformerEncoderLayer):
+class TransformerEncoderLayer(HandDerived, torch.nn.TransformerEncoderLayer):
     r"""x + attention(x), then x + feed-forward(x), each with a layer norm (after, or before with ``norm_first``).
 
     Built from its submodules, so its gradients are manualbp's where they are (``manualbp.convert`` makes the
@@ -44,7 +46,7 @@ class TransformerEncoderLayer(torch.nn.TransformerEncoderLayer):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
-class TransformerEncoder(torch.nn.TransformerEncoder):
+class TransformerEncoder(HandDerived, torch.nn.TransformerEncoder):
     r"""A stack of encoder layers (and an optional final norm), run one after the other on the plain path: unlike
     ``torch.nn.TransformerEncoder``, it never packs padded inputs into nested tensors for the fused inference
     kernels, so every layer's own ``forward`` runs.

@@ -195,7 +195,7 @@ def assert_module_matches_torch_in_train_and_eval(torch_class, manual_class, arg
     theirs = torch_class(*args, **kwargs)
     torch.manual_seed(0)
     ours = manual_class(*args, **kwargs)
-    assert isinstance(ours, torch_class) and repr(ours) == repr(theirs)
+    assert isinstance(ours, torch_class) and repr(ours) == "manualbp." + repr(theirs)  # printed as manualbp's
     for (name, value), (their_name, their_value) in zip(
         ours.state_dict().items(), theirs.state_dict().items(), strict=True
     ):

@@ -269,3 +269,28 @@ def test_converted_torchvision_vit_matches_torch_and_its_graph_holds_no_built_in
     names = node_names(out_manual) - {"SelectBackward0"}
     assert not names & BUILT_IN_LAYER_NODES, sorted(names & BUILT_IN_LAYER_NODES)
     assert names - MANUALBP_NODES <= ALLOWED_NODES, sorted(names - MANUALBP_NODES - ALLOWED_NODES)
+
+
+def test_print_of_a_converted_model_names_each_of_manualbps_layers_and_converting_back_restores_torchs():
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    printed = repr(model)
+    converted = manualbp.convert(copy.deepcopy(model))
+    layers = [m for m in converted.modules() if isinstance(m, mnn.HandDerived)]
+    # 20 convolutions, 20 batch norms, 9 ReLUs (a block's is one module applied twice), 2 poolings, the Linear head
+    # and the 7 Sequential containers (layer1 to layer4, three downsamples)
+    assert len(layers) == sum(isinstance(m, CONVERTED_RESNET_LAYERS) for m in model.modules()) == 59
+    assert repr(converted).count("manualbp.") == len(layers)
+    assert repr(converted).replace("manualbp.", "") == printed
+    assert repr(manualbp.convert(converted, to="torch")) == printed
+
+
+CONVERTED_RESNET_LAYERS = (
+    torch.nn.Conv2d,
+    torch.nn.BatchNorm2d,
+    torch.nn.ReLU,
+    torch.nn.MaxPool2d,
+    torch.nn.AdaptiveAvgPool2d,
+    torch.nn.Linear,
+    torch.nn.Sequential,
+)

@@ -62,11 +62,17 @@ def export(revision, folder):
             with open(path, "wb") as file:
                 file.write(text)
     sys.path.insert(0, folder)
-    trainer = "manualbp_trainer_before.model" if _exists(revision, "manualbp_trainer") else "manualbp_before.model"
+    # build_mlp has lived in manualbp.model, then manualbp_trainer.model, and now manualbp_trainer.networks
+    candidates = [f"{package}_before.{name}" for package in reversed(packages) for name in ("networks", "model")]
+    for candidate in candidates:
+        if _exists(revision, candidate.replace("_before", "").replace(".", "/") + ".py"):
+            break
+    else:
+        sys.exit(f"before_after.py: error: {revision!r} has no module holding build_mlp (looked for {candidates})")
     try:
-        return importlib.import_module(trainer), importlib.import_module("manualbp_before.functional")
-    except ImportError as error:  # older than the trainer's model module
-        sys.exit(f"before_after.py: error: {revision!r} has no {trainer.replace('_before', '')}: {error.msg}")
+        return importlib.import_module(candidate), importlib.import_module("manualbp_before.functional")
+    except ImportError as error:
+        sys.exit(f"before_after.py: error: cannot import {revision}'s {candidate.replace('_before', '')}: {error.msg}")
 
 
 def _exists(revision, path):

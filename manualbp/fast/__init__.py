@@ -1,13 +1,17 @@
 """The fast tier: how manualbp's public API runs the reference tier's math, at less cost per call.
 
 Nothing here derives a gradient. Every backward pass and jvp that runs is a reference Function's
-(``manualbp.autograd``), and every fast path is tested bit for bit against the reference tier
-(``tests/library/test_fast.py``), in float32 and float64 (the convolution's ∂C/∂W, a sum taken in another order, to its
-rounding bound: ``tests/library/test_fast_conv.py``), besides the tests against PyTorch's autograd. What lives here is
-plumbing:
+(``manualbp.autograd``), or the same product computed by one kernel, and every fast path is tested bit for bit
+against the reference tier (``tests/library/test_fast.py``), in float32 and float64 (the convolution's ∂C/∂W, a sum
+taken in another order, to its rounding bound: ``tests/library/test_fast_conv.py``; ReLU's one-kernel product, as
+numbers: ``tests/library/test_fast_activation.py``), besides the tests against PyTorch's autograd. What lives here
+is plumbing:
 
 - ``call.py``: ``Route``, a Function called by the cheapest route PyTorch allows (no per-call argument binding in
   eager mode; the forms torch.func and torch.compile need under them). One Route per Function, below.
+- ``activation.py``: ReLU's, sigmoid's and tanh's t · f′ as one element-wise kernel each (ATen's
+  ``threshold_backward``, ``sigmoid_backward`` and ``tanh_backward``, the reference's products in one pass), and
+  those three Functions with their backward and jvp calling it.
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
   two reference backward passes (and jvps).
 - ``mlp_loss.py``: ``MLPLoss``, a whole network and its loss as one node, its gradients computed in the forward pass
@@ -24,7 +28,7 @@ plumbing:
 """
 
 from manualbp import autograd
-from manualbp.fast import kernels, sequential
+from manualbp.fast import activation, kernels, sequential
 from manualbp.fast.call import Route, classic
 from manualbp.fast.conv import Conv2d
 from manualbp.fast.cross_entropy import target_range
@@ -33,10 +37,10 @@ from manualbp.fast.mlp_loss import MLPLoss
 from manualbp.fast.mlp_loss import in_one_node as mlp_loss_in_one_node
 
 linear = Route(autograd.Linear)
-relu = Route(autograd.ReLU)
+relu = Route(activation.ReLU)
 leaky_relu = Route(autograd.LeakyReLU)
-sigmoid = Route(autograd.Sigmoid)
-tanh = Route(autograd.Tanh)
+sigmoid = Route(activation.Sigmoid)
+tanh = Route(activation.Tanh)
 gelu = Route(autograd.GELU)
 mse_loss = Route(autograd.MSELoss)
 cross_entropy_reference = Route(autograd.CrossEntropyLoss)

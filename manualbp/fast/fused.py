@@ -3,6 +3,7 @@
 import torch
 
 from manualbp.autograd import Linear, ReLU, Sigmoid, Tanh
+from manualbp.fast.activation import times_derivative
 
 # the activations whose derivative is computed from their output a (their ``keep``), so that the fused node need
 # keep nothing else
@@ -19,8 +20,9 @@ class LinearActivation(torch.autograd.Function):
         ∂C/∂x = δ W        ∂C/∂W = δᵀ x        ∂C/∂b = Σ_rows δ     (Linear's backward, with δ for g)
 
     δ is the "error" of the layer in Nielsen's notation, δᴸ = ∂C/∂zᴸ. Both steps call the reference Functions'
-    own ``forward``, ``times_derivative``, ``gradients`` and ``tangent`` (no derivative is written here), so the results
-    are theirs to the bit.
+    own ``forward``, ``gradients`` and ``tangent`` (no derivative is written here), and g ⊙ f′(z) by the
+    activation's one-kernel product (``manualbp.fast.activation``: the reference's bits for sigmoid and tanh, its
+    numbers for ReLU wherever g is finite).
     What fusing saves is a node of the autograd graph, and so a round trip into Python, per layer and per pass.
 
     Shapes: x: ``(*, in_features)``; weight: ``(out_features, in_features)``; bias: ``(out_features,)`` or
@@ -47,7 +49,7 @@ class LinearActivation(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, weight, a = ctx.saved_tensors
         # the reference derivations, in the backward order: δ = g ⊙ f′(z), then Linear's gradients with δ for g
-        delta = ACTIVATIONS[ctx.activation].times_derivative(grad_output, a)
+        delta = times_derivative(ctx.activation, grad_output, a)
         return *Linear.gradients(delta, x, weight, ctx.has_bias, needs_input_grad=ctx.needs_input_grad[:3]), None
 
     @staticmethod
@@ -55,4 +57,4 @@ class LinearActivation(torch.autograd.Function):
         x, weight, a = ctx.saved_tensors
         # the reference derivations in the forward order: ż through the linear map, then ȧ = f′(z)·ż
         z_tangent = Linear.tangent(x_tangent, weight_tangent, bias_tangent, x, weight)
-        return ACTIVATIONS[ctx.activation].times_derivative(z_tangent, a)
+        return times_derivative(ctx.activation, z_tangent, a)

@@ -76,11 +76,11 @@ MODELS = {
     ),
     "cnn": ModelSpec(
         "cnn",
-        "[Conv2d 3×3 → BatchNorm2d → ReLU → MaxPool2d 2] with 32, then 64 channels → Dropout 0.25 → Linear "
-        "3136→128 → ReLU → Dropout 0.5 → Linear 128→10",
+        "[Conv2d 3×3 → BatchNorm2d → ReLU → MaxPool2d 2] with 32, 64, then 128 channels → Dropout 0.25 → "
+        "Linear 1152→128 → ReLU → Dropout 0.5 → Linear 128→10; training images mirrored at random",
         _cnn,
-        # 15 epochs, as the MLP's: 10 under-trained a small training set (issue #23), and the model's random shifts
-        # keep the extra epochs from memorising it
+        # 15 epochs, as the MLP's: 10 under-trained a small training set (issue #23), and the random mirrors keep
+        # the extra epochs from memorising it
         defaults={"epochs": 15, "pictures": False},
         unsupported={
             "pictures": _NEURONS.format(name="cnn"),

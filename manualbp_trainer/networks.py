@@ -39,75 +39,94 @@ def build_mlp(
     return model if layers == "manual" else manualbp.convert(model, to="torch")
 
 
-class ShiftedImages(torch.nn.Module):
-    """Rows of ``side²`` pixels as images ``(N, 1, side, side)``, each shifted, in training mode, by a random whole
-    number of pixels from ``-shift`` to ``shift`` along each axis, the edge pixels repeated into the gap (in
-    evaluation mode, and with ``shift=0``, a plain reshape, like ``torch.nn.Unflatten``).
+class AugmentedImages(torch.nn.Module):
+    """Rows of ``side²`` pixels as images ``(N, 1, side, side)``; in training mode each image is mirrored left to
+    right with probability ½ (``flip``) and shifted by a random whole number of pixels from ``-shift`` to ``shift``
+    along each axis, the edge pixels repeated into the gap. In evaluation mode (and with neither), a plain reshape,
+    like ``torch.nn.Unflatten``.
 
-    The shifts are light data augmentation done on the device: one gather for the whole batch, no per-image
-    Python. They are drawn from torch's global generator, as Dropout's masks are, so a checkpoint that keeps the
-    generator's state resumes with the same shifts. No parameters: nothing here is learned or derived.
+    Light data augmentation done on the device: a gather and a select for the whole batch, no per-image Python. A
+    mirrored shirt, shoe or bag is still a shirt, shoe or bag (the CNN's default: mirrors, no shifts); a mirrored
+    digit is not a digit, so on MNIST ``flip=False`` and a shift of a pixel or two is the usual choice. The draws
+    come from torch's global generator, as Dropout's masks do, so a checkpoint that keeps the generator's state
+    resumes with the same draws. No parameters: nothing here is learned or derived.
     """
 
-    def __init__(self, side=28, shift=2):
+    def __init__(self, side=28, shift=0, flip=True):
         super().__init__()
-        self.side, self.shift = side, shift
+        self.side, self.shift, self.flip = side, shift, flip
 
     def forward(self, x):
         images = x.reshape(-1, 1, self.side, self.side)
-        if not self.training or self.shift == 0:
+        if not self.training or (self.shift == 0 and not self.flip):
             return images
         if torch.compiler.is_compiling():
-            # drawn in eager mode under torch.compile too: Inductor's own generator would draw other shifts than an
+            # drawn in eager mode under torch.compile too: Inductor's own generator would draw other values than an
             # eager run, and a compiled run must train as the eager one does. (Decorating forward instead would
             # import torch._dynamo, seconds, whenever the trainer is imported.)
-            return torch.compiler.disable(self._shifted)(images)
-        return self._shifted(images)
+            return torch.compiler.disable(self._augmented)(images)
+        return self._augmented(images)
 
-    def _shifted(self, images):
+    def _augmented(self, images):
         n, device = images.shape[0], images.device
-        offsets = torch.randint(-self.shift, self.shift + 1, (2, n, 1), device=device)
-        pixels = torch.arange(self.side, device=device)
-        rows = (pixels + offsets[0]).clamp(0, self.side - 1)  # (N, side): clamping repeats the edge pixels
-        columns = (pixels + offsets[1]).clamp(0, self.side - 1)
-        batch = torch.arange(n, device=device)[:, None, None]
-        return images[batch, 0, rows[:, :, None], columns[:, None, :]].unsqueeze(1)
+        if self.shift:
+            offsets = torch.randint(-self.shift, self.shift + 1, (2, n, 1), device=device)
+            pixels = torch.arange(self.side, device=device)
+            rows = (pixels + offsets[0]).clamp(0, self.side - 1)  # (N, side): clamping repeats the edge pixels
+            columns = (pixels + offsets[1]).clamp(0, self.side - 1)
+            batch = torch.arange(n, device=device)[:, None, None]
+            images = images[batch, 0, rows[:, :, None], columns[:, None, :]].unsqueeze(1)
+        if self.flip:
+            mirrored = torch.rand(n, 1, 1, 1, device=device) < 0.5
+            images = torch.where(mirrored, images.flip(-1), images)
+        return images
 
     def extra_repr(self):
-        return f"side={self.side}, shift={self.shift}"
+        return f"side={self.side}, shift={self.shift}, flip={self.flip}"
 
 
 def build_cnn(
-    layers="manual", seed=0, dtype=torch.float32, channels=(32, 64), hidden=128, side=28, classes=10, shift=2
+    layers="manual",
+    seed=0,
+    dtype=torch.float32,
+    channels=(32, 64, 128),
+    hidden=128,
+    side=28,
+    classes=10,
+    shift=0,
+    flip=True,
 ):
     """A small CNN for 28×28 images given as rows of ``side²`` pixels (the trainer keeps images flat):
 
-        ShiftedImages (N, 784) → (N, 1, 28, 28), each moved by up to ``shift`` pixels while training
+        AugmentedImages (N, 784) → (N, 1, 28, 28), each mirrored or not at random while training
         → Conv2d(1, 32, 3, padding 1, no bias) → BatchNorm2d → ReLU → MaxPool2d(2)      (N, 32, 14, 14)
         → Conv2d(32, 64, 3, padding 1, no bias) → BatchNorm2d → ReLU → MaxPool2d(2)     (N, 64, 7, 7)
-        → Flatten → Dropout(0.25) → Linear(64·7·7, 128) → ReLU → Dropout(0.5) → Linear(128, 10)
+        → Conv2d(64, 128, 3, padding 1, no bias) → BatchNorm2d → ReLU → MaxPool2d(2)    (N, 128, 3, 3)
+        → Flatten → Dropout(0.25) → Linear(128·3·3, 128) → ReLU → Dropout(0.5) → Linear(128, 10)
 
     The convolutions have no bias: the batch norm after each subtracts the channel's mean, bias and all, so a
     bias would get a zero gradient (rounding, in practice) and BatchNorm's β already is the channel's offset.
-    One convolution per block, not two: on a CPU, manualbp's convolution backward (im2col) is most of the step,
-    and a second 3×3 convolution per block would several times that. Batch norm lets the MLP's learning rate work
-    from the first step; dropout keeps the 400 K-weight Linear layer from memorising the training set.
+    One convolution per block, not two: on a CPU, manualbp's convolution backward is most of the step, and a second
+    3×3 convolution at 28 × 28 would cost more than the three blocks together. The third block (issue #23) costs
+    about what the second does (49 positions of 576 inputs, against 196 of 288) and shrinks the first Linear layer
+    from 3,136 inputs to 1,152: 241,770 parameters, where two blocks had 421,738. Batch norm lets the MLP's
+    learning rate work from the first step; dropout keeps the Linear layers from memorising the training set.
 
     Args:
         layers: ``"manual"`` for manualbp's layers, ``"torch"`` for ``torch.nn``'s (``manualbp.convert(model,
             to="torch")`` of the very same model, so both start from the same weights).
         seed: seeds the initial weights (torch.nn's default initialisation of each layer), and nothing else.
-        channels: the two convolutions' output channels; hidden: the first Linear layer's width.
-        shift: the training images' largest random shift, in pixels (light augmentation: a garment or digit moved
-            by a pixel or two is the same class, and the network sees fewer exact repeats of its training set).
+        channels: the convolutions' output channels, one block each; hidden: the first Linear layer's width.
+        shift, flip: the training images' augmentation (``AugmentedImages``): the largest random shift in pixels,
+            and whether each image is mirrored left to right with probability ½.
 
     The state_dict keys are those of ``torch.nn.Sequential`` (``"1.weight"`` is the first convolution's); the
-    reshapes, ``ShiftedImages`` (``torch.nn.Unflatten`` at evaluation) and ``torch.nn.Flatten``, hold no math to
+    reshapes, ``AugmentedImages`` (``torch.nn.Unflatten`` at evaluation) and ``torch.nn.Flatten``, hold no math to
     derive.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        modules = [ShiftedImages(side, shift)]
+        modules = [AugmentedImages(side, shift, flip)]
         in_channels = 1
         for out_channels in channels:
             modules += [

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import manualbp
 from manualbp_trainer import pictures
-from manualbp_trainer.networks import ShiftedImages, weight_layers
+from manualbp_trainer.networks import AugmentedImages, weight_layers
 
 
 def norms(model):
@@ -111,14 +111,14 @@ def gradient_agreement(model, loss_name, x, target):
     to ~1e-13, and a wrong derivative stands out.
 
     Batch norm runs as in training (batch statistics; the copies' running statistics move, the model's do not).
-    Dropout and the CNN's random shifts are switched off in the copies: each copy would draw its own masks and
-    shifts (and on a GPU PyTorch's fused dropout kernel draws its own), and a mask's derivative is the mask itself.
+    Dropout and the CNN's random mirrors are switched off in the copies: each copy would draw its own masks and
+    mirrors (and on a GPU PyTorch's fused dropout kernel draws its own), and a mask's derivative is the mask itself.
     """
     grads = []
     for to, functional in (("manualbp", manualbp.functional), ("torch", torch.nn.functional)):
         twin = manualbp.convert(copy.deepcopy(model).double(), to=to)
         for module in twin.modules():
-            if isinstance(module, (torch.nn.Dropout, ShiftedImages)):
+            if isinstance(module, (torch.nn.Dropout, AugmentedImages)):
                 module.eval()
         output = twin(x.double())
         loss = (

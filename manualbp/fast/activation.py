@@ -73,3 +73,10 @@ def _one_kernel(function, name):
 ReLU = _one_kernel(autograd.ReLU, "relu")
 Sigmoid = _one_kernel(autograd.Sigmoid, "sigmoid")
 Tanh = _one_kernel(autograd.Tanh, "tanh")
+
+
+def times_derivative_from(name, t, z, a):
+    """t · f′(z) for the activation called ``name``, from its z or its a as the reference's ``keep`` chooses: the
+    signature ``autograd.MLP.gradients`` calls (its ``times_derivative``), with the one-kernel products."""
+    function, options = autograd.mlp.ACTIVATIONS[name]
+    return times_derivative(name, t, function.keep(z, a, *options), *options)

@@ -3,6 +3,7 @@
 import torch
 
 from manualbp.autograd import MLP, MSELoss, OneHotCrossEntropyLoss
+from manualbp.fast.activation import times_derivative_from
 from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active, is_functorch_wrapped
 
 
@@ -27,8 +28,9 @@ class MLPLoss(torch.autograd.Function):
         ∂C/∂Wˡ = δˡᵀ aˡ⁻¹        ∂C/∂bˡ = Σ_rows δˡ                        every parameter's gradient
 
     by the reference tier's own derivations (the loss's ``gradients``, then ``MLP.gradients``: the loop of
-    ``Linear.gradients`` and each activation's ``times_derivative``), so every gradient is the per-layer path's to
-    the bit. Nothing is derived here. What the one node saves is the autograd graph (no node per layer, nor for the
+    ``Linear.gradients`` and each activation's t · f′, by the one-kernel products of ``manualbp.fast.activation``
+    as in the per-layer path), so every gradient is the per-layer path's to the bit (for ReLU: as numbers, −0 and
+    +0 alike). Nothing is derived here. What the one node saves is the autograd graph (no node per layer, nor for the
     loss, and no pass over the logits in the backward), and the product of every gradient with an upstream
     gradient that is exactly 1 (``loss.backward()``): the backward hands the gradients back as they are.
 
@@ -52,6 +54,7 @@ class MLPLoss(torch.autograd.Function):
         ctx.loss, ctx.activations = loss, activations
         ctx.gradients = None
         ctx.mark_non_differentiable(a)  # the output comes along for the caller's accuracy, not to differentiate
+        ctx.set_materialize_grads(False)  # and so its gradient is None, not a tensor of zeros made for every call
         needs_x_grad, _, _, _, *needs_parameter_grads = ctx.needs_input_grad
         if not (needs_x_grad or any(needs_parameter_grads)):
             return value, a  # nothing will ask for a gradient: evaluation pays for none
@@ -70,11 +73,14 @@ class MLPLoss(torch.autograd.Function):
             activations,
             [bias is not None for bias in parameters[1::2]],
             needs_input_grad=(needs_x_grad, *needs_parameter_grads),
+            times_derivative=times_derivative_from,  # f′ by one kernel for ReLU, sigmoid and tanh
         )
         return value, a
 
     @staticmethod
     def backward(ctx, grad_loss, _):
+        if grad_loss is None:  # nothing flows into C (gradcheck asks about the output aᴸ alone, say)
+            return (None,) * len(ctx.needs_input_grad)
         if torch.is_grad_enabled() or ctx.gradients is None:
             # a double backward (create_graph=True) needs gradients that are functions of the inputs, and a second
             # backward through a retained graph finds them handed over: both differentiate the reference again

@@ -11,7 +11,7 @@ from test_train import events, scalar_values
 
 from manualbp_trainer import cli, explain, launch
 from manualbp_trainer.model import MODELS
-from manualbp_trainer.networks import ShiftedImages, build_cnn, cnn_parameter_count
+from manualbp_trainer.networks import AugmentedImages, build_cnn, cnn_parameter_count
 
 CNN = ["--model", "cnn", "--epochs", "2", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
 
@@ -118,9 +118,13 @@ def test_cnn_checkpoint_loads_into_a_plain_torch_nn_sequential(trained, idx_dir)
         nn.BatchNorm2d(64),
         nn.ReLU(),
         nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1, bias=False),
+        nn.BatchNorm2d(128),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Dropout(0.25),
-        nn.Linear(64 * 7 * 7, 128),
+        nn.Linear(128 * 3 * 3, 128),
         nn.ReLU(),
         nn.Dropout(0.5),
         nn.Linear(128, 10),
@@ -134,11 +138,11 @@ def test_cnn_checkpoint_loads_into_a_plain_torch_nn_sequential(trained, idx_dir)
 
 
 def test_cnn_parameter_count_is_counted_without_building_the_model():
-    # 3·3·32 + 2·32 (BatchNorm's γ, β) + 3·3·32·64 + 2·64 + 3136·128 + 128 + 128·10 + 10
-    assert cnn_parameter_count() == 421_738 == sum(p.numel() for p in build_cnn().parameters())
+    # 3·3·32 + 2·32 (BatchNorm's γ, β) + 3·3·32·64 + 2·64 + 3·3·64·128 + 2·128 + 1152·128 + 128 + 128·10 + 10
+    assert cnn_parameter_count() == 241_770 == sum(p.numel() for p in build_cnn().parameters())
     assert (
         MODELS["cnn"].parameter_count(cli.config_from_args(cli.build_parser().parse_args(["--model", "cnn"]))[0])
-        == 421_738
+        == 241_770
     )
 
 
@@ -220,9 +224,9 @@ def test_cnn_under_torchrun_is_a_one_line_error(capsys, tmp_path, monkeypatch):
 def test_the_memory_check_counts_the_cnns_parameters(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(launch, "_free_host_memory", lambda: 1_000_000)
     code, lines = fail(capsys, ["--model", "cnn", "--device", "cpu", "--logdir", str(tmp_path)])
-    # 421,738 float32 weights, their gradients and momentum: 3 · 4 · 421,738 = 5,060,856 bytes
+    # 241,770 float32 weights, their gradients and momentum: 3 · 4 · 241,770 = 2,901,240 bytes
     assert code == 2 and lines == [
-        "train.py: error: --model cnn: the model's weights, gradients and momentum need 5.1 MB but cpu has 1.0 MB "
+        "train.py: error: --model cnn: the model's weights, gradients and momentum need 2.9 MB but cpu has 1.0 MB "
         "free: train on another device"
     ]
     assert os.listdir(tmp_path) == []
@@ -248,7 +252,7 @@ def test_explain_refuses_a_cnn_run_in_one_line(capsys, trained):
 
 def test_shifted_images_are_each_a_crop_of_the_edge_padded_image_within_shift_pixels():
     images = torch.randn(200, 784, generator=torch.Generator().manual_seed(0))
-    shifter = ShiftedImages(side=28, shift=2)
+    shifter = AugmentedImages(side=28, shift=2, flip=False)
     torch.manual_seed(0)
     shifted = shifter(images)
     assert shifted.shape == (200, 1, 28, 28)
@@ -266,3 +270,18 @@ def test_shifted_images_are_each_a_crop_of_the_edge_padded_image_within_shift_pi
     torch.manual_seed(0)
     assert torch.equal(shifter(images), shifted)  # drawn from torch's generator: the seed repeats them
     assert torch.equal(shifter.eval()(images), images.reshape(200, 1, 28, 28))  # evaluation: no shift
+
+
+def test_mirrored_images_are_each_the_image_or_its_mirror_and_both_are_drawn():
+    images = torch.randn(200, 784, generator=torch.Generator().manual_seed(0))
+    mirror = AugmentedImages(side=28)  # the CNN's default: mirrors, no shifts
+    torch.manual_seed(0)
+    augmented = mirror(images)
+    square = images.reshape(200, 1, 28, 28)
+    same = [torch.equal(augmented[n], square[n]) for n in range(200)]
+    flipped = [torch.equal(augmented[n], square[n].flip(-1)) for n in range(200)]
+    assert all(a != b for a, b in zip(same, flipped, strict=True))  # each image exactly one of the two
+    assert 70 < sum(flipped) < 130  # about half mirrored (binomial, 200 draws of ½: 100 ± 7)
+    torch.manual_seed(0)
+    assert torch.equal(mirror(images), augmented)  # drawn from torch's generator: the seed repeats them
+    assert torch.equal(mirror.eval()(images), square)  # evaluation: as they are

@@ -177,15 +177,28 @@ def _mlp_operands(function, input, weights, biases, activations):
                 f"{function}: layer {layer + 1}'s bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
             )
         width = weight.shape[0]
+    parameters = [tensor for pair in zip(weights, biases, strict=True) for tensor in pair]
+    autocast = _autocast_enabled(input)
+    if not autocast and _one_dtype_and_device(input, parameters):
+        return input, parameters, activations  # the common case, found without naming every tensor
     tensors = {"input": input} | {f"weight {i + 1}": w for i, w in enumerate(weights)}
     tensors |= {f"bias {i + 1}": b for i, b in enumerate(biases) if b is not None}
-    if _autocast_enabled(input):  # as for linear: every operand in the autocast dtype, cast outside the Function
+    if autocast:  # as for linear: every operand in the autocast dtype, cast outside the Function
         dtype = torch.get_autocast_dtype(input.device.type)
         tensors = {name: t.to(dtype) for name, t in tensors.items()}
     _check_same(function, "dtype", **tensors)
     _check_same(function, "device", **tensors)
     parameters = [tensors.get(f"{kind} {i + 1}") for i in range(len(weights)) for kind in ("weight", "bias")]
     return tensors["input"], parameters, activations
+
+
+def _one_dtype_and_device(input, tensors):
+    """Whether every tensor of ``tensors`` (None skipped) has ``input``'s dtype and device."""
+    dtype = input.dtype  # dtypes are singletons: `is` compares them
+    if input.is_cpu:  # all on the CPU is one device, found without building device objects
+        return all(t is None or (t.dtype is dtype and t.is_cpu) for t in tensors)
+    device = input.device
+    return all(t is None or (t.dtype is dtype and t.device == device) for t in tensors)
 
 
 def _on_rows(route, input, weight, *args):

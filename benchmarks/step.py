@@ -59,10 +59,11 @@ def make_step(sizes, activation, loss, batch_size, layers, device, compile=False
     one_node = layers in ("mlp", "mlp_loss")
     model, x, target, cost = make_case(sizes, activation, loss, batch_size, "manual" if one_node else layers, device)
     network = as_one_node(model) if layers == "mlp" else model
+    parameters = layers_of(model) if layers == "mlp_loss" else None  # once: SGD updates the very same tensors
 
     def forward():
         if layers == "mlp_loss":
-            return manual_functional.mlp_loss(x, target, *layers_of(model), loss)
+            return manual_functional.mlp_loss(x, target, *parameters, loss)
         return cost(network(x))
 
     return training_step(model, torch.compile(forward, fullgraph=True) if compile else forward)

@@ -3,8 +3,9 @@
 Nothing here derives a gradient. Every backward pass and jvp that runs is a reference Function's
 (``manualbp.autograd``), or the same product computed by one kernel, and every fast path is tested bit for bit
 against the reference tier (``tests/library/test_fast.py``), in float32 and float64 (the convolution's ∂C/∂W, a sum
-taken in another order, to its rounding bound: ``tests/library/test_fast_conv.py``; ReLU's one-kernel product, as
-numbers: ``tests/library/test_fast_activation.py``), besides the tests against PyTorch's autograd. What lives here
+taken in another order, to its rounding bound: ``tests/library/test_fast_conv.py``; batch norm's regrouped
+backward, to a few ulps: ``tests/library/test_fast_batch_norm.py``; ReLU's one-kernel product, as numbers:
+``tests/library/test_fast_activation.py``), besides the tests against PyTorch's autograd. What lives here
 is plumbing:
 
 - ``call.py``: ``Route``, a Function called by the cheapest route PyTorch allows (no per-call argument binding in
@@ -19,6 +20,9 @@ is plumbing:
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
 - ``conv.py``: ``Conv2d``, the reference convolution with its ∂C/∂W summed as one product over all examples'
   columns (the same terms in another order: held to a rounding bound, not to the bit).
+- ``normalization.py``: ``BatchNorm``, the reference batch norm with its training backward regrouped into a few
+  passes over the activations (a g + b (x − μ) + c per channel; the same formula rounded otherwise: held to a few
+  ulps of the reference).
 - ``cross_entropy.py``: ``target_range``, the cheapest read of the class-index targets, which decides whether
   cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs.
 - ``kernels/``: the derivations as Triton kernels, for CUDA tensors; ``cross_entropy`` below runs its kernel where
@@ -35,6 +39,7 @@ from manualbp.fast.cross_entropy import target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 from manualbp.fast.mlp_loss import MLPLoss
 from manualbp.fast.mlp_loss import in_one_node as mlp_loss_in_one_node
+from manualbp.fast.normalization import BatchNorm
 
 linear = Route(autograd.Linear)
 relu = Route(activation.ReLU)
@@ -52,7 +57,7 @@ conv2d = Route(Conv2d)
 max_pool2d = Route(autograd.MaxPool2d)
 avg_pool2d = Route(autograd.AvgPool2d)
 adaptive_avg_pool2d = Route(autograd.AdaptiveAvgPool2d)
-batch_norm = Route(autograd.BatchNorm)
+batch_norm = Route(BatchNorm)
 dropout = Route(autograd.Dropout)
 softmax = Route(autograd.Softmax)
 log_softmax = Route(autograd.LogSoftmax)
@@ -74,6 +79,7 @@ def cross_entropy(z, target, weight, ignore_index, label_smoothing, reduction):
 
 __all__ = [
     "ACTIVATIONS",
+    "BatchNorm",
     "Conv2d",
     "LinearActivation",
     "MLPLoss",

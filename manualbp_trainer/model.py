@@ -79,9 +79,9 @@ MODELS = {
         "[Conv2d 3×3 → BatchNorm2d → ReLU → MaxPool2d 2] with 32, 64, then 128 channels → Dropout 0.25 → "
         "Linear 1152→128 → ReLU → Dropout 0.5 → Linear 128→10; training images mirrored at random",
         _cnn,
-        # 15 epochs, as the MLP's: 10 under-trained a small training set (issue #23), and the random mirrors keep
-        # the extra epochs from memorising it
-        defaults={"epochs": 15, "pictures": False},
+        # 20 epochs: 10 under-trained a small training set (issue #23), 15 of this recipe reached 92.9% on
+        # Fashion-MNIST; the random mirrors and dropout keep the extra epochs from memorising the training set
+        defaults={"epochs": 20, "pictures": False},
         unsupported={
             "pictures": _NEURONS.format(name="cnn"),
             "cuda_graphs": "replaying BatchNorm's running statistics and Dropout's random masks from a captured graph "

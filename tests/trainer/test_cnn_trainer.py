@@ -84,7 +84,7 @@ def test_config_and_hparams_record_the_cnn_and_its_defaults(trained):
 
 def test_cnn_defaults_are_its_own_and_flags_override_them():
     config, _ = cli.config_from_args(cli.build_parser().parse_args(["--model", "cnn"]))
-    assert (config.model, config.epochs, config.lr, config.pictures) == ("cnn", 15, 0.05, False)
+    assert (config.model, config.epochs, config.lr, config.pictures) == ("cnn", 20, 0.05, False)
     config, _ = cli.config_from_args(cli.build_parser().parse_args(["--model", "cnn", "--epochs", "3"]))
     assert config.epochs == 3
 

@@ -92,8 +92,11 @@ def test_cnn_defaults_are_its_own_and_flags_override_them():
 def test_manual_and_torch_layers_give_the_same_cnn_losses(tmp_path, idx_dir, trained):
     _, torch_dir = run(tmp_path, idx_dir, "--layers", "torch", name="torch")
     manual, builtin = events(trained), events(torch_dir)  # on the CPU both draw the same dropout masks
+    # float32 rounding, grown through 16 steps of SGD: the convolutions' products sum in an order that depends on
+    # the thread count, and the two runs' losses differed by 3e-7 relative at 2 threads, 6.6e-5 at 1 or 4 (an AMD
+    # EPYC) and 2.4e-4 on a CI machine; the compiled run is held to the same tolerance
     for tag in ("loss/train", "loss/test", "accuracy/test"):
-        torch.testing.assert_close(scalar_values(manual, tag), scalar_values(builtin, tag), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(scalar_values(manual, tag), scalar_values(builtin, tag), rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -123,9 +123,7 @@ def _linear_on_matrices(args, kwargs):
     # addmm and gᵀx whatever the layout, so non-contiguous samples are held to the dtype's tolerance
     contiguous = all(t.is_contiguous() for t in (input, weight, bias) if torch.is_tensor(t))
     # a bias broadcast from () or (1,) is summed once more, by its view's backward: in another order than torch's
-    return (
-        contiguous and input.dim() >= 2 and weight.dim() == 2 and (bias is None or bias.shape == (weight.shape[0],))
-    )
+    return contiguous and input.dim() >= 2 and weight.dim() == 2 and (bias is None or bias.shape == (weight.shape[0],))
 
 
 def _plain_index_targets(args, kwargs):
@@ -177,9 +175,9 @@ EXACT = {
 # 6e-6 relative); on the CPU both sum in index order, and are asserted bit for bit. The attention modules and the
 # encoders built on them take attention's tolerance: their float32 gradients differ from torch's by the same
 # rounding, grown through the layers. Measured on an AMD EPYC, where the default tolerance failed (it had passed on
-# CI's earlier machine): TransformerEncoder's gelu_activation sample, ∂C/∂in_proj_weight (entries up to 14.4), torch's float32
-# 2.6e-5 from the float64 result and manualbp's 8.3e-6, the two 3.4e-5 apart; over three seeds of every sample of the
-# three modules the two float32 results stayed within 1.5× the default tolerance of each other
+# CI's earlier machine): TransformerEncoder's gelu_activation sample, ∂C/∂in_proj_weight (entries up to 14.4),
+# torch's float32 2.6e-5 from the float64 result and manualbp's 8.3e-6, the two 3.4e-5 apart; over three seeds of
+# every sample of the three modules the two float32 results stayed within 1.5× the default tolerance of each other
 ATTENTION_TOLERANCE = {"atol": 5e-5, "rtol": 2e-5}
 TOLERANCES = {
     ("scaled_dot_product_attention", torch.float32): ATTENTION_TOLERANCE,

@@ -12,7 +12,7 @@ import manualbp
 import manualbp.functional as F
 from manualbp import autograd as A
 from manualbp import nn as mnn
-from manualbp.fast.mlp_loss import mse_gradient
+from manualbp.fast.mlp_loss import mse_gradient, mse_value
 
 NAMES = ["relu", "leaky-relu", "sigmoid", "tanh", "gelu", None]
 REFERENCE_ACTIVATION = {
@@ -317,7 +317,7 @@ def test_mlp_loss_backward_hands_its_gradients_over_without_a_copy(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @given(rows=st.integers(0, 40), columns=st.integers(1, 40), seed=st.integers(0, 2**31 - 1))
-def test_mlp_losss_one_kernel_mse_gradient_is_the_references_to_the_bit(dtype, rows, columns, seed):
+def test_mlp_losss_one_kernel_mse_gradient_and_loss_are_the_references_to_the_bit(dtype, rows, columns, seed):
     generator = torch.Generator().manual_seed(seed)
     a, y = (torch.randn(rows, columns, generator=generator, dtype=dtype) * 3 for _ in range(2))
     g = torch.rand((), generator=generator, dtype=dtype) + 0.5
@@ -325,3 +325,5 @@ def test_mlp_losss_one_kernel_mse_gradient_is_the_references_to_the_bit(dtype, r
         expected = A.MSELoss.gradients(grad_loss, a, y, None, "mean", needs_input_grad=(True, False, False, False))[0]
         bits = torch.int64 if dtype == torch.float64 else torch.int32
         assert torch.equal(mse_gradient(grad_loss, a, y).view(bits), expected.view(bits))
+    # and the loss itself, by the kernel that torch.nn.functional.mse_loss calls
+    assert torch.equal(mse_value(a, y).view(bits), A.MSELoss.forward(a, y, None, "mean").view(bits))

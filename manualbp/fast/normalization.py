@@ -1,4 +1,5 @@
-r"""Batch norm's training backward in a few passes over the activations, where the reference's takes about sixteen.
+r"""Batch norm's training backward in a few passes over the activations, where the reference's takes about sixteen;
+and layer norm's backward as one Triton kernel on a GPU (``LayerNorm``, at the end).
 
 The reference (``manualbp/autograd/batch_norm.py``, ``normalization.py``) writes the closed form as it reads,
 
@@ -23,10 +24,13 @@ already) and in a double backward, which differentiates the backward's own opera
 reference's functions of x.
 """
 
+import math
+
 import torch
 
 from manualbp import autograd
 from manualbp.autograd.normalization import channel
+from manualbp.fast import kernels
 
 
 def training_gradients(grad_output, x, weight, eps, has_bias, needs_input_grad):
@@ -65,3 +69,27 @@ class BatchNorm(autograd.BatchNorm):
             return autograd.BatchNorm.backward(ctx, grad_output)
         gradients = training_gradients(grad_output, x, weight, ctx.eps, ctx.has_bias, ctx.needs_input_grad)
         return *gradients, None, None, None, None, None
+
+
+class LayerNorm(autograd.LayerNorm):
+    """The reference ``LayerNorm``; its backward, where ``kernels.chosen_for_backward`` says so, is the reference's
+    formula as one Triton kernel (``kernels.norm.layer_norm_backward``: the statistics, both row sums and
+    σ⁻¹(ĝ − mean ĝ − x̂ mean(ĝ x̂)) in one pass over each row). Everywhere else, and for rows wider than one block,
+    the reference's own backward."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight = ctx.saved_tensors
+        columns = math.prod(x.shape[x.dim() - len(ctx.axes) :])  # N, the normalised entries of one example
+        if not (kernels.chosen_for_backward(x) and 0 < columns <= kernels.norm.FUSED_COLUMNS):
+            return autograd.LayerNorm.backward(ctx, grad_output)
+        grad_x, grad_weight, grad_bias = kernels.norm.layer_norm_backward(grad_output, x, weight, columns, ctx.eps)
+        needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = ctx.needs_input_grad
+        shape = x.shape[x.dim() - len(ctx.axes) :]
+        return (
+            grad_x if needs_x_grad else None,
+            None,
+            grad_weight.reshape(shape) if weight is not None and needs_weight_grad else None,
+            grad_bias.reshape(shape) if ctx.has_bias and needs_bias_grad else None,
+            None,
+        )

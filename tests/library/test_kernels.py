@@ -218,6 +218,63 @@ def test_fast_cross_entropy_runs_the_kernel_where_chosen(monkeypatch):
     assert_within(grad, expected_grad, 8, expected_grad.abs().max())
 
 
+def _choose_kernels(monkeypatch):
+    """Drive the fast tier's dispatch onto the kernels on this device (the interpreter's, without a GPU)."""
+    monkeypatch.setattr(kernels, "chosen_for", lambda tensor: True)
+    for module in (norm, softmax):
+        monkeypatch.setattr(kernels, module.__name__.rsplit(".", 1)[1], module, raising=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_fast_layer_norm_runs_the_kernel_in_its_backward_where_chosen(monkeypatch, dtype, affine):
+    # the fast tier's LayerNorm, called through manualbp.functional: its gradients by the kernel, within the
+    # kernel's bound of the reference path's; a double backward takes the reference's operations, to the bit
+    x = (logits((2, 3, 4, 7), dtype) + 1).requires_grad_()
+    weight, bias = (logits((4, 7), dtype, seed=s).requires_grad_() if affine else None for s in (2, 3))
+    g = logits((2, 3, 4, 7), dtype, seed=1)
+    wanted = [t for t in (x, weight, bias) if t is not None]
+    expected = torch.autograd.grad(F.layer_norm(x, (4, 7), weight, bias), wanted, g)
+    calls = []
+    _choose_kernels(monkeypatch)
+    monkeypatch.setattr(norm, "layer_norm_backward", _counted(norm.layer_norm_backward, calls))
+    actual = torch.autograd.grad(F.layer_norm(x, (4, 7), weight, bias), wanted, g)
+    assert len(calls) == 1
+    for a, e in zip(actual, expected, strict=True):
+        assert a.shape == e.shape
+        assert_within(a, e, 8, e.abs().max())
+    twice = torch.autograd.grad(F.layer_norm(x, (4, 7), weight, bias), wanted, g, create_graph=True)
+    assert len(calls) == 1 and twice[0].requires_grad  # ∂C/∂x, a function of x and γ to differentiate again
+    monkeypatch.undo()
+    reference = torch.autograd.grad(F.layer_norm(x, (4, 7), weight, bias), wanted, g, create_graph=True)
+    assert all(torch.equal(a, e) for a, e in zip(twice, reference, strict=True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log", [False, True])
+def test_fast_softmax_runs_the_kernel_in_its_backward_over_the_last_dimension_only(monkeypatch, dtype, log):
+    function = F.log_softmax if log else F.softmax
+    z = logits((2, 5, 9), dtype).requires_grad_()
+    g = logits((2, 5, 9), dtype, seed=1)
+    expected = {dim: torch.autograd.grad(function(z, dim), z, g)[0] for dim in (-1, 1)}
+    calls = []
+    _choose_kernels(monkeypatch)
+    monkeypatch.setattr(softmax, "softmax_backward", _counted(softmax.softmax_backward, calls))
+    (last,) = torch.autograd.grad(function(z, -1), z, g)
+    assert len(calls) == 1
+    assert_within(last, expected[-1], 4, g.abs().sum(-1, keepdim=True))
+    (middle,) = torch.autograd.grad(function(z, 1), z, g)  # not the kernel's rows: the reference, to the bit
+    assert len(calls) == 1 and torch.equal(middle, expected[1])
+
+
+def _counted(function, calls):
+    def call(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+
+    return call
+
+
 def test_without_triton_no_kernel_is_available_or_chosen(monkeypatch):
     # the package's import-time check, made again where ``import triton`` fails as where it is not installed
     monkeypatch.setitem(sys.modules, "triton", None)

@@ -10,6 +10,9 @@ Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported).
 - ``softmax.py``: the softmax and log-softmax backward (``Softmax.times_jacobian``, ``LogSoftmax.gradients``);
 - ``norm.py``: the layer-norm backward, its two row sums and the combination in one kernel (``LayerNorm.backward``).
 
+Where they run: cross-entropy's through ``manualbp.fast.cross_entropy``; the layer-norm backward in
+``manualbp.fast.normalization.LayerNorm``; the softmax and log-softmax backward in ``manualbp.fast.softmax``.
+
 How the fast tier chooses: a kernel runs where ``chosen_for(tensor)`` holds: Triton imports, the tensor is on a CUDA
 device, and no torch.func transform or forward-mode AD level needs a ``jvp`` (the kernel Functions have none, and
 their backward is differentiable once). Everywhere else (CPU tensors, macOS and CPU-only wheels without Triton) the
@@ -29,6 +32,12 @@ AVAILABLE = importlib.util.find_spec("triton") is not None
 def chosen_for(tensor):
     """Whether the fast tier runs ``tensor``'s derivation as a Triton kernel (see the module's docstring)."""
     return AVAILABLE and tensor.is_cuda and not functorch_transforms_active() and not forward_ad_level_open()
+
+
+def chosen_for_backward(tensor):
+    """``chosen_for``, asked in a backward pass: and that backward is not itself being differentiated (a double
+    backward, ``create_graph=True``, differentiates the reference's operations, which a kernel is not)."""
+    return chosen_for(tensor) and not torch.is_grad_enabled()
 
 
 # the kernel modules import triton (over a second): only where a CUDA device can run them (the tests import them

@@ -6,6 +6,8 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 PROGRAMS = 256  # at most this many programs, each taking a run of rows and one partial sum of ∂C/∂γ and ∂C/∂β
+# the widest row the kernel holds in one block (as Liger-Kernel's fused layer norm): wider rows take the reference
+FUSED_COLUMNS = 65536
 
 
 @triton.jit

@@ -12,7 +12,8 @@ is plumbing:
   eager mode; the forms torch.func and torch.compile need under them). One Route per Function, below.
 - ``activation.py``: ReLU's, sigmoid's and tanh's t · f′ as one element-wise kernel each (ATen's
   ``threshold_backward``, ``sigmoid_backward`` and ``tanh_backward``, the reference's products in one pass), and
-  those three Functions with their backward and jvp calling it.
+  those three Functions with their backward and jvp calling it; GELU and LeakyReLU, whose backward on a GPU is the
+  activation kernel of ``kernels/``.
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
   two reference backward passes (and jvps).
 - ``mlp_loss.py``: ``MLPLoss``, a whole network and its loss as one node, its gradients computed in the forward pass
@@ -46,10 +47,10 @@ from manualbp.fast.softmax import LogSoftmax, Softmax
 
 linear = Route(autograd.Linear)
 relu = Route(activation.ReLU)
-leaky_relu = Route(autograd.LeakyReLU)
+leaky_relu = Route(activation.LeakyReLU)
 sigmoid = Route(activation.Sigmoid)
 tanh = Route(activation.Tanh)
-gelu = Route(autograd.GELU)
+gelu = Route(activation.GELU)
 mse_loss = Route(autograd.MSELoss)
 cross_entropy_reference = Route(autograd.CrossEntropyLoss)
 one_hot_cross_entropy = Route(autograd.OneHotCrossEntropyLoss)

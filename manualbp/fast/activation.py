@@ -20,11 +20,17 @@ How they compare with the reference (``tests/library/test_fast_activation.py``):
 
 ``times_derivative(name, t, kept, *options)`` is the named activation's reference ``times_derivative`` with these
 three swapped in; ``ReLU``, ``Sigmoid`` and ``Tanh`` are the reference Functions with their backward and jvp calling it.
+
+GELU's and leaky ReLU's products have no such ATen kernel of the reference's formula (ATen's ``gelu_backward`` is
+PyTorch's own derivation). On a GPU, in a backward pass, they take the Triton kernel of the same formula
+(``kernels.activation``, tested against the reference in ``tests/library/test_kernels.py``): ``GELU`` and
+``LeakyReLU`` here, and ``times_derivative`` for the one-node network; everywhere else the reference's products.
 """
 
 import torch
 
 from manualbp import autograd
+from manualbp.fast import kernels
 
 _aten = torch.ops.aten
 
@@ -37,14 +43,25 @@ KERNELS = {
 }
 
 
+# an activation's name → its Triton kernel's kind (``kernels.activation.KINDS``), for its options
+TRITON_KINDS = {
+    "gelu": lambda approximate: "gelu" if approximate == "none" else "gelu_tanh",
+    "leaky-relu": lambda negative_slope: "leaky_relu",
+}
+
+
 def times_derivative(name, t, kept, *options):
     """t · f′ for the activation called ``name`` (``"relu"``, ``"gelu"``, …): one kernel for ReLU, sigmoid and
-    tanh, the reference's own ``times_derivative`` for the others (LeakyReLU, GELU)."""
+    tanh; for GELU and leaky ReLU the Triton kernel where ``kernels.chosen_for_backward`` says so, the reference's
+    own ``times_derivative`` elsewhere."""
     kernel = KERNELS.get(name)
-    if kernel is None:
-        function, _ = autograd.mlp.ACTIVATIONS[name]
-        return function.times_derivative(t, kept, *options)
-    return kernel(t, kept)
+    if kernel is not None:
+        return kernel(t, kept)
+    if name in TRITON_KINDS and kernels.chosen_for_backward(t):
+        negative_slope = options[0] if name == "leaky-relu" else 0.0
+        return kernels.activation.times_derivative(t, kept, TRITON_KINDS[name](*options), negative_slope)
+    function, _ = autograd.mlp.ACTIVATIONS[name]
+    return function.times_derivative(t, kept, *options)
 
 
 def _one_kernel(function, name):
@@ -73,6 +90,22 @@ def _one_kernel(function, name):
 ReLU = _one_kernel(autograd.ReLU, "relu")
 Sigmoid = _one_kernel(autograd.Sigmoid, "sigmoid")
 Tanh = _one_kernel(autograd.Tanh, "tanh")
+
+
+class GELU(autograd.GELU):
+    """The reference ``GELU``; its backward by ``times_derivative`` (the Triton kernel on a GPU)."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return times_derivative("gelu", grad_output, *ctx.saved_tensors, ctx.approximate), None
+
+
+class LeakyReLU(autograd.LeakyReLU):
+    """The reference ``LeakyReLU``; its backward by ``times_derivative`` (the Triton kernel on a GPU)."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return times_derivative("leaky-relu", grad_output, *ctx.saved_tensors, ctx.negative_slope), None
 
 
 def times_derivative_from(name, t, z, a):

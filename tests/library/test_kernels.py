@@ -221,7 +221,7 @@ def test_fast_cross_entropy_runs_the_kernel_where_chosen(monkeypatch):
 def _choose_kernels(monkeypatch):
     """Drive the fast tier's dispatch onto the kernels on this device (the interpreter's, without a GPU)."""
     monkeypatch.setattr(kernels, "chosen_for", lambda tensor: True)
-    for module in (norm, softmax):
+    for module in (activation, norm, softmax):
         monkeypatch.setattr(kernels, module.__name__.rsplit(".", 1)[1], module, raising=False)
 
 
@@ -265,6 +265,31 @@ def test_fast_softmax_runs_the_kernel_in_its_backward_over_the_last_dimension_on
     assert_within(last, expected[-1], 4, g.abs().sum(-1, keepdim=True))
     (middle,) = torch.autograd.grad(function(z, 1), z, g)  # not the kernel's rows: the reference, to the bit
     assert len(calls) == 1 and torch.equal(middle, expected[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("call", "bound"),
+    [
+        (lambda z: F.gelu(z), 4),
+        (lambda z: F.gelu(z, approximate="tanh"), 64),
+        (lambda z: F.leaky_relu(z, 0.1), 0),  # the reference's arithmetic: the same bits
+        (lambda z: F.leaky_relu(z, -0.5), 0),  # a negative slope: f′ read from z, as the reference keeps it
+    ],
+    ids=["gelu", "gelu_tanh", "leaky_relu", "leaky_relu_negative_slope"],
+)
+def test_fast_gelu_and_leaky_relu_run_the_activation_kernel_in_their_backward_where_chosen(
+    monkeypatch, dtype, call, bound
+):
+    z = logits((5, 123), dtype).requires_grad_()
+    g = logits((5, 123), dtype, seed=1)
+    (expected,) = torch.autograd.grad(call(z), z, g)
+    calls = []
+    _choose_kernels(monkeypatch)
+    monkeypatch.setattr(activation, "times_derivative", _counted(activation.times_derivative, calls))
+    (actual,) = torch.autograd.grad(call(z), z, g)
+    assert len(calls) == 1
+    assert_within(actual, expected, bound, g.abs())
 
 
 def _counted(function, calls):

@@ -23,13 +23,15 @@ is plumbing:
   columns (the same terms in another order: held to a rounding bound, not to the bit).
 - ``normalization.py``: ``BatchNorm``, the reference batch norm with its training backward regrouped into a few
   passes over the activations (a g + b (x − μ) + c per channel; the same formula rounded otherwise: held to a few
-  ulps of the reference); and ``LayerNorm``, whose backward on a GPU is the layer-norm kernel of ``kernels/``.
+  ulps of the reference); and ``LayerNorm`` and ``GroupNorm``, whose backward on a GPU is their kernel in
+  ``kernels/``.
 - ``softmax.py``: ``Softmax`` and ``LogSoftmax``, whose backward on a GPU is the softmax kernel of ``kernels/``.
 - ``cross_entropy.py``: ``target_range``, the cheapest read of the class-index targets, which decides whether
   cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs.
-- ``kernels/``: the derivations as Triton kernels, for CUDA tensors; ``cross_entropy`` below, ``LayerNorm``,
-  ``Softmax`` and ``LogSoftmax`` run theirs where ``kernels.chosen_for`` (in a backward, ``chosen_for_backward``)
-  says so, and the reference's own code everywhere else (see ``kernels/__init__.py``).
+- ``kernels/``: the derivations as Triton kernels, for CUDA tensors. ``cross_entropy`` below, ``LayerNorm``,
+  ``GroupNorm``, ``Softmax``, ``LogSoftmax``, ``GELU`` and ``LeakyReLU`` run theirs where ``kernels.chosen_for``
+  (in a backward, ``chosen_for_backward``) says so, and the reference's own code everywhere else (see
+  ``kernels/__init__.py``).
 
 ``manualbp.functional`` (and through it ``manualbp.nn`` and ``convert``) calls these after checking its arguments.
 """
@@ -42,7 +44,7 @@ from manualbp.fast.cross_entropy import target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 from manualbp.fast.mlp_loss import MLPLoss
 from manualbp.fast.mlp_loss import in_one_node as mlp_loss_in_one_node
-from manualbp.fast.normalization import BatchNorm, LayerNorm
+from manualbp.fast.normalization import BatchNorm, GroupNorm, LayerNorm
 from manualbp.fast.softmax import LogSoftmax, Softmax
 
 linear = Route(autograd.Linear)
@@ -66,7 +68,7 @@ dropout = Route(autograd.Dropout)
 softmax = Route(Softmax)
 log_softmax = Route(LogSoftmax)
 layer_norm = Route(LayerNorm)
-group_norm = Route(autograd.GroupNorm)
+group_norm = Route(GroupNorm)
 embedding = Route(autograd.Embedding)
 scaled_dot_product_attention = Route(autograd.ScaledDotProductAttention)
 
@@ -85,6 +87,7 @@ __all__ = [
     "ACTIVATIONS",
     "BatchNorm",
     "Conv2d",
+    "GroupNorm",
     "LayerNorm",
     "LinearActivation",
     "LogSoftmax",

@@ -1,5 +1,6 @@
 r"""Batch norm's training backward in a few passes over the activations, where the reference's takes about sixteen;
-and layer norm's backward as one Triton kernel on a GPU (``LayerNorm``, at the end).
+and layer norm's and group norm's backward as one Triton kernel each on a GPU (``LayerNorm`` and ``GroupNorm``, at
+the end).
 
 The reference (``manualbp/autograd/batch_norm.py``, ``normalization.py``) writes the closed form as it reads,
 
@@ -93,3 +94,32 @@ class LayerNorm(autograd.LayerNorm):
             grad_bias.reshape(shape) if ctx.has_bias and needs_bias_grad else None,
             None,
         )
+
+
+class GroupNorm(autograd.GroupNorm):
+    """The reference ``GroupNorm``; its backward, where ``kernels.chosen_for_backward`` says so and one group fits a
+    block, is the reference's formula as one Triton kernel (``kernels.norm.group_norm_backward``); everywhere else
+    the reference's own backward."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight = ctx.saved_tensors
+        if not (kernels.chosen_for_backward(x) and _group_fits_a_block(x, ctx.num_groups)):
+            return autograd.GroupNorm.backward(ctx, grad_output)
+        grad_x, grad_weight, grad_bias = kernels.norm.group_norm_backward(
+            grad_output, x, weight, ctx.num_groups, ctx.eps
+        )
+        needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = ctx.needs_input_grad
+        return (
+            grad_x if needs_x_grad else None,
+            None,
+            grad_weight if weight is not None and needs_weight_grad else None,
+            grad_bias if ctx.has_bias and needs_bias_grad else None,
+            None,
+        )
+
+
+def _group_fits_a_block(x, num_groups):
+    """Whether one group of ``x`` ``(N, C, *)`` (C/G channels of all their positions) fits the kernel's block."""
+    block_c, block_s = kernels.norm.group_norm_blocks(x.shape[1] // num_groups, math.prod(x.shape[2:]))
+    return block_c * block_s <= kernels.norm.FUSED_COLUMNS

@@ -194,6 +194,32 @@ def test_layer_norm_backward_kernel_within_8_eps_of_the_reference(shape, normali
         assert_within(a.reshape(e.shape), e, 8, e.abs().max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("shape", "groups", "affine"),
+    [((3, 6, 5, 7), 2, True), ((2, 4, 9), 4, False), ((4, 6), 3, True), ((0, 6, 3), 2, True)],
+    ids=["2d-positions", "instance-norm", "no-positions", "no-examples"],
+)
+def test_group_norm_backward_kernel_within_8_eps_of_the_reference(shape, groups, affine, dtype):
+    # GroupNorm.gradients: the statistics and both sums of each group in one program, in another order than the
+    # reference's, so within 8 ε of the largest |gradient| of each; ∂C/∂γ and ∂C/∂β summed over the examples after
+    x = (logits(shape, dtype) + 1).requires_grad_()
+    weight, bias = (logits(shape[1], dtype, seed=s).requires_grad_() if affine else None for s in (2, 3))
+    g = logits(shape, dtype, seed=1)
+    wanted = [t for t in (x, weight, bias) if t is not None]
+    expected = torch.autograd.grad(autograd.GroupNorm.apply(x, groups, weight, bias, 1e-5), wanted, g)
+    grad_x, grad_weight, grad_bias = norm.group_norm_backward(
+        g, x.detach(), None if weight is None else weight.detach(), groups, 1e-5
+    )
+    actual = [grad_x, *([grad_weight, grad_bias] if affine else [])]
+    for a, e in zip(actual, expected, strict=True):
+        assert a.shape == e.shape
+        if x.numel() == 0:  # no examples: an empty ∂C/∂x, and sums over nothing, 0
+            assert torch.equal(a, e)
+        else:
+            assert_within(a, e, 8, e.abs().max())
+
+
 def test_kernels_are_chosen_only_for_cuda_tensors_with_triton(monkeypatch):
     cuda_tensor = types.SimpleNamespace(is_cuda=True)  # stands in for one: only .is_cuda is read
     assert kernels.chosen_for(cuda_tensor) and not kernels.chosen_for(torch.zeros(1))
@@ -290,6 +316,42 @@ def test_fast_gelu_and_leaky_relu_run_the_activation_kernel_in_their_backward_wh
     (actual,) = torch.autograd.grad(call(z), z, g)
     assert len(calls) == 1
     assert_within(actual, expected, bound, g.abs())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_group_norm_runs_the_kernel_in_its_backward_where_chosen(monkeypatch, dtype):
+    x = (logits((3, 6, 5, 7), dtype) + 1).requires_grad_()
+    weight, bias = (logits(6, dtype, seed=s).requires_grad_() for s in (2, 3))
+    g = logits((3, 6, 5, 7), dtype, seed=1)
+    expected = torch.autograd.grad(F.group_norm(x, 2, weight, bias), (x, weight, bias), g)
+    calls = []
+    _choose_kernels(monkeypatch)
+    monkeypatch.setattr(norm, "group_norm_backward", _counted(norm.group_norm_backward, calls))
+    actual = torch.autograd.grad(F.group_norm(x, 2, weight, bias), (x, weight, bias), g)
+    assert len(calls) == 1
+    for a, e in zip(actual, expected, strict=True):
+        assert_within(a, e, 8, e.abs().max())
+    twice = torch.autograd.grad(F.group_norm(x, 2, weight, bias), (x, weight, bias), g, create_graph=True)
+    assert len(calls) == 1 and twice[0].requires_grad  # a double backward: the reference's operations
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, w, b: F.layer_norm(x, (3, 4), w.reshape(3, 4), b.reshape(3, 4)),
+        lambda x, w, b: F.group_norm(x, 2, w[:2], b[:2]),
+        lambda x, w, b: F.softmax(x, -1),
+        lambda x, w, b: F.log_softmax(x, -1) + F.gelu(x) * F.leaky_relu(x, 0.1),
+    ],
+    ids=["layer_norm", "group_norm", "softmax", "log_softmax_gelu_leaky_relu"],
+)
+def test_the_fast_tiers_kernel_backward_passes_gradcheck_in_float64(monkeypatch, call):
+    # the kernels in the Functions' backward, against finite differences (the batched check vmaps the backward,
+    # where the kernels do not run: not asked)
+    x = (logits((1, 2, 3, 4), torch.float64) + 1).requires_grad_()
+    w, b = (logits(12, torch.float64, seed=s).requires_grad_() for s in (2, 3))
+    _choose_kernels(monkeypatch)
+    assert torch.autograd.gradcheck(call, (x, w, b), atol=1e-8, rtol=1e-6, check_batched_grad=False)
 
 
 def _counted(function, calls):

@@ -8,10 +8,12 @@ Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported).
   class indices with ``ignore_index``, label smoothing and class weights;
 - ``activation.py``: t · f′ for ReLU, LeakyReLU, sigmoid, tanh and GELU (``times_derivative``);
 - ``softmax.py``: the softmax and log-softmax backward (``Softmax.times_jacobian``, ``LogSoftmax.gradients``);
-- ``norm.py``: the layer-norm backward, its two row sums and the combination in one kernel (``LayerNorm.backward``).
+- ``norm.py``: the layer-norm and group-norm backward, the statistics, the two sums and the combination in one kernel
+  each (``LayerNorm.gradients``, ``GroupNorm.gradients``).
 
-Where they run: cross-entropy's through ``manualbp.fast.cross_entropy``; the layer-norm backward in
-``manualbp.fast.normalization.LayerNorm``; the softmax and log-softmax backward in ``manualbp.fast.softmax``.
+Where they run: cross-entropy's through ``manualbp.fast.cross_entropy``; the layer-norm and group-norm backward
+in ``manualbp.fast.normalization``; GELU's and leaky ReLU's in ``manualbp.fast.activation``; the softmax and
+log-softmax backward in ``manualbp.fast.softmax``.
 
 How the fast tier chooses: a kernel runs where ``chosen_for(tensor)`` holds: Triton imports, the tensor is on a CUDA
 device, and no torch.func transform or forward-mode AD level needs a ``jvp`` (the kernel Functions have none, and

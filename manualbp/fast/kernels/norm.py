@@ -1,4 +1,5 @@
-"""The layer-norm backward: the two row sums and the combination in one Triton kernel, as Liger's and llm.c's."""
+"""The layer-norm and group-norm backward: the statistics, the two sums and the combination in one Triton kernel
+each, as Liger's and llm.c's layer norm."""
 
 import torch
 import triton
@@ -92,4 +93,99 @@ def layer_norm_backward(
         COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
         BLOCK=triton.next_power_of_2(columns),
     )
+    return grad_x, partial_weight.sum(0).to(x.dtype), partial_bias.sum(0).to(x.dtype)
+
+
+@triton.jit
+def group_norm_backward_kernel(
+    g_ptr,
+    x_ptr,
+    weight_ptr,
+    grad_x_ptr,
+    partial_weight_ptr,
+    partial_bias_ptr,
+    groups,
+    channels_per_group,
+    positions,
+    eps,
+    HAS_WEIGHT: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    r"""``GroupNorm.gradients`` for one example's group of channels per program, held whole as a
+    ``(channels, positions)`` block: M = (C/G) · positions values,
+
+        x̂ = (x − μ) r,  r = 1/√(σ² + ε)  (``normalize`` over the group's M values)
+        ĝ = γ g (γ of each value's channel),  ∂C/∂x = (r/M)(M ĝ − Σ ĝ − x̂ Σ(ĝ ⊙ x̂))  (``times_jacobian``)
+        ∂C/∂γ_c = Σ_{n, positions} g x̂,  ∂C/∂β_c = Σ_{n, positions} g
+
+    Each program writes its example's share of the last two, one number per channel of its group, which the launcher
+    sums over the examples.
+    """
+    row = tl.program_id(0).to(tl.int64)  # example n's group: n · G + group
+    group = row % groups
+    channel = tl.arange(0, BLOCK_C)
+    position = tl.arange(0, BLOCK_S)
+    channel_inside = channel < channels_per_group
+    inside = channel_inside[:, None] & (position[None, :] < positions)
+    count = channels_per_group * positions
+    offsets = row * count + channel[:, None] * positions + position[None, :]
+    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(COMPUTE)
+    g = tl.load(g_ptr + offsets, mask=inside, other=0.0).to(COMPUTE)
+    mean = tl.sum(tl.sum(x, 1), 0) / count
+    centred = tl.where(inside, x - mean, 0.0)
+    r = 1 / tl.sqrt(tl.sum(tl.sum(centred * centred, 1), 0) / count + eps)
+    x_hat = centred * r
+    if HAS_WEIGHT:
+        weight = tl.load(weight_ptr + group * channels_per_group + channel, mask=channel_inside, other=0.0)
+        g_hat = g * weight.to(COMPUTE)[:, None]  # ĝ = γ g
+    else:
+        g_hat = g
+    sum_g_hat = tl.sum(tl.sum(g_hat, 1), 0)
+    sum_g_hat_x_hat = tl.sum(tl.sum(g_hat * x_hat, 1), 0)
+    grad_x = (r / count) * (count * g_hat - sum_g_hat - x_hat * sum_g_hat_x_hat)
+    tl.store(grad_x_ptr + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=inside)
+    shares = row * channels_per_group + channel  # (n, c) in an (N, C) tensor: the group's channels are consecutive
+    tl.store(partial_weight_ptr + shares, tl.sum(g * x_hat, 1), mask=channel_inside)
+    tl.store(partial_bias_ptr + shares, tl.sum(g, 1), mask=channel_inside)
+
+
+def group_norm_blocks(channels_per_group, positions):
+    """The ``(BLOCK_C, BLOCK_S)`` block that holds one group of ``channels_per_group`` channels of ``positions``
+    values each; the kernel applies where their product is at most ``FUSED_COLUMNS``."""
+    return triton.next_power_of_2(channels_per_group), triton.next_power_of_2(positions)
+
+
+@triton_op("manualbp::group_norm_backward", mutates_args={})
+def group_norm_backward(
+    grad_output: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, num_groups: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """∂C/∂x ``(N, C, *)``, ∂C/∂γ and ∂C/∂β ``(C,)`` from ∂C/∂y ``grad_output`` and the saved input x, as
+    ``GroupNorm.gradients``."""
+    grad_output, x = grad_output.contiguous(), x.contiguous()
+    examples, channels = x.shape[:2]
+    positions = x.numel() // max(examples * channels, 1)
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    grad_x = torch.empty_like(x)
+    partial_weight = torch.zeros(examples, channels, dtype=compute, device=x.device)
+    partial_bias = torch.zeros(examples, channels, dtype=compute, device=x.device)
+    if examples * num_groups > 0:
+        block_c, block_s = group_norm_blocks(channels // num_groups, positions)
+        wrap_triton(group_norm_backward_kernel)[(examples * num_groups,)](
+            grad_output,
+            x,
+            x if weight is None else weight.contiguous(),  # never read without a weight: any pointer will do
+            grad_x,
+            partial_weight,
+            partial_bias,
+            num_groups,
+            channels // num_groups,
+            positions,
+            eps,
+            HAS_WEIGHT=weight is not None,
+            COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
+            BLOCK_C=block_c,
+            BLOCK_S=block_s,
+        )
     return grad_x, partial_weight.sum(0).to(x.dtype), partial_bias.sum(0).to(x.dtype)

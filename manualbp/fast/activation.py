@@ -43,10 +43,10 @@ KERNELS = {
 }
 
 
-# an activation's name → its Triton kernel's kind (``kernels.activation.KINDS``), for its options
+# an activation's name → its Triton kernel's kind (``kernels.activation.KINDS``) and slope, from its options
 TRITON_KINDS = {
-    "gelu": lambda approximate: "gelu" if approximate == "none" else "gelu_tanh",
-    "leaky-relu": lambda negative_slope: "leaky_relu",
+    "gelu": lambda approximate: ("gelu" if approximate == "none" else "gelu_tanh", 0.0),
+    "leaky-relu": lambda negative_slope: ("leaky_relu", negative_slope),
 }
 
 
@@ -58,8 +58,7 @@ def times_derivative(name, t, kept, *options):
     if kernel is not None:
         return kernel(t, kept)
     if name in TRITON_KINDS and kernels.chosen_for_backward(t):
-        negative_slope = options[0] if name == "leaky-relu" else 0.0
-        return kernels.activation.times_derivative(t, kept, TRITON_KINDS[name](*options), negative_slope)
+        return kernels.activation.times_derivative(t, kept, *TRITON_KINDS[name](*options))
     function, _ = autograd.mlp.ACTIVATIONS[name]
     return function.times_derivative(t, kept, *options)
 

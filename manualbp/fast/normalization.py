@@ -81,19 +81,12 @@ class LayerNorm(autograd.LayerNorm):
     @staticmethod
     def backward(ctx, grad_output):
         x, weight = ctx.saved_tensors
-        columns = math.prod(x.shape[x.dim() - len(ctx.axes) :])  # N, the normalised entries of one example
+        shape = x.shape[x.dim() - len(ctx.axes) :]  # normalized_shape
+        columns = math.prod(shape)  # N, the normalised entries of one example
         if not (kernels.chosen_for_backward(x) and 0 < columns <= kernels.norm.FUSED_COLUMNS):
             return autograd.LayerNorm.backward(ctx, grad_output)
         grad_x, grad_weight, grad_bias = kernels.norm.layer_norm_backward(grad_output, x, weight, columns, ctx.eps)
-        needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = ctx.needs_input_grad
-        shape = x.shape[x.dim() - len(ctx.axes) :]
-        return (
-            grad_x if needs_x_grad else None,
-            None,
-            grad_weight.reshape(shape) if weight is not None and needs_weight_grad else None,
-            grad_bias.reshape(shape) if ctx.has_bias and needs_bias_grad else None,
-            None,
-        )
+        return _asked_for(ctx, weight, grad_x, grad_weight.reshape(shape), grad_bias.reshape(shape))
 
 
 class GroupNorm(autograd.GroupNorm):
@@ -106,17 +99,21 @@ class GroupNorm(autograd.GroupNorm):
         x, weight = ctx.saved_tensors
         if not (kernels.chosen_for_backward(x) and _group_fits_a_block(x, ctx.num_groups)):
             return autograd.GroupNorm.backward(ctx, grad_output)
-        grad_x, grad_weight, grad_bias = kernels.norm.group_norm_backward(
-            grad_output, x, weight, ctx.num_groups, ctx.eps
-        )
-        needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = ctx.needs_input_grad
-        return (
-            grad_x if needs_x_grad else None,
-            None,
-            grad_weight if weight is not None and needs_weight_grad else None,
-            grad_bias if ctx.has_bias and needs_bias_grad else None,
-            None,
-        )
+        gradients = kernels.norm.group_norm_backward(grad_output, x, weight, ctx.num_groups, ctx.eps)
+        return _asked_for(ctx, weight, *gradients)
+
+
+def _asked_for(ctx, weight, grad_x, grad_weight, grad_bias):
+    """A kernel's three gradients as the backward of a Function of (x, options, γ, β, ε) returns them: each None
+    where ``ctx.needs_input_grad`` does not ask for it, or the layer has no γ or β."""
+    needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = ctx.needs_input_grad
+    return (
+        grad_x if needs_x_grad else None,
+        None,
+        grad_weight if weight is not None and needs_weight_grad else None,
+        grad_bias if ctx.has_bias and needs_bias_grad else None,
+        None,
+    )
 
 
 def _group_fits_a_block(x, num_groups):

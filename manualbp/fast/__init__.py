@@ -23,15 +23,15 @@ is plumbing:
   columns (the same terms in another order: held to a rounding bound, not to the bit).
 - ``normalization.py``: ``BatchNorm``, the reference batch norm with its training backward regrouped into a few
   passes over the activations (a g + b (x − μ) + c per channel; the same formula rounded otherwise: held to a few
-  ulps of the reference); and ``LayerNorm`` and ``GroupNorm``, whose backward on a GPU is their kernel in
+  ulps of the reference); its backward on a GPU, and ``LayerNorm``'s and ``GroupNorm``'s, is their kernel in
   ``kernels/``.
 - ``softmax.py``: ``Softmax`` and ``LogSoftmax``, whose backward on a GPU is the softmax kernel of ``kernels/``.
 - ``cross_entropy.py``: ``target_range``, the cheapest read of the class-index targets, which decides whether
   cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs.
-- ``kernels/``: the derivations as Triton kernels, for CUDA tensors. ``cross_entropy`` below, ``LayerNorm``,
-  ``GroupNorm``, ``Softmax``, ``LogSoftmax``, ``GELU`` and ``LeakyReLU`` run theirs where ``kernels.chosen_for``
-  (in a backward, ``chosen_for_backward``) says so, and the reference's own code everywhere else (see
-  ``kernels/__init__.py``).
+- ``kernels/``: the derivations as Triton kernels, for CUDA tensors. ``cross_entropy`` below, ``MLPLoss``,
+  ``BatchNorm`` (in training), ``LayerNorm``, ``GroupNorm``, ``Softmax``, ``LogSoftmax``, ``GELU`` and ``LeakyReLU``
+  run theirs where ``kernels.chosen_for`` (in a backward, ``chosen_for_backward``) says so, and the reference's own
+  code everywhere else (see ``kernels/__init__.py``).
 
 ``manualbp.functional`` (and through it ``manualbp.nn`` and ``convert``) calls these after checking its arguments.
 """

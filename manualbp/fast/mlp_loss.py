@@ -3,6 +3,7 @@
 import torch
 
 from manualbp.autograd import MLP, MSELoss, OneHotCrossEntropyLoss
+from manualbp.fast import kernels
 from manualbp.fast.activation import times_derivative_from
 from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active, is_functorch_wrapped
 
@@ -34,6 +35,12 @@ class MLPLoss(torch.autograd.Function):
     loss, and no pass over the logits in the backward), and the product of every gradient with an upstream
     gradient that is exactly 1 (``loss.backward()``): the backward hands the gradients back as they are.
 
+    On a GPU (where ``kernels.chosen_for`` says so), cross-entropy's C and ∂C/∂aᴸ come out of one kernel
+    (``kernels.cross_entropy``, as the per-layer path's ``fast.cross_entropy``), where the reference's log-softmax,
+    gather, mean, exp and one-hot subtraction are a launch each; GELU's and leaky ReLU's t · f′ are the activation
+    kernel's. There the backward always multiplies by the upstream gradient: reading it to skip a 1 would stall the
+    stream.
+
     The gradients exist only in eager mode, where the forward sees which inputs need one; ``manualbp.functional.
     mlp_loss`` takes the reference's two nodes (``MLP``, then the loss Function) under torch.func, torch.compile,
     forward-mode AD and autocast, and a double backward differentiates those two nodes again (see ``backward``).
@@ -46,23 +53,28 @@ class MLPLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, target, loss, activations, *parameters):
         a, *intermediates = MLP.forward(x, activations, *parameters)
-        if loss == "cross-entropy":
-            value, log_probs = OneHotCrossEntropyLoss.forward(a, target)
+        needs_x_grad, _, _, _, *needs_parameter_grads = ctx.needs_input_grad
+        wanted = needs_x_grad or any(needs_parameter_grads)
+        if loss == "cross-entropy" and wanted and kernels.chosen_for(a):
+            # on a GPU: C and ∂C/∂aᴸ at g = 1 in one kernel (only where a gradient is wanted: it writes one)
+            value, grad_a = kernels.cross_entropy.cross_entropy(a, target, None, -100, 0.0, "mean")
+        elif loss == "cross-entropy":
+            (value, log_probs), grad_a = OneHotCrossEntropyLoss.forward(a, target), None
         else:
-            value = mse_value(a, target)
+            value, grad_a = mse_value(a, target), None
         ctx.save_for_backward(x, target, *parameters)
         ctx.loss, ctx.activations = loss, activations
         ctx.gradients = None
         ctx.mark_non_differentiable(a)  # the output comes along for the caller's accuracy, not to differentiate
         ctx.set_materialize_grads(False)  # and so its gradient is None, not a tensor of zeros made for every call
-        needs_x_grad, _, _, _, *needs_parameter_grads = ctx.needs_input_grad
-        if not (needs_x_grad or any(needs_parameter_grads)):
+        if not wanted:
             return value, a  # nothing will ask for a gradient: evaluation pays for none
-        one = value.new_ones(())  # the upstream gradient of loss.backward(), as autograd would send it
-        if loss == "cross-entropy":
-            grad_a, _ = OneHotCrossEntropyLoss.gradients(one, None, target, log_probs)
-        else:
-            grad_a = mse_gradient(one, a, target)
+        if grad_a is None:
+            one = value.new_ones(())  # the upstream gradient of loss.backward(), as autograd would send it
+            if loss == "cross-entropy":
+                grad_a, _ = OneHotCrossEntropyLoss.gradients(one, None, target, log_probs)
+            else:
+                grad_a = mse_gradient(one, a, target)
         hidden, zs = MLP.per_layer(activations, intermediates)
         ctx.gradients = MLP.gradients(
             grad_a,

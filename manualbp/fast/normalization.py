@@ -1,6 +1,6 @@
 r"""Batch norm's training backward in a few passes over the activations, where the reference's takes about sixteen;
-and layer norm's and group norm's backward as one Triton kernel each on a GPU (``LayerNorm`` and ``GroupNorm``, at
-the end).
+and batch norm's, layer norm's and group norm's backward as one Triton kernel each on a GPU (``BatchNorm``,
+``LayerNorm`` and ``GroupNorm``).
 
 The reference (``manualbp/autograd/batch_norm.py``, ``normalization.py``) writes the closed form as it reads,
 
@@ -60,15 +60,25 @@ def training_gradients(grad_output, x, weight, eps, has_bias, needs_input_grad):
 
 
 class BatchNorm(autograd.BatchNorm):
-    """The reference ``BatchNorm`` (forward, setup_context, jvp), its training backward by
-    ``training_gradients``."""
+    """The reference ``BatchNorm`` (forward, setup_context, jvp), its training backward by ``training_gradients``,
+    or, where ``kernels.chosen_for_backward`` says so, by one Triton kernel (``kernels.norm.batch_norm_backward``:
+    the statistics, both sums and the reference's σ⁻¹(ĝ − mean ĝ − x̂ mean(ĝ x̂)), one program per channel)."""
 
     @staticmethod
     def backward(ctx, grad_output):
         x, weight, running_mean, running_var = ctx.saved_tensors
         if not ctx.training or torch.is_grad_enabled():  # evaluation, or a double backward: the reference's
             return autograd.BatchNorm.backward(ctx, grad_output)
-        gradients = training_gradients(grad_output, x, weight, ctx.eps, ctx.has_bias, ctx.needs_input_grad)
+        if kernels.chosen_for_backward(x):
+            grad_x, grad_weight, grad_bias = kernels.norm.batch_norm_backward(grad_output, x, weight, ctx.eps)
+            needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
+            gradients = (
+                grad_x if needs_x_grad else None,
+                grad_weight if weight is not None and needs_weight_grad else None,
+                grad_bias if ctx.has_bias and needs_bias_grad else None,
+            )
+        else:
+            gradients = training_gradients(grad_output, x, weight, ctx.eps, ctx.has_bias, ctx.needs_input_grad)
         return *gradients, None, None, None, None, None
 
 

@@ -220,6 +220,37 @@ def test_group_norm_backward_kernel_within_8_eps_of_the_reference(shape, groups,
             assert_within(a, e, 8, e.abs().max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("shape", "affine"),
+    [((3, 5, 4, 7), True), ((8, 4), False), ((2, 3, 1500), True), ((0, 3, 2), True)],
+    ids=["2d-positions", "no-positions", "several-blocks", "no-examples"],
+)
+def test_batch_norm_backward_kernel_within_8_eps_of_the_reference(shape, affine, dtype):
+    # BatchNorm.gradients in training: each channel's statistics and both sums in one program, over blocks of its
+    # values strided through the batch (a channel of 3000 values takes three), so within 8 ε of the largest |gradient|
+    x = (3 * logits(shape, dtype) + 1).requires_grad_()
+    weight, bias = (logits(shape[1], dtype, seed=s).requires_grad_() if affine else None for s in (2, 3))
+    g = logits(shape, dtype, seed=1)
+    wanted = [t for t in (x, weight, bias) if t is not None]
+    if x.numel() == 0:  # torch's batch norm refuses an empty batch: the kernel writes nothing and sums nothing
+        expected = [torch.zeros_like(t) for t in wanted]
+    else:
+        expected = torch.autograd.grad(
+            autograd.BatchNorm.apply(x, weight, bias, None, None, True, 0.1, 1e-5), wanted, g
+        )
+    grad_x, grad_weight, grad_bias = norm.batch_norm_backward(
+        g, x.detach(), None if weight is None else weight.detach(), 1e-5
+    )
+    actual = [grad_x, *([grad_weight, grad_bias] if affine else [])]
+    for a, e in zip(actual, expected, strict=True):
+        assert a.shape == e.shape and a.dtype == e.dtype
+        if x.numel() == 0:
+            assert torch.equal(a, e)
+        else:
+            assert_within(a, e, 8, e.abs().max())
+
+
 def test_kernels_are_chosen_only_for_cuda_tensors_with_triton(monkeypatch):
     cuda_tensor = types.SimpleNamespace(is_cuda=True)  # stands in for one: only .is_cuda is read
     assert kernels.chosen_for(cuda_tensor) and not kernels.chosen_for(torch.zeros(1))
@@ -335,15 +366,73 @@ def test_fast_group_norm_runs_the_kernel_in_its_backward_where_chosen(monkeypatc
     assert len(calls) == 1 and twice[0].requires_grad  # a double backward: the reference's operations
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_batch_norm_runs_the_kernel_in_its_training_backward_where_chosen(monkeypatch, dtype):
+    # training: the kernel, within its bound of the reference path; evaluation and a double backward: the
+    # reference's own operations, the kernel never called
+    x = (3 * logits((4, 3, 5, 6), dtype) + 1).requires_grad_()
+    weight, bias = (logits(3, dtype, seed=s).requires_grad_() for s in (2, 3))
+    running_mean, running_var = torch.zeros(3, dtype=dtype, device=DEVICE), torch.ones(3, dtype=dtype, device=DEVICE)
+    g = logits((4, 3, 5, 6), dtype, seed=1)
+
+    def gradients(training, create_graph=False):
+        y = F.batch_norm(x, running_mean.clone(), running_var.clone(), weight, bias, training=training)
+        return torch.autograd.grad(y, (x, weight, bias), g, create_graph=create_graph)
+
+    expected = {training: gradients(training) for training in (True, False)}
+    calls = []
+    _choose_kernels(monkeypatch)
+    monkeypatch.setattr(norm, "batch_norm_backward", _counted(norm.batch_norm_backward, calls))
+    actual = gradients(True)
+    assert len(calls) == 1
+    for a, e in zip(actual, expected[True], strict=True):
+        assert_within(a, e, 8, e.abs().max())
+    evaluation = gradients(False)
+    assert len(calls) == 1 and all(torch.equal(a, e) for a, e in zip(evaluation, expected[False], strict=True))
+    twice = gradients(True, create_graph=True)
+    assert len(calls) == 1 and twice[0].requires_grad  # a function of x and γ, to differentiate again
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mlp_loss_takes_cross_entropy_from_the_kernel_where_chosen_and_only_for_a_gradient(monkeypatch, dtype):
+    # the one-node network's loss and every gradient within the kernel's bound of the reference path; under
+    # no_grad the kernel (which writes ∂C/∂z) is not called, and the loss is the reference's to the bit
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 13, generator=generator, dtype=dtype).to(DEVICE)
+    target = torch.tensor([0, 4, 9, 2, 2, 8, 5], device=DEVICE)
+    parameters = [
+        (torch.randn(shape, generator=generator, dtype=dtype) / 3).to(DEVICE).requires_grad_()
+        for shape in [(11, 13), (11,), (10, 11), (10,)]
+    ]
+    weights, biases = parameters[::2], parameters[1::2]
+    expected_loss = F.mlp_loss(x, target, weights, biases, ["gelu", None])
+    expected = torch.autograd.grad(expected_loss, parameters)
+    with torch.no_grad():
+        expected_evaluation = F.mlp_loss(x, target, weights, biases, ["gelu", None])
+    calls = []
+    _choose_kernels(monkeypatch)
+    monkeypatch.setattr(kernels, "cross_entropy", cross_entropy, raising=False)
+    monkeypatch.setattr(cross_entropy, "cross_entropy", _counted(cross_entropy.cross_entropy, calls))
+    loss = F.mlp_loss(x, target, weights, biases, ["gelu", None])
+    assert len(calls) == 1 and type(loss.grad_fn).__name__ == "MLPLossBackward"
+    assert_within(loss, expected_loss, 8, expected_loss.abs())
+    for a, e in zip(torch.autograd.grad(loss, parameters), expected, strict=True):
+        assert_within(a, e, 16, e.abs().max())
+    with torch.no_grad():
+        evaluation = F.mlp_loss(x, target, weights, biases, ["gelu", None])
+    assert len(calls) == 1 and torch.equal(evaluation, expected_evaluation)
+
+
 @pytest.mark.parametrize(
     "call",
     [
         lambda x, w, b: F.layer_norm(x, (3, 4), w.reshape(3, 4), b.reshape(3, 4)),
         lambda x, w, b: F.group_norm(x, 2, w[:2], b[:2]),
+        lambda x, w, b: F.batch_norm(x, None, None, w[:2], b[:2], training=True),
         lambda x, w, b: F.softmax(x, -1),
         lambda x, w, b: F.log_softmax(x, -1) + F.gelu(x) * F.leaky_relu(x, 0.1),
     ],
-    ids=["layer_norm", "group_norm", "softmax", "log_softmax_gelu_leaky_relu"],
+    ids=["layer_norm", "group_norm", "batch_norm", "softmax", "log_softmax_gelu_leaky_relu"],
 )
 def test_the_fast_tiers_kernel_backward_passes_gradcheck_in_float64(monkeypatch, call):
     # the kernels in the Functions' backward, against finite differences (the batched check vmaps the backward,

@@ -8,10 +8,11 @@ Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported).
   class indices with ``ignore_index``, label smoothing and class weights;
 - ``activation.py``: t · f′ for ReLU, LeakyReLU, sigmoid, tanh and GELU (``times_derivative``);
 - ``softmax.py``: the softmax and log-softmax backward (``Softmax.times_jacobian``, ``LogSoftmax.gradients``);
-- ``norm.py``: the layer-norm and group-norm backward, the statistics, the two sums and the combination in one kernel
-  each (``LayerNorm.gradients``, ``GroupNorm.gradients``).
+- ``norm.py``: the layer-norm, group-norm and batch-norm (training) backward, the statistics, the two sums and the
+  combination in one kernel each (``LayerNorm.gradients``, ``GroupNorm.gradients``, ``BatchNorm.gradients``).
 
-Where they run: cross-entropy's through ``manualbp.fast.cross_entropy``; the layer-norm and group-norm backward
+Where they run: cross-entropy's through ``manualbp.fast.cross_entropy`` and in the one-node network's forward
+(``manualbp.fast.mlp_loss``); the three norms' backward
 in ``manualbp.fast.normalization``; GELU's and leaky ReLU's in ``manualbp.fast.activation``; the softmax and
 log-softmax backward in ``manualbp.fast.softmax``.
 

@@ -1,5 +1,5 @@
-"""The layer-norm and group-norm backward: the statistics, the two sums and the combination in one Triton kernel
-each, as Liger's and llm.c's layer norm."""
+"""The layer-norm, group-norm and batch-norm backward: the statistics, the two sums and the combination in one Triton
+kernel each, as Liger's and llm.c's layer norm."""
 
 import torch
 import triton
@@ -9,6 +9,7 @@ from torch.library import triton_op, wrap_triton
 PROGRAMS = 256  # at most this many programs, each taking a run of rows and one partial sum of ∂C/∂γ and ∂C/∂β
 # the widest row the kernel holds in one block (as Liger-Kernel's fused layer norm): wider rows take the reference
 FUSED_COLUMNS = 65536
+BATCH_NORM_BLOCK = 1024  # the values of one channel that the batch-norm kernel takes at a time
 
 
 @triton.jit
@@ -189,3 +190,101 @@ def group_norm_backward(
             BLOCK_S=block_s,
         )
     return grad_x, partial_weight.sum(0).to(x.dtype), partial_bias.sum(0).to(x.dtype)
+
+
+@triton.jit
+def batch_norm_backward_kernel(
+    g_ptr,
+    x_ptr,
+    weight_ptr,
+    grad_x_ptr,
+    grad_weight_ptr,
+    grad_bias_ptr,
+    examples,
+    channels,
+    positions,
+    eps,
+    HAS_WEIGHT: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    r"""``BatchNorm.gradients`` in training for one channel per program: its M = N · positions values, strided
+    through the ``(N, C, positions)`` tensor, taken in three runs of blocks,
+
+        μ = Σ x / M                                                     (first run)
+        r = 1/√(Σ (x − μ)² / M + ε),  Σ g,  Σ g (x − μ)                 (second run: ``normalize`` and both sums)
+        ∂C/∂x = r (ĝ − mean ĝ − x̂ mean(ĝ x̂)),  ĝ = γ g,  x̂ = (x − μ) r  (third run: ``times_jacobian``)
+
+    with mean ĝ = γ Σ g / M and mean(ĝ x̂) = γ r Σ g (x − μ) / M; and the channel's ∂C/∂γ = Σ g x̂ = r Σ g (x − μ)
+    and ∂C/∂β = Σ g (``affine_gradients``). The variance is taken about μ, as the reference's, never as
+    Σx² − M μ², which cancels.
+    """
+    c = tl.program_id(0).to(tl.int64)
+    count = examples * positions
+    offsets = tl.arange(0, BLOCK)
+    total = tl.zeros([BLOCK], COMPUTE)
+    for start in range(0, count, BLOCK):
+        i = start + offsets
+        at = (i // positions) * channels * positions + c * positions + i % positions  # value i of channel c
+        total += tl.load(x_ptr + at, mask=i < count, other=0.0).to(COMPUTE)
+    mean = tl.sum(total, 0) / count
+    squares = tl.zeros([BLOCK], COMPUTE)
+    sum_g = tl.zeros([BLOCK], COMPUTE)
+    sum_g_centred = tl.zeros([BLOCK], COMPUTE)
+    for start in range(0, count, BLOCK):
+        i = start + offsets
+        inside = i < count
+        at = (i // positions) * channels * positions + c * positions + i % positions
+        centred = tl.where(inside, tl.load(x_ptr + at, mask=inside, other=0.0).to(COMPUTE) - mean, 0.0)
+        g = tl.load(g_ptr + at, mask=inside, other=0.0).to(COMPUTE)
+        squares += centred * centred
+        sum_g += g
+        sum_g_centred += g * centred
+    r = 1 / tl.sqrt(tl.sum(squares, 0) / count + eps)
+    sum_g_total = tl.sum(sum_g, 0)
+    sum_g_centred_total = tl.sum(sum_g_centred, 0)
+    weight = tl.load(weight_ptr + c).to(COMPUTE) if HAS_WEIGHT else tl.full([], 1.0, COMPUTE)  # γ of channel c
+    mean_g_hat = weight * sum_g_total / count  # mean ĝ
+    mean_g_hat_x_hat = weight * r * sum_g_centred_total / count  # mean(ĝ x̂)
+    for start in range(0, count, BLOCK):
+        i = start + offsets
+        inside = i < count
+        at = (i // positions) * channels * positions + c * positions + i % positions
+        x_hat = (tl.load(x_ptr + at, mask=inside, other=0.0).to(COMPUTE) - mean) * r
+        g_hat = weight * tl.load(g_ptr + at, mask=inside, other=0.0).to(COMPUTE)
+        grad_x = r * (g_hat - mean_g_hat - x_hat * mean_g_hat_x_hat)
+        tl.store(grad_x_ptr + at, grad_x.to(grad_x_ptr.dtype.element_ty), mask=inside)
+    tl.store(grad_weight_ptr + c, r * sum_g_centred_total)
+    tl.store(grad_bias_ptr + c, sum_g_total)
+
+
+@triton_op("manualbp::batch_norm_backward", mutates_args={})
+def batch_norm_backward(
+    grad_output: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """∂C/∂x ``(N, C, *)``, ∂C/∂γ and ∂C/∂β ``(C,)`` of batch norm in training (the batch's statistics) from ∂C/∂y
+    ``grad_output`` and the saved input x, as ``BatchNorm.gradients``; one program per channel."""
+    grad_output, x = grad_output.contiguous(), x.contiguous()
+    examples, channels = x.shape[:2]
+    positions = x.numel() // max(examples * channels, 1)
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    grad_x = torch.empty_like(x)
+    grad_weight = torch.zeros(channels, dtype=compute, device=x.device)
+    grad_bias = torch.zeros(channels, dtype=compute, device=x.device)
+    if examples * positions > 0:
+        wrap_triton(batch_norm_backward_kernel)[(channels,)](
+            grad_output,
+            x,
+            x if weight is None else weight.contiguous(),  # never read without a weight: any pointer will do
+            grad_x,
+            grad_weight,
+            grad_bias,
+            examples,
+            channels,
+            positions,
+            eps,
+            HAS_WEIGHT=weight is not None,
+            COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
+            BLOCK=BATCH_NORM_BLOCK,
+        )
+    return grad_x, grad_weight.to(x.dtype), grad_bias.to(x.dtype)

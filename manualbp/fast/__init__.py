@@ -44,7 +44,7 @@ from manualbp.fast.cross_entropy import target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 from manualbp.fast.mlp_loss import MLPLoss
 from manualbp.fast.mlp_loss import in_one_node as mlp_loss_in_one_node
-from manualbp.fast.normalization import BatchNorm, GroupNorm, LayerNorm
+from manualbp.fast.normalization import BatchNorm, BatchNormKeepingStatistics, GroupNorm, LayerNorm
 from manualbp.fast.softmax import LogSoftmax, Softmax
 
 linear = Route(autograd.Linear)
@@ -63,7 +63,7 @@ conv2d = Route(Conv2d)
 max_pool2d = Route(autograd.MaxPool2d)
 avg_pool2d = Route(autograd.AvgPool2d)
 adaptive_avg_pool2d = Route(autograd.AdaptiveAvgPool2d)
-batch_norm = Route(BatchNorm)
+batch_norm = Route(BatchNorm, eager=BatchNormKeepingStatistics)
 dropout = Route(autograd.Dropout)
 softmax = Route(Softmax)
 log_softmax = Route(LogSoftmax)
@@ -86,6 +86,7 @@ def cross_entropy(z, target, weight, ignore_index, label_smoothing, reduction):
 __all__ = [
     "ACTIVATIONS",
     "BatchNorm",
+    "BatchNormKeepingStatistics",
     "Conv2d",
     "GroupNorm",
     "LayerNorm",

@@ -26,9 +26,9 @@ class Route:
     up by a Function class, but it can read a Route's attributes.
     """
 
-    def __init__(self, function):
+    def __init__(self, function, eager=None):
         self.function = function
-        self.classic = classic(function)
+        self.classic = eager or classic(function)  # ``eager``: a classic-form Function of its own, for eager mode
         self.compiled = without_jvp(function)
 
     def __call__(self, *args):

@@ -32,18 +32,24 @@ import torch
 from manualbp import autograd
 from manualbp.autograd.normalization import channel
 from manualbp.fast import kernels
+from manualbp.fast.torch_internals import forward_ad_level_open
 
 
-def training_gradients(grad_output, x, weight, eps, has_bias, needs_input_grad):
+def training_gradients(grad_output, x, weight, eps, has_bias, needs_input_grad, statistics=()):
     """``(∂C/∂x, ∂C/∂γ, ∂C/∂β)`` of batch norm in training, by the regrouped closed form above; each None where
-    ``needs_input_grad`` (x, γ, β) does not ask for it."""
+    ``needs_input_grad`` (x, γ, β) does not ask for it. ``statistics``: the batch's μ and σ⁻¹ ``(C,)`` as the
+    forward pass computed them (``BatchNormKeepingStatistics``), or empty to compute them here."""
     needs_x_grad, needs_weight_grad, needs_bias_grad = needs_input_grad[:3]
     axes = [0, *range(2, x.dim())]  # every axis but the channel's
     count = x.numel() // x.shape[1]  # M, the values of one channel
-    # the statistics as the reference's normalize computes them (torch.var_mean, one call, is many times slower on
-    # the CPU: 36 ms against 2 for mean, x − μ and the mean square at 100 × 32 × 28 × 28)
-    centered = x - x.mean(axes, keepdim=True)  # x − μ
-    inverse_std = torch.rsqrt(centered.square().mean(axes, keepdim=True) + eps)  # σ⁻¹, (1, C, 1, …)
+    if statistics:
+        mean, inverse_std = (channel(statistic, x) for statistic in statistics)  # (1, C, 1, …)
+        centered = x - mean  # x − μ
+    else:
+        # the statistics as the reference's normalize computes them (torch.var_mean, one call, is many times slower
+        # on the CPU: 36 ms against 2 for mean, x − μ and the mean square at 100 × 32 × 28 × 28)
+        centered = x - x.mean(axes, keepdim=True)  # x − μ
+        inverse_std = torch.rsqrt(centered.square().mean(axes, keepdim=True) + eps)  # σ⁻¹, (1, C, 1, …)
     sum_g = grad_output.sum(axes, keepdim=True)  # Σ g
     sum_g_centered = (grad_output * centered).sum(axes, keepdim=True)  # Σ g (x − μ)
     grad_x = grad_weight = grad_bias = None
@@ -66,9 +72,15 @@ class BatchNorm(autograd.BatchNorm):
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, weight, running_mean, running_var = ctx.saved_tensors
+        return BatchNorm.gradients_from(ctx, grad_output, ctx.saved_tensors)
+
+    @staticmethod
+    def gradients_from(ctx, grad_output, saved):
+        """The backward, from what ``setup_context`` saved: x, γ and the running statistics."""
         if not ctx.training or torch.is_grad_enabled():  # evaluation, or a double backward: the reference's
-            return autograd.BatchNorm.backward(ctx, grad_output)
+            options = ctx.training, ctx.eps, ctx.has_bias
+            return autograd.BatchNorm.gradients(grad_output, *saved, *options, needs_input_grad=ctx.needs_input_grad)
+        x, weight, _, _ = saved
         if kernels.chosen_for_backward(x):
             grad_x, grad_weight, grad_bias = kernels.norm.batch_norm_backward(grad_output, x, weight, ctx.eps)
             needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
@@ -80,6 +92,46 @@ class BatchNorm(autograd.BatchNorm):
         else:
             gradients = training_gradients(grad_output, x, weight, ctx.eps, ctx.has_bias, ctx.needs_input_grad)
         return *gradients, None, None, None, None, None
+
+
+class BatchNormKeepingStatistics(torch.autograd.Function):
+    """``BatchNorm`` in eager mode on the CPU, in the classic form (``forward(ctx, …)``, see ``manualbp.fast.call``):
+    in training, its forward is ATen's ``native_batch_norm``, the very kernel ``torch.nn.functional.batch_norm``
+    runs on the CPU (so y and the running statistics are the reference forward's, bit for bit), which also returns
+    the batch's μ and σ⁻¹; they are kept, two numbers per channel, so that the backward does not compute them again
+    (four of its passes over the activations: at 256 × 32 × 28 × 28 on two cores, 25 ms of 44).
+
+    Everywhere else (evaluation, a CUDA tensor, a double backward) it is ``BatchNorm``'s forward, backward and jvp.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        inputs = (x, weight, bias, running_mean, running_var, training, momentum, eps)
+        # F.batch_norm refuses one value per channel and ε ≤ 0 in training, and passes an empty batch through, in
+        # Python: those take the reference's forward, and its errors
+        if training and x.is_cpu and momentum is not None and eps > 0 and x.numel() > x.shape[1]:
+            output, *statistics = torch.ops.aten.native_batch_norm(*inputs)
+        else:
+            output, statistics = BatchNorm.forward(*inputs), ()
+        if training:  # as BatchNorm.setup_context: the running statistics have moved, the backward needs the batch's
+            running_mean = running_var = None
+        ctx.save_for_backward(x, weight, running_mean, running_var, *statistics)
+        if forward_ad_level_open():  # as manualbp.fast.call's twins: nothing to keep for a jvp that cannot run
+            ctx.save_for_forward(x, weight, running_mean, running_var)
+        ctx.training, ctx.eps, ctx.has_bias = training, eps, bias is not None
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight, running_mean, running_var, *statistics = ctx.saved_tensors
+        if statistics and not torch.is_grad_enabled() and not kernels.chosen_for(x):
+            options = ctx.eps, ctx.has_bias, ctx.needs_input_grad
+            gradients = training_gradients(grad_output, x, weight, *options, statistics)
+            return *gradients, None, None, None, None, None
+        # not kept, a double backward, or a kernel's device: from x, as BatchNorm's
+        return BatchNorm.gradients_from(ctx, grad_output, (x, weight, running_mean, running_var))
+
+    jvp = staticmethod(BatchNorm.jvp)
 
 
 class LayerNorm(autograd.LayerNorm):

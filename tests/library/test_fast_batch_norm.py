@@ -58,17 +58,46 @@ def test_regrouped_training_backward_is_the_references_to_float32_rounding(shape
         if expected is not None:
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-12 * scale)
     x, g, w = _case(shape, offset, seed, torch.float32, affine)
-    fast, reference = training_gradients(g, x, w, 1e-5, affine, NEEDS), _reference(x, g, w, affine)
+    reference = _reference(x, g, w, affine)
     eps = torch.finfo(torch.float32).eps
-    for got, theirs, expected, scale in zip(fast, reference, truth, scales, strict=True):
-        if expected is None:
-            assert got is None and theirs is None
-            continue
-        assert got.dtype == torch.float32 and got.shape == expected.shape
-        ours_error = (got.double() - expected).abs().max().item()
-        reference_error = (theirs.double() - expected).abs().max().item()
-        # no worse than the reference's own rounding, give or take a few units in the last place of the terms
-        assert ours_error <= 2 * reference_error + 16 * eps * scale, (ours_error, reference_error, scale)
+    # μ and σ⁻¹ computed in the backward, and kept from the forward's kernel (BatchNormKeepingStatistics)
+    for statistics in [(), _forward_statistics(x, w)]:
+        fast = training_gradients(g, x, w, 1e-5, affine, NEEDS, statistics)
+        for got, theirs, expected, scale in zip(fast, reference, truth, scales, strict=True):
+            if expected is None:
+                assert got is None and theirs is None
+                continue
+            assert got.dtype == torch.float32 and got.shape == expected.shape
+            ours_error = (got.double() - expected).abs().max().item()
+            reference_error = (theirs.double() - expected).abs().max().item()
+            # no worse than the reference's own rounding, give or take a few units in the last place of the terms
+            assert ours_error <= 2 * reference_error + 16 * eps * scale, (ours_error, reference_error, scale)
+
+
+def _forward_statistics(x, weight):
+    """The batch's μ and σ⁻¹ as ATen's forward kernel returns them beside y."""
+    return tuple(torch.ops.aten.native_batch_norm(x, weight, None, None, None, True, 0.1, 1e-5)[1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5, 5), (2, 3, 4, 2, 3)])
+def test_the_eager_batch_norm_keeps_torchs_forward_bits_and_running_statistics(shape, dtype):
+    # the eager twin's forward is the kernel F.batch_norm runs: the same y and the same moved running statistics,
+    # bit for bit; and it keeps two numbers per channel for the backward, beside what the reference keeps
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=generator, dtype=torch.float64) * 3 + 2).to(dtype).requires_grad_()
+    weight, bias = (torch.randn(3, generator=generator, dtype=dtype).requires_grad_() for _ in range(2))
+    ours, theirs = (
+        (torch.zeros(3, dtype=dtype), torch.ones(3, dtype=dtype)),
+        (torch.zeros(3, dtype=dtype), torch.ones(3, dtype=dtype)),
+    )
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = F.batch_norm(x, *ours, weight, bias, training=True, momentum=0.3)
+    expected = torch.nn.functional.batch_norm(x, *theirs, weight, bias, training=True, momentum=0.3)
+    assert type(y.grad_fn).__name__ == "BatchNormKeepingStatisticsBackward"
+    assert torch.equal(y, expected) and all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert [tuple(t.shape) for t in saved] == [shape, (3,), (3,), (3,)]  # x, γ, μ, σ⁻¹
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -87,7 +116,8 @@ def test_batch_norm_module_trains_through_the_regrouped_backward_and_agrees_with
         output = module(leaf)
         grads.append(torch.autograd.grad(output, [leaf, module.weight, module.bias], g))
         if module is ours:
-            assert type(output.grad_fn).__name__ == "BatchNormBackward"
+            # eager mode on the CPU: the twin that keeps the forward's μ and σ⁻¹ for the regrouped backward
+            assert type(output.grad_fn).__name__ == "BatchNormKeepingStatisticsBackward"
     for got, expected in zip(*grads, strict=True):
         torch.testing.assert_close(got, expected)
 

@@ -64,11 +64,20 @@ def weight_gradient_under_any_vmap(grad_output, x, weight_shape, *arguments):
 # the convolution of x with g (four positions: 11 ms against 35 ms; sixteen: 6.2 against 11.6 ms). One thread,
 # interleaved rounds; BENCHMARKS.md, section 6.
 FEW_POSITIONS = 1
+# up to this many input channels per group the reference's per-example products are the fastest form: each is only
+# C_out × C_in · kh · kw, and the convolution of x with g has just C_in "examples" to spread over the cores (the
+# trainer CNN's first layer, 1 → 32 channels at 28 × 28: 8.5 ms against 34 at batch 256, 0.8 against 3.6 at 32;
+# resnet18's first, 3 → 64, 7 × 7, stride 2, batch 16: 1.8 against 2.2 ms; at 4 channels the convolution wins, 2.9
+# against 6.1 ms at batch 100). Two threads, AMD EPYC, torch.utils.benchmark; BENCHMARKS.md, section 6.
+FEW_INPUT_CHANNELS = 3
 
 
 def weight_gradient(grad_output, x, weight_shape, stride, padding, dilation, groups):
-    """∂C/∂W = Σ_n Σ_l g colsᵀ, ``autograd.Conv2d.weight_gradient``'s sum, in the faster of two forms that each
-    sum over every example and position at once. ``(C_out, C_in / groups, kh, kw)``."""
+    """∂C/∂W = Σ_n Σ_l g colsᵀ, ``autograd.Conv2d.weight_gradient``'s sum, in the fastest of three forms: the
+    reference's own for few input channels, else one of two that each sum over every example and position at once.
+    ``(C_out, C_in / groups, kh, kw)``."""
+    if x.shape[1] // groups <= FEW_INPUT_CHANNELS:
+        return autograd.Conv2d.weight_gradient(grad_output, x, weight_shape, stride, padding, dilation, groups)
     # the convolution takes one group, and with no examples it would have no channels to sum over
     many_positions = grad_output.shape[2] * grad_output.shape[3] > FEW_POSITIONS
     if groups == 1 and x.shape[0] > 0 and many_positions:

@@ -30,6 +30,7 @@ CASES = {
     "pointwise_strided": ((5, 8, 6, 6), (4, 8, 1, 1), (2, 2), (0, 0), (1, 1), 1),
     "dilated_strided_unequal": ((2, 3, 9, 8), (4, 3, 3, 2), (2, 1), (1, 2), (2, 1), 1),
     "empty_batch": ((0, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+    "four_channels_padded": ((3, 4, 6, 5), (5, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # past FEW_INPUT_CHANNELS
 }
 
 
@@ -96,6 +97,23 @@ def test_fast_conv2d_output_input_and_bias_gradients_are_the_references_bitwise(
     output, x_grad, _, bias_grad = _gradients(A.Conv2d, x, weight, bias, arguments, g)
     for got, expected in [(fast_output, output), (fast_x_grad, x_grad), (fast_bias_grad, bias_grad)]:
         assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_fast_conv2d_weight_gradient_is_the_references_own_for_few_input_channels(channels, dtype):
+    # up to FEW_INPUT_CHANNELS per group the reference's per-example products run, so its bits; past it a form
+    # summing over all examples at once, held to the rounding bound of that sum
+    x, weight = torch.randn(6, channels, 9, 9, dtype=dtype), torch.randn(5, channels, 3, 3, dtype=dtype)
+    arguments = ((1, 1), (1, 1), (1, 1), 1)
+    g = torch.randn(6, 5, 9, 9, dtype=dtype)
+    got = fast_conv.weight_gradient(g, x, weight.shape, *arguments)
+    expected = A.Conv2d.weight_gradient(g, x, weight.shape, *arguments)
+    if channels <= fast_conv.FEW_INPUT_CHANNELS:
+        assert torch.equal(got, expected)
+    else:
+        assert not torch.equal(got, expected)  # another order of the same sum: the convolution's
+        assert ((got - expected).abs().double() <= _rounding_bound(x, weight.shape, arguments, g)).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

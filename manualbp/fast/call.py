@@ -28,7 +28,8 @@ class Route:
 
     def __init__(self, function, eager=None):
         self.function = function
-        self.classic = eager or classic(function)  # ``eager``: a classic-form Function of its own, for eager mode
+        # ``eager``: a classic-form Function of its own for eager mode, its node named as ``function``'s
+        self.classic = classic(function) if eager is None else named_as(function, eager)
         self.compiled = without_jvp(function)
 
     def __call__(self, *args):
@@ -65,6 +66,11 @@ def classic(function):
             "jvp": staticmethod(function.jvp),
         },
     )
+
+
+def named_as(function, twin):
+    """``twin`` under ``function``'s name, so that its node is ``<function>Backward`` as every other twin's."""
+    return type(function.__name__, (twin,), {"__doc__": twin.__doc__, "__module__": twin.__module__})
 
 
 def _no_jvp_can_run(*tensors):

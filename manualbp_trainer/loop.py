@@ -172,12 +172,12 @@ def layer_functional(config):
 def build_step(state, config, train_set):
     """The training step ``train`` takes: a ``TrainStep`` over the model (wrapped in DistributedDataParallel under
     torchrun, which averages the gradients over the ranks during the backward pass), its forward pass compiled with
-    ``config.compile``, and replayed from CUDA graphs with ``config.cuda_graphs``."""
+    ``config.compile``, and replayed from CUDA graphs where ``cuda_graphs.used`` says so."""
     world_size = distributed.rank_and_world_size()[1]
     network = state.model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(state.model)
     functional = layer_functional(config)
     step = TrainStep(state, config, train_set, _forward(network, functional, config.loss, world_size, config.compile))
-    if config.cuda_graphs:  # the CLI has checked: one process on a GPU, no torch.compile
+    if cuda_graphs.used(config, world_size > 1):  # the CLI has checked an explicit --cuda-graphs
         step = cuda_graphs.GraphedStep(step, state.model, state.optimizer)
     return step
 
@@ -263,8 +263,8 @@ def _train(config, run_dir, resume, progress, stop):
     if resume is not None:
         load_checkpoint(state, resume)
     if rank == 0:
-        processes = f" ({world_size} processes)" if world_size > 1 else ""
-        print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
+        for line in start_lines(config, device, world_size, run_dir):
+            print(line, file=sys.stderr)
     step = build_step(state, config, train_set)
     test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
     probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
@@ -290,6 +290,15 @@ def _train(config, run_dir, resume, progress, stop):
         run_dir=run_dir,
         interrupted=state.epoch < config.epochs,
     )
+
+
+def start_lines(config, device, world_size, run_dir):
+    """What a run says as it starts: where it trains, and whether its steps are replayed from CUDA graphs (or, on a
+    GPU where it left them to the default and cannot have them, why not)."""
+    processes = f" ({world_size} processes)" if world_size > 1 else ""
+    graphs = " with CUDA graphs" if cuda_graphs.used(config, world_size > 1) else ""
+    note = cuda_graphs.note(config, world_size > 1)
+    return [f"training on {device}{processes}{graphs} into {run_dir}", *([note] if note else [])]
 
 
 def _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metrics):

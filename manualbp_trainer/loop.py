@@ -275,12 +275,15 @@ def _train(config, run_dir, resume, progress, stop):
         while state.epoch < config.epochs:
             train_metrics = train_epoch(state, config, train_set, step, logbook, stop)
             if train_metrics is None:
-                logbook.flush()  # every event up to this step is on disk before the checkpoint says so
+                logbook.flush(state.global_step)  # every event up to this step is on disk before the checkpoint
                 save_checkpoint(state, config, run_dir)
                 break
             test_loss, test_accuracy = _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metrics)
+    except KeyboardInterrupt:  # stop at once: the figures still being drawn are given up
+        logbook.close(figures=False)
+        raise
     finally:
-        logbook.close()
+        logbook.close()  # the last figures drawn and written first
     return Result(
         final_accuracy=test_accuracy,
         best_accuracy=state.best_accuracy,
@@ -311,7 +314,7 @@ def _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metr
     if logbook.writer is not None:
         # rank 0's share of the test set stands for the whole in the misclassified-images grid
         logbook.epoch(state, probe, test_shard, predictions, test_loss, test_accuracy)
-        logbook.flush()  # the epoch's events are on disk before the checkpoint that follows them
+        logbook.flush(state.global_step)  # the epoch's events and the last epoch's figures, before the checkpoint
     save_checkpoint(state, config, run_dir)
     logbook.say(  # once the epoch is saved
         f"epoch {state.epoch}/{config.epochs}: train loss {train_metrics[0]:.4f} acc {train_metrics[1]:.4f} | test "

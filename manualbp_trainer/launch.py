@@ -386,12 +386,16 @@ def _run(parser, args, config, resume, stop, lock, training=None):
     if result.interrupted:
         signum = getattr(stop, "signal", None) or signal.SIGINT  # a caller's own stop event stands for Ctrl-C
         by = "" if signum == signal.SIGINT else f" by {signum.name}"
+        if result.gpu_utilisation is not None:
+            print(result.gpu_utilisation, file=sys.stderr)
         print(f"interrupted{by}: saved the run in {run_dir}; continue it with --resume {run_dir}", file=sys.stderr)
         return 128 + signum  # the shell's status for a process ended by that signal: 130, 143
     print(
         f"final test accuracy {result.final_accuracy:.4f}, best {result.best_accuracy:.4f} (epoch "
         f"{result.best_epoch}), {result.seconds:.1f} s, run {run_dir}"
     )
+    if result.gpu_utilisation is not None:
+        print(result.gpu_utilisation)
     return 0
 
 

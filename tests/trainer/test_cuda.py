@@ -2,6 +2,7 @@
 resuming bit-identical, and a GPU checkpoint continued on the CPU. Every test here skips on a machine without CUDA."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -109,6 +110,16 @@ def test_a_gpu_run_that_cannot_have_cuda_graphs_says_why_once_and_trains_eagerly
     note = f"note: no CUDA graphs, each step runs eagerly: {why} (--no-cuda-graphs: eager without this note)"
     assert f"training on cuda into {run_dir}" in lines and lines.count(note) == 1
     assert sum("CUDA graphs" in line for line in lines) == 1  # the note alone
+
+
+def test_a_gpu_run_ends_with_its_gpu_utilisation(tmp_path, idx_dir, capsys):
+    code, _ = run(tmp_path, idx_dir, "busy", "--device", "cuda", epochs=2)
+    assert code == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    name = re.escape(torch.cuda.get_device_name())
+    measured = rf"GPU utilisation: \d+ % mean over \d+\.\d s of training \({name}\)"
+    missing = rf"GPU utilisation: not measured over \d+\.\d s of training \({name}\): .+"
+    assert re.fullmatch(measured, last) or re.fullmatch(missing, last), last
 
 
 def test_a_gpu_run_continues_on_the_cpu(tmp_path, idx_dir):

@@ -12,7 +12,9 @@ code would. A run flows through one module per stage:
 - ``loop``: the state of a run and the plain verbs over it: ``train_epoch``, ``evaluate``, ``save_checkpoint``,
   and ``train``, which loops over the epochs;
 - ``logbook``, ``summaries`` and ``checkpoint``: what a run shows and leaves behind: TensorBoard events, the
-  progress bar, and an atomically written ``checkpoint.pt``;
+  progress bar, and an atomically written ``checkpoint.pt``; ``pictures`` computes the backprop figures'
+  numbers, ``drawing`` draws them (numpy and matplotlib only) and ``picture_writer`` has a worker process draw
+  them while the run trains on;
 - ``cli``: the flags, and ``launch``: check them, lock and pick the run directory, stop cleanly on Ctrl-C or
   SIGTERM, report in one line;
 - ``distributed``: the same run as several processes under torchrun.

@@ -207,8 +207,11 @@ def _run_flags(run, d):
         action=argparse.BooleanOptionalAction,
         help=_with_default(
             "capture the whole training step (forward, hand-derived backward, SGD update) as a CUDA graph and "
-            "replay it: on a GPU, one launch per step instead of dozens (needs --device cuda; not with --compile)",
-            d.cuda_graphs,
+            "replay it: on a GPU, one launch per step instead of dozens. By default on wherever the run allows it "
+            "(a GPU, one process, a model that supports it, no --compile, no --lr-schedule onecycle), and a GPU run "
+            "that cannot have it says why and runs eagerly; --cuda-graphs insists (an error where it cannot run), "
+            "--no-cuda-graphs runs eagerly",
+            "where the run allows it",
         ),
     )
     run.add_argument("--log-every", type=_positive(int), help=_with_default("steps between logged values", d.log_every))
@@ -218,7 +221,8 @@ def _run_flags(run, d):
         help=_with_default(
             "each epoch, draw what one test image per class asks of every output, hidden neuron and first-layer "
             "weight, and how single examples' gradients agree with their batch (TensorBoard's IMAGES and "
-            "HISTOGRAMS tabs; about 2 s an epoch on a CPU; the MLP's only)",
+            "HISTOGRAMS tabs; the MLP's only). A worker process draws the figures while the next epoch trains "
+            "(about 3 s of a core an epoch)",
             d.pictures,
         ),
     )

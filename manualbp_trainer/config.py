@@ -16,6 +16,10 @@ class Config:
 
     ``model`` is a key of ``model.MODELS``: ``"mlp"`` (784-``hidden``-10, shaped by ``activation``,
     ``output_activation`` and ``init``), ``"cnn"`` or ``"vit"`` (which have no use for those four fields).
+
+    ``cuda_graphs`` is the run's choice: True (--cuda-graphs), False (--no-cuda-graphs) or None, the default: CUDA
+    graphs wherever the run allows them (``cuda_graphs.used``). A checkpoint keeps the choice, not its outcome, so
+    that a run resumed on another device (or with --compile) decides again as a new run would.
     """
 
     model: str = "mlp"
@@ -40,7 +44,7 @@ class Config:
     dtype: str = "float32"
     device: str = "auto"
     compile: bool = False
-    cuda_graphs: bool = False
+    cuda_graphs: bool | None = None  # None: where the run allows them
     log_every: int = 100
     pictures: bool = True
 

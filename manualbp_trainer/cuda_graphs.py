@@ -19,12 +19,88 @@ so the host's cost per step becomes that call. This follows PyTorch's "whole-net
   captured value.
 
 Nothing here reads a value back from the GPU, so within an epoch the host never waits for it.
+
+CUDA graphs are on by default wherever a run allows them (``refusal`` finds nothing against it): a run that leaves
+them to the default and cannot have them trains eagerly and says why in one line (``note``); ``--cuda-graphs``
+asks for them and is refused where they cannot run, ``--no-cuda-graphs`` turns them off.
 """
+
+from typing import NamedTuple
 
 import torch
 
+from manualbp_trainer.model import MODELS
+
 WARMUP = 3  # eager steps of a batch length before it is captured, as in PyTorch's recipe
 FIXED = ("momentum", "dampening", "nesterov", "weight_decay", "maximize")  # numbers the captured update holds
+
+
+class Refusal(NamedTuple):
+    """Why a run cannot replay its steps from CUDA graphs: ``error``, the one line an explicit --cuda-graphs gets;
+    ``why``, the reason alone, for a run that left them to the default; ``on_gpu``: whether the run is on a GPU
+    (on the CPU CUDA graphs are no question, and a run that did not ask for them is told nothing)."""
+
+    error: str
+    why: str
+    on_gpu: bool
+
+
+def refusal(config, under_torchrun):
+    """Why ``config`` (its device resolved: ``"cpu"``, ``"cuda"``, ``"cuda:1"``) cannot replay its training steps
+    from CUDA graphs, as a ``Refusal``; None when it can. ``under_torchrun``: whether torchrun launched the run."""
+    spec, on_gpu = MODELS[config.model], config.device.startswith("cuda")
+    if not spec.supports("cuda_graphs"):
+        why = f"--model {spec.name}: {spec.unsupported['cuda_graphs']}"
+        return Refusal(
+            f"--cuda-graphs is not supported with --model {spec.name}: {spec.unsupported['cuda_graphs']}: train it "
+            "without --cuda-graphs",
+            why,
+            on_gpu,
+        )
+    if not on_gpu:
+        return Refusal(
+            f"--cuda-graphs needs a GPU, and this run is on {config.device}: pass --device cuda",
+            f"the run is on {config.device}",
+            on_gpu,
+        )
+    if config.compile:
+        return Refusal(
+            "--cuda-graphs and --compile each replace the step's launches: pass one of them",
+            "--compile replaces the step's launches itself",
+            on_gpu,
+        )
+    if config.lr_schedule == "onecycle":
+        return Refusal(
+            "--cuda-graphs with --lr-schedule onecycle: OneCycleLR changes the momentum at every step, and a "
+            "captured step keeps the momentum it was captured with: use --lr-schedule cosine or constant",
+            "--lr-schedule onecycle changes the momentum at every step, and a captured step keeps the momentum it "
+            "was captured with",
+            on_gpu,
+        )
+    if under_torchrun:
+        return Refusal(
+            "--cuda-graphs runs on one process: launch train.py without torchrun",
+            "torchrun launched several processes, and a captured step runs on one",
+            on_gpu,
+        )
+    return None
+
+
+def used(config, under_torchrun):
+    """Whether the run replays its steps from CUDA graphs: as ``config.cuda_graphs`` says when it was given (an
+    explicit --cuda-graphs has been checked against ``refusal`` already), else wherever ``refusal`` allows."""
+    if config.cuda_graphs is not None:
+        return config.cuda_graphs
+    return refusal(config, under_torchrun) is None
+
+
+def note(config, under_torchrun):
+    """The line a run on a GPU prints when it left CUDA graphs to the default and cannot have them; None when it
+    uses them, when it chose (--cuda-graphs, --no-cuda-graphs), and on the CPU."""
+    refused = refusal(config, under_torchrun)
+    if config.cuda_graphs is not None or refused is None or not refused.on_gpu:
+        return None
+    return f"note: no CUDA graphs, each step runs eagerly: {refused.why} (--no-cuda-graphs: eager without this note)"
 
 
 class GraphedStep:

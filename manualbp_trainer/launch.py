@@ -14,7 +14,7 @@ import traceback
 
 import torch
 
-from manualbp_trainer import checkpoint, data, distributed
+from manualbp_trainer import checkpoint, cuda_graphs, data, distributed
 from manualbp_trainer.config import RESUMABLE, Config, flag
 from manualbp_trainer.loop import TrainingError, resolve_device, train
 from manualbp_trainer.model import MODEL_FIELDS, MODELS
@@ -50,7 +50,7 @@ def _prepare(args, config, explicit, lock):
         _check_writable(args.resume)
     _check_combinations(args, config, explicit)
     config = dataclasses.replace(config, device=str(resolve_device(config.device)))
-    _check_cuda_graphs(config)
+    _check_cuda_graphs(args, config, explicit)
     if args.resume is None:
         config = dataclasses.replace(config, dataset=_dataset_name(config, explicit))
         _check_memory(config)
@@ -271,26 +271,18 @@ def _check_model_flags(args, explicit):
         raise ValueError(spec.unsupported["pictures"])
 
 
-def _check_cuda_graphs(config):
-    if not config.cuda_graphs:
+def _check_cuda_graphs(args, config, explicit):
+    """--cuda-graphs where the run cannot replay its steps is refused (left to the default, the run trains eagerly
+    and says why: ``cuda_graphs.note``)."""
+    refused = cuda_graphs.refusal(config, distributed.launched_by_torchrun())
+    if not config.cuda_graphs or refused is None:
         return
-    spec = MODELS[config.model]
-    if not spec.supports("cuda_graphs"):
+    if "cuda_graphs" not in explicit:  # a resumed run's own --cuda-graphs
         raise ValueError(
-            f"--cuda-graphs is not supported with --model {spec.name}: {spec.unsupported['cuda_graphs']}: train it "
-            "without --cuda-graphs"
+            f"--resume {args.resume}: the run was made with --cuda-graphs, and {refused.why}: pass --no-cuda-graphs "
+            "to continue it with eager steps"
         )
-    if not config.device.startswith("cuda"):
-        raise ValueError(f"--cuda-graphs needs a GPU, and this run is on {config.device}: pass --device cuda")
-    if config.compile:
-        raise ValueError("--cuda-graphs and --compile each replace the step's launches: pass one of them")
-    if config.lr_schedule == "onecycle":
-        raise ValueError(
-            "--cuda-graphs with --lr-schedule onecycle: OneCycleLR changes the momentum at every step, and a "
-            "captured step keeps the momentum it was captured with: use --lr-schedule cosine or constant"
-        )
-    if distributed.launched_by_torchrun():
-        raise ValueError("--cuda-graphs runs on one process: launch train.py without torchrun")
+    raise ValueError(refused.error)
 
 
 def _check_same_data(run_dir, config):
@@ -394,12 +386,16 @@ def _run(parser, args, config, resume, stop, lock, training=None):
     if result.interrupted:
         signum = getattr(stop, "signal", None) or signal.SIGINT  # a caller's own stop event stands for Ctrl-C
         by = "" if signum == signal.SIGINT else f" by {signum.name}"
+        if result.gpu_utilisation is not None:
+            print(result.gpu_utilisation, file=sys.stderr)
         print(f"interrupted{by}: saved the run in {run_dir}; continue it with --resume {run_dir}", file=sys.stderr)
         return 128 + signum  # the shell's status for a process ended by that signal: 130, 143
     print(
         f"final test accuracy {result.final_accuracy:.4f}, best {result.best_accuracy:.4f} (epoch "
         f"{result.best_epoch}), {result.seconds:.1f} s, run {run_dir}"
     )
+    if result.gpu_utilisation is not None:
+        print(result.gpu_utilisation)
     return 0
 
 

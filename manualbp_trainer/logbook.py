@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from manualbp_trainer import distributed, summaries
 from manualbp_trainer.model import MODEL_FIELDS, MODELS
+from manualbp_trainer.picture_writer import PictureWriter
 
 AGREEMENT_WARNING = 1e-10  # relative difference of float64 gradients that is not rounding
 # what tells runs apart in TensorBoard's HPARAMS table, in its column order; the rest of Config does not change
@@ -43,6 +44,10 @@ class Logbook:
     """A run's TensorBoard writer (rank 0's; None on the other ranks and in a run that writes none), its progress
     bar, its clock, and the logs taken on the device but not yet written. On a GPU (``defer``) the logs wait for
     the end of the epoch, so that nothing inside a GPU epoch waits for the GPU; on a CPU they are written at once.
+
+    The backprop figures (``--pictures``) are drawn by a worker process (``pictures``, a ``PictureWriter``) while
+    the next epoch trains, and written as they come back: each epoch's are on disk before the next epoch's
+    checkpoint, and all of them when the run ends, stopped or not.
     """
 
     def __init__(self, config, writer, bar, device, defer=None):
@@ -51,6 +56,8 @@ class Logbook:
         self.defer = device.type == "cuda" if defer is None else defer
         self.logs = []
         self.window = None  # when the current logging window began, on the device's timeline, and its examples
+        draws = writer is not None and config.pictures and MODELS[config.model].supports("pictures")
+        self.pictures = PictureWriter(writer) if draws else None
 
     @classmethod
     def open(cls, config, run_dir, state, total_steps, resumed, progress):
@@ -98,6 +105,8 @@ class Logbook:
                     {"speed/examples_per_second": throughput, **dict(zip(log.norm_tags, norms[i], strict=True))},
                 )
             self.bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", ex_per_s=f"{throughput:,.0f}")
+        if self.pictures is not None:
+            self.pictures.write_finished()  # the last epoch's figures that the worker has drawn since
 
     def epoch(self, state, probe, test_set, predictions, test_loss, test_accuracy):
         """The end of an epoch: the test loss and accuracy, histograms, pictures and the gradient check."""
@@ -112,8 +121,8 @@ class Logbook:
         ):
             if image is not None:
                 self.writer.add_image(tag, image, step)
-        if config.pictures and MODELS[config.model].supports("pictures"):
-            summaries.log_pictures(self.writer, model, config.loss, test_set, probe, step, names)
+        if self.pictures is not None:
+            summaries.log_pictures(self.writer, self.pictures, model, config.loss, test_set, probe, step, names)
         max_abs, max_rel = summaries.gradient_agreement(model, config.loss, *probe)
         agreement = {"manualbp_vs_autograd/max_abs_diff": max_abs, "manualbp_vs_autograd/max_rel_diff": max_rel}
         self._scalars(step, agreement)
@@ -130,15 +139,27 @@ class Logbook:
         if self.writer is not None:
             self.bar.write(line)
 
-    def flush(self):
-        """Every event so far on disk (before the checkpoint that follows them)."""
+    def flush(self, step):
+        """Every event of a step before ``step``, and every other event so far, on disk (before the checkpoint of
+        ``step`` that follows them); the figures of ``step`` itself, an epoch's end, may still be being drawn."""
+        if self.pictures is not None:
+            self.pictures.flush(step)
         if self.writer is not None:
             self.writer.flush()
 
-    def close(self):
-        self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
+    def close(self, figures=True):
+        """Write what is left, the figures still being drawn too unless ``figures`` is False (a run stopped at once,
+        by a second Ctrl-C, gives them up), and close the writer and the bar. Closing again does nothing more."""
+        pictures, self.pictures = self.pictures, None
+        try:
+            if pictures is not None and figures:
+                pictures.close()
+            elif pictures is not None:
+                pictures.abandon()
+        finally:
+            self.bar.close()
+            if self.writer is not None:
+                self.writer.close()
 
     def _scalars(self, step, values):
         for tag, value in values.items():

@@ -17,7 +17,7 @@ import torch
 
 from manualbp import functional as manual_functional
 from manualbp import nn as mnn
-from manualbp_trainer import checkpoint, cuda_graphs, data, distributed
+from manualbp_trainer import checkpoint, cuda_graphs, data, distributed, utilisation
 from manualbp_trainer.config import Config  # noqa: F401 (loop.Config, as the tests and scripts know it)
 from manualbp_trainer.logbook import Logbook, TrainingError, mean_over_ranks  # noqa: F401 (loop.TrainingError)
 from manualbp_trainer.model import MODELS
@@ -34,6 +34,7 @@ class Result:
     seconds: float
     run_dir: str
     interrupted: bool = False
+    gpu_utilisation: str | None = None  # the line that says how busy the GPU was (rank 0's, on a GPU)
 
 
 @dataclass
@@ -172,12 +173,12 @@ def layer_functional(config):
 def build_step(state, config, train_set):
     """The training step ``train`` takes: a ``TrainStep`` over the model (wrapped in DistributedDataParallel under
     torchrun, which averages the gradients over the ranks during the backward pass), its forward pass compiled with
-    ``config.compile``, and replayed from CUDA graphs with ``config.cuda_graphs``."""
+    ``config.compile``, and replayed from CUDA graphs where ``cuda_graphs.used`` says so."""
     world_size = distributed.rank_and_world_size()[1]
     network = state.model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(state.model)
     functional = layer_functional(config)
     step = TrainStep(state, config, train_set, _forward(network, functional, config.loss, world_size, config.compile))
-    if config.cuda_graphs:  # the CLI has checked: one process on a GPU, no torch.compile
+    if cuda_graphs.used(config, world_size > 1):  # the CLI has checked an explicit --cuda-graphs
         step = cuda_graphs.GraphedStep(step, state.model, state.optimizer)
     return step
 
@@ -256,31 +257,27 @@ def train(config, run_dir, resume=None, progress=True, stop=None):
 
 def _train(config, run_dir, resume, progress, stop):
     stop = stop if stop is not None else threading.Event()  # never set: the run ends with its epochs
-    rank, world_size = distributed.rank_and_world_size()
-    device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
-    train_set, test_set = data.load(config.dataset, config.data_root, config.data_dir, device, dtype, config.normalize)
-    state = create_state(config, train_set.images.shape[1], len(train_set), device, dtype)
-    if resume is not None:
-        load_checkpoint(state, resume)
-    if rank == 0:
-        processes = f" ({world_size} processes)" if world_size > 1 else ""
-        print(f"training on {device}{processes} into {run_dir}", file=sys.stderr)
-    step = build_step(state, config, train_set)
-    test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
-    probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
+    state, step, train_set, test_shard, probe = _start(config, run_dir, resume)
     total_steps = config.epochs * steps_per_epoch(config, len(train_set))
     logbook = Logbook.open(config, run_dir, state, total_steps, resume is not None, progress)
+    gpu = utilisation.Sampler.of(next(state.model.parameters()).device)  # on a CPU it samples nothing
     started, test_loss, test_accuracy = time.perf_counter(), float("nan"), float("nan")
     try:
-        while state.epoch < config.epochs:
-            train_metrics = train_epoch(state, config, train_set, step, logbook, stop)
-            if train_metrics is None:
-                logbook.flush()  # every event up to this step is on disk before the checkpoint says so
-                save_checkpoint(state, config, run_dir)
-                break
-            test_loss, test_accuracy = _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metrics)
+        with gpu:
+            while state.epoch < config.epochs:
+                train_metrics = train_epoch(state, config, train_set, step, logbook, stop)
+                if train_metrics is None:
+                    logbook.flush(state.global_step)  # every event up to this step is on disk before the checkpoint
+                    save_checkpoint(state, config, run_dir)
+                    break
+                test_loss, test_accuracy = _finish_epoch(
+                    state, config, run_dir, logbook, test_shard, probe, train_metrics
+                )
+    except KeyboardInterrupt:  # stop at once: the figures still being drawn are given up
+        logbook.close(figures=False)
+        raise
     finally:
-        logbook.close()
+        logbook.close()  # the last figures drawn and written first
     return Result(
         final_accuracy=test_accuracy,
         best_accuracy=state.best_accuracy,
@@ -289,7 +286,35 @@ def _train(config, run_dir, resume, progress, stop):
         seconds=time.perf_counter() - started,
         run_dir=run_dir,
         interrupted=state.epoch < config.epochs,
+        gpu_utilisation=gpu.line() if distributed.rank_and_world_size()[0] == 0 else None,
     )
+
+
+def _start(config, run_dir, resume):
+    """The run's state (from ``resume``, a loaded checkpoint, if given), its training step, the data it trains on,
+    this rank's share of the test set and the probe batch; rank 0 says where it trains."""
+    rank, world_size = distributed.rank_and_world_size()
+    device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
+    train_set, test_set = data.load(config.dataset, config.data_root, config.data_dir, device, dtype, config.normalize)
+    state = create_state(config, train_set.images.shape[1], len(train_set), device, dtype)
+    if resume is not None:
+        load_checkpoint(state, resume)
+    if rank == 0:
+        for line in start_lines(config, device, world_size, run_dir):
+            print(line, file=sys.stderr)
+    step = build_step(state, config, train_set)
+    test_shard = data.Split(test_set.images[rank::world_size], test_set.labels[rank::world_size])
+    probe = train_set.images[:PROBE_SIZE], _targets(train_set.labels[:PROBE_SIZE], config.loss, dtype)
+    return state, step, train_set, test_shard, probe
+
+
+def start_lines(config, device, world_size, run_dir):
+    """What a run says as it starts: where it trains, and whether its steps are replayed from CUDA graphs (or, on a
+    GPU where it left them to the default and cannot have them, why not)."""
+    processes = f" ({world_size} processes)" if world_size > 1 else ""
+    graphs = " with CUDA graphs" if cuda_graphs.used(config, world_size > 1) else ""
+    note = cuda_graphs.note(config, world_size > 1)
+    return [f"training on {device}{processes}{graphs} into {run_dir}", *([note] if note else [])]
 
 
 def _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metrics):
@@ -302,7 +327,7 @@ def _finish_epoch(state, config, run_dir, logbook, test_shard, probe, train_metr
     if logbook.writer is not None:
         # rank 0's share of the test set stands for the whole in the misclassified-images grid
         logbook.epoch(state, probe, test_shard, predictions, test_loss, test_accuracy)
-        logbook.flush()  # the epoch's events are on disk before the checkpoint that follows them
+        logbook.flush(state.global_step)  # the epoch's events and the last epoch's figures, before the checkpoint
     save_checkpoint(state, config, run_dir)
     logbook.say(  # once the epoch is saved
         f"epoch {state.epoch}/{config.epochs}: train loss {train_metrics[0]:.4f} acc {train_metrics[1]:.4f} | test "

@@ -13,17 +13,13 @@ manualbp's layers), read off with ``retain_grad`` on each layer's activations.
 import copy
 from dataclasses import dataclass
 
-import matplotlib
+import torch
+import torchvision
+from torch.func import functional_call, grad, vmap
 
-matplotlib.use("Agg")  # no screen: figures are drawn to images (TensorBoard, PNG files)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from torch.func import functional_call, grad, vmap  # noqa: E402
-
-import manualbp  # noqa: E402
-from manualbp import functional as F  # noqa: E402
+import manualbp
+from manualbp import functional as F
+from manualbp_trainer import drawing
 
 
 @dataclass
@@ -62,67 +58,34 @@ def requests(model, x, target, loss_name):
     )
 
 
-# TensorBoard's cards are at least 335 px wide (minmax(335px, 1fr) in its grid) and draw a figure to the card's
-# width: a figure about that wide, with 11-point type, reads at card size without "Show actual image size"
-FIGURE_WIDTH_INCHES, FIGURE_DPI, FONT_SIZE = 5.0, 80, 11
-
-
 def figure(image, label, result, class_names=None, hardest=4, side=28):
     """A matplotlib figure of ``Requests``, 400 px wide: the image; the output layer's activations against the
     target with the nudges as signed bars; each hidden layer's nudges; and for the ``hardest`` neurons of the first
     hidden layer (those whose weights it asks most of), what the example asks of their incoming weights, as
-    side×side images."""
+    side×side images (``drawing.figure``, from ``figure_data``)."""
+    return drawing.figure(figure_data(image, label, result, class_names, hardest, side))
+
+
+def figure_data(image, label, result, class_names=None, hardest=4, side=28):
+    """What ``figure`` draws, copied to the host as numpy arrays (``drawing.FigureData``): what a worker process
+    needs to draw the figure while the run trains on."""
     hidden = result.nudges[:-1]
-    rows = 2 + len(hidden)
-    names = class_names or [str(c) for c in range(len(result.activations[-1]))]
-    heights = [1.8, *([1.0] * len(hidden)), 1.5]
-    with plt.rc_context({"font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE, "axes.labelsize": FONT_SIZE}):
-        fig = plt.figure(figsize=(FIGURE_WIDTH_INCHES, sum(heights) + 0.4), dpi=FIGURE_DPI, layout="constrained")
-        grid = fig.add_gridspec(rows, max(hardest, 2), height_ratios=heights)
-
-        ax = fig.add_subplot(grid[0, 0])
-        ax.imshow(image.reshape(side, side).float().cpu().numpy(), cmap="gray")
-        ax.set_title(names[label])
-        ax.axis("off")
-
-        ax = fig.add_subplot(grid[0, 1:])
-        output, nudge = result.activations[-1].float().cpu().numpy(), result.nudges[-1].float().cpu().numpy()
-        positions = torch.arange(len(output)).float().numpy()
-        ax.bar(positions - 0.2, output, width=0.4, color="0.7")
-        ax.set_xticks(positions, names, rotation=90 if class_names else 0, fontsize=FONT_SIZE - 2)
-        ax.tick_params(axis="y", labelsize=FONT_SIZE - 2)
-        nudges = ax.twinx()  # the nudges on a scale of their own: a confident output is asked for little
-        nudges.bar(positions + 0.2, nudge, width=0.4, color=["tab:green" if v > 0 else "tab:red" for v in nudge])
-        nudges.axhline(0, color="black", linewidth=0.5)
-        nudges.tick_params(axis="y", labelsize=FONT_SIZE - 2)
-        ax.set_ylabel("output aᴸ", fontsize=FONT_SIZE - 2)
-        nudges.set_ylabel("nudge −∂C/∂aᴸ", fontsize=FONT_SIZE - 2)
-        ax.set_title(f"outputs (grey), nudges; C = {result.loss:.3f}")
-
-        for layer, nudge in enumerate(hidden):
-            ax = fig.add_subplot(grid[1 + layer, :])
-            values = nudge.float().cpu().numpy()
-            # one line per neuron (a single collection: hundreds of bars draw slowly)
-            ax.vlines(range(len(values)), 0, values, colors=["tab:green" if v > 0 else "tab:red" for v in values])
-            ax.axhline(0, color="black", linewidth=0.5)
-            ax.tick_params(labelsize=FONT_SIZE - 2)
-            ax.set_title(f"hidden layer {layer + 1}: nudges −∂C/∂a")
-            ax.set_xlim(-1, len(values))
-
-        first_nudge = result.nudges[0].float().cpu()
-        # pushed hardest: the neurons whose incoming weights the example asks most of (a neuron whose f′ is 0
-        # here, such as a ReLU below its kink, passes no nudge on to its weights however large it is)
-        pushed = result.first_weights.float().norm(dim=1)
-        top = pushed.argsort(descending=True)[:hardest].tolist() if hidden else []
-        for column, neuron in enumerate(top):
-            ax = fig.add_subplot(grid[rows - 1, column])
-            row = result.first_weights[neuron].float().cpu()
-            bound = row.abs().max().clamp_min(1e-12).item()
-            if row.numel() == side * side:
-                ax.imshow(row.reshape(side, side).numpy(), cmap="RdBu", vmin=-bound, vmax=bound)
-            ax.set_title(f"−∂C/∂W¹ {neuron}\n({first_nudge[neuron]:+.2f})", fontsize=FONT_SIZE - 1)
-            ax.axis("off")
-    return fig
+    # pushed hardest: the neurons whose incoming weights the example asks most of (a neuron whose f′ is 0
+    # here, such as a ReLU below its kink, passes no nudge on to its weights however large it is)
+    pushed = result.first_weights.float().norm(dim=1)
+    top = pushed.argsort(descending=True)[:hardest].tolist() if hidden else []
+    rows = result.first_weights[top].float().cpu()
+    asked = [row.reshape(side, side).numpy() if row.numel() == side * side else None for row in rows]
+    return drawing.FigureData(
+        image=image.reshape(side, side).float().cpu().numpy(),
+        label=label,
+        class_names=class_names,
+        outputs=result.activations[-1].float().cpu().numpy(),
+        nudges=[nudge.float().cpu().numpy() for nudge in result.nudges],
+        loss=result.loss,
+        hardest=list(zip(top, asked, result.nudges[0].float().cpu()[top].tolist(), strict=True)),
+        columns=max(hardest, 2),
+    )
 
 
 def per_example_agreement(model, x, target, loss_name):

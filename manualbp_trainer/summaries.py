@@ -135,9 +135,10 @@ def gradient_agreement(model, loss_name, x, target):
     return max_abs, max_rel
 
 
-def log_pictures(writer, model, loss_name, test_set, probe, step, names=None, examples=16):
+def log_pictures(writer, figures, model, loss_name, test_set, probe, step, names=None, examples=16):
     """What one example asks of the network, for the first test image of each class (``requests/<label>``, and
-    the class's name where it has one, ``requests/0_T-shirt_top``: the figure of ``pictures.figure``), and how
+    the class's name where it has one, ``requests/0_T-shirt_top``: the figure of ``pictures.figure``, handed to
+    ``figures``, a ``picture_writer.PictureWriter``, to be drawn while the run goes on), and how
     single examples agree with their mini-batch: the cosine of each of
     ``examples`` probe examples' gradients with the batch gradient (``per_example/cosine_with_batch``), and the
     largest difference between their mean and the batch gradient (``per_example/mean_minus_batch_max_diff``:
@@ -147,8 +148,8 @@ def log_pictures(writer, model, loss_name, test_set, probe, step, names=None, ex
         target = test_set.labels[index]
         if loss_name == "mse":
             target = torch.nn.functional.one_hot(target, 10).to(x.dtype)
-        figure = pictures.figure(x, label, pictures.requests(model, x, target, loss_name), names)
-        writer.add_figure(f"requests/{label}" + (f"_{_tag_word(names[label])}" if names else ""), figure, step)
+        drawn = pictures.figure_data(x, label, pictures.requests(model, x, target, loss_name), names)
+        figures.submit(f"requests/{label}" + (f"_{_tag_word(names[label])}" if names else ""), step, drawn)
     x, target = probe[0][:examples], probe[1][:examples]
     cosines, max_diff = pictures.per_example_agreement(model, x, target, loss_name)
     writer.add_histogram("per_example/cosine_with_batch", cosines.cpu(), step)

@@ -1,9 +1,11 @@
 """The package's dependencies: the library needs torch alone; the trainer's (torchvision, TensorBoard, tqdm,
-matplotlib) are the ``manualbp[trainer]`` extra, and nothing the library runs loads them.
+matplotlib, and nvidia-ml-py for a GPU run's utilisation line) are the ``manualbp[trainer]`` extra, and nothing the
+library runs loads them.
 
 A child Python stands for an environment with torch alone: the trainer's packages are made unimportable there
 (``sys.modules[name] = None``, which makes ``import name`` raise ImportError). torch itself imports tqdm when it
-is installed (torch.hub) and goes on without it, as in a torch-only install.
+is installed (torch.hub) and goes on without it, as in a torch-only install; so does pynvml (nvidia-ml-py's module),
+which torch.cuda imports where it can.
 """
 
 import importlib.metadata
@@ -13,7 +15,9 @@ import sys
 
 import pytest
 
-TRAINER_ONLY = ("matplotlib", "tensorboard", "torchvision", "tqdm")
+# the modules of the trainer's extra, by the names they are imported as (nvidia-ml-py's is pynvml)
+TRAINER_ONLY = ("matplotlib", "pynvml", "tensorboard", "torchvision", "tqdm")
+DISTRIBUTION = {"pynvml": "nvidia-ml-py"}
 WITHOUT_THE_TRAINERS_PACKAGES = f"import sys\nsys.modules.update(dict.fromkeys({TRAINER_ONLY!r}))\n"
 
 
@@ -29,7 +33,7 @@ def test_the_library_depends_on_torch_alone_and_the_trainer_on_its_extra():
         name = re.match(r"[A-Za-z0-9_.-]+", requirement).group()
         (extra if re.search(r"extra == ['\"]trainer['\"]", requirement) else core).append(name)
     assert core == ["torch"]
-    assert sorted(extra) == list(TRAINER_ONLY)
+    assert sorted(extra) == sorted(DISTRIBUTION.get(name, name) for name in TRAINER_ONLY)
 
 
 @pytest.mark.slow  # a child Python that imports torch: seconds

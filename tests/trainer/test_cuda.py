@@ -1,7 +1,8 @@
-"""train.py on a GPU: the same run as on the CPU, --cuda-graphs against eager, resuming bit-identical, and a GPU
-checkpoint continued on the CPU. Every test here skips on a machine without CUDA."""
+"""train.py on a GPU: the same run as on the CPU, CUDA graphs (the default) against eager (--no-cuda-graphs),
+resuming bit-identical, and a GPU checkpoint continued on the CPU. Every test here skips on a machine without CUDA."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -41,9 +42,10 @@ def scalars(run_dir, tag):
     return [(event.step, event.value) for event in accumulator.Scalars(tag)]
 
 
-def test_a_cuda_run_logs_what_the_cpu_run_logs_to_float_rounding(tmp_path, idx_dir):
+@pytest.mark.parametrize("mode", [[], ["--no-cuda-graphs"]], ids=["cuda-graphs", "eager"])
+def test_a_cuda_run_logs_what_the_cpu_run_logs_to_float_rounding(tmp_path, idx_dir, mode):
     _, on_cpu = run(tmp_path, idx_dir, "cpu", "--device", "cpu", epochs=2)
-    code, on_gpu = run(tmp_path, idx_dir, "gpu", "--device", "cuda", epochs=2)
+    code, on_gpu = run(tmp_path, idx_dir, "gpu", "--device", "cuda", *mode, epochs=2)
     assert code == 0 and saved(on_gpu)["config"]["device"] == "cuda"
     for tag in ("loss/train", "accuracy/train", "loss/test", "accuracy/test", "norms/linear0.weight.grad"):
         cpu, gpu = scalars(on_cpu, tag), scalars(on_gpu, tag)
@@ -52,7 +54,7 @@ def test_a_cuda_run_logs_what_the_cpu_run_logs_to_float_rounding(tmp_path, idx_d
 
 
 def test_cuda_graphs_train_to_the_eager_runs_weights(tmp_path, idx_dir):
-    _, eager = run(tmp_path, idx_dir, "eager", "--device", "cuda")
+    _, eager = run(tmp_path, idx_dir, "eager", "--device", "cuda", "--no-cuda-graphs")
     code, graphed = run(tmp_path, idx_dir, "graphed", "--device", "cuda", "--cuda-graphs")
     assert code == 0
     expected, got = saved(eager), saved(graphed)
@@ -65,7 +67,7 @@ def test_cuda_graphs_train_to_the_eager_runs_weights(tmp_path, idx_dir):
         torch.testing.assert_close(scalars(graphed, tag), scalars(eager, tag), rtol=1e-5, atol=1e-6, msg=tag)
 
 
-@pytest.mark.parametrize("mode", [[], ["--cuda-graphs"]], ids=["eager", "cuda-graphs"])
+@pytest.mark.parametrize("mode", [["--no-cuda-graphs"], [], ["--cuda-graphs"]], ids=["eager", "default", "cuda-graphs"])
 @pytest.mark.parametrize("stop_at", [10, 2 * STEPS_PER_EPOCH], ids=["mid-epoch", "at-epoch-boundary"])
 def test_a_resumed_cuda_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, idx_dir, mode, stop_at):
     assert run(tmp_path, idx_dir, "whole", "--device", "cuda", *mode)[0] == 0
@@ -78,6 +80,46 @@ def test_a_resumed_cuda_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path,
         assert torch.equal(whole["model"][key], resumed["model"][key]), key
     for key, state in whole["optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], resumed["optimizer"]["state"][key]["momentum_buffer"])
+
+
+def test_cuda_graphs_are_the_default_on_a_gpu_and_the_same_steps_as_cuda_graphs(tmp_path, idx_dir, capsys):
+    code, default = run(tmp_path, idx_dir, "default", "--device", "cuda")
+    assert code == 0
+    assert f"training on cuda with CUDA graphs into {default}" in capsys.readouterr().err.splitlines()
+    _, graphed = run(tmp_path, idx_dir, "graphed", "--device", "cuda", "--cuda-graphs")
+    assert saved(default)["config"]["cuda_graphs"] is None  # the choice, decided again where it is resumed
+    for key, value in saved(graphed)["model"].items():
+        assert torch.equal(saved(default)["model"][key], value), key
+
+
+@pytest.mark.parametrize(
+    "flags, why",
+    [
+        (["--compile"], "--compile replaces the step's launches itself"),
+        (
+            ["--lr-schedule", "onecycle"],
+            "--lr-schedule onecycle changes the momentum at every step, and a captured step keeps the momentum it "
+            "was captured with",
+        ),
+    ],
+)
+def test_a_gpu_run_that_cannot_have_cuda_graphs_says_why_once_and_trains_eagerly(tmp_path, idx_dir, capsys, flags, why):
+    code, run_dir = run(tmp_path, idx_dir, "eager", "--device", "cuda", *flags, epochs=1)
+    assert code == 0
+    lines = capsys.readouterr().err.splitlines()
+    note = f"note: no CUDA graphs, each step runs eagerly: {why} (--no-cuda-graphs: eager without this note)"
+    assert f"training on cuda into {run_dir}" in lines and lines.count(note) == 1
+    assert sum("CUDA graphs" in line for line in lines) == 1  # the note alone
+
+
+def test_a_gpu_run_ends_with_its_gpu_utilisation(tmp_path, idx_dir, capsys):
+    code, _ = run(tmp_path, idx_dir, "busy", "--device", "cuda", epochs=2)
+    assert code == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    name = re.escape(torch.cuda.get_device_name())
+    measured = rf"GPU utilisation: \d+ % mean over \d+\.\d s of training \({name}\)"
+    missing = rf"GPU utilisation: not measured over \d+\.\d s of training \({name}\): .+"
+    assert re.fullmatch(measured, last) or re.fullmatch(missing, last), last
 
 
 def test_a_gpu_run_continues_on_the_cpu(tmp_path, idx_dir):

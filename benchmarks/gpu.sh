@@ -2,7 +2,10 @@
 # The GPU measurements of BENCHMARKS.md, in parts, on a machine with an NVIDIA GPU, torch, torchvision,
 # tensorboard, pytest (+ pytest-xdist, hypothesis, expecttest) and the four Fashion-MNIST (or MNIST) IDX files:
 #
-#     DATA=/path/to/idx RESULTS=gpu-results bash benchmarks/gpu.sh env tests cuda speed train bench slow
+#     DATA=/path/to/idx RESULTS=gpu-results bash benchmarks/gpu.sh env kernels tests cuda speed train bench slow
+#
+# A first GPU session runs `kernels` first: the Triton kernels have only been run in Triton's interpreter, and they
+# run by default in the fast tier's CUDA backward passes.
 #
 # Each part appends to $RESULTS/<part>.log; a part that fails or times out does not stop the next. With ARCHIVE
 # set, $RESULTS is packed into that .tar.gz after every part, so that what was measured survives a cut-off.
@@ -52,6 +55,11 @@ for what in "$@"; do
         part tests "${TESTS_LIMIT:-300}" $PYTHON -m pytest -v -p no:cacheprovider -n "$WORKERS" -rfEs --tb=short \
             --durations=15 --junitxml="$RESULTS/tests.xml" ${TESTS:-}
         ;;
+    kernels)  # the kernels compiled for the GPU against the reference, then timed against the torch-op path
+        part kernels 150 $PYTHON -m pytest -q -p no:cacheprovider -rfEs --tb=short tests/library/test_kernels.py \
+            tests/library/test_fast_batch_norm.py tests/library/test_mlp_loss.py
+        part kernels 150 $PYTHON benchmarks/kernels.py --device "$DEVICE" --rounds "${ROUNDS:-5}"
+        ;;
     cuda)
         part cuda 100 $PYTHON -m pytest -q -p no:cacheprovider -rs tests/trainer/test_cuda.py
         ;;
@@ -63,7 +71,9 @@ for what in "$@"; do
         ;;
     train)  # each way of running side by side (3 epochs, no pictures), then train.py's defaults (15 epochs, pictures)
         runs=${RUNS:-$(mktemp -d)}
-        for variant in "manual" "torch" "manual --cuda-graphs" "torch --cuda-graphs" "manual --compile" "torch --compile"; do
+        # CUDA graphs are the default on a GPU: the eager runs say --no-cuda-graphs
+        for variant in "manual --no-cuda-graphs" "torch --no-cuda-graphs" "manual --cuda-graphs" "torch --cuda-graphs" \
+            "manual --compile" "torch --compile"; do
             set -- $variant
             name=$(echo "$variant" | tr -d ' -')
             part train 120 utilisation "train-$name" $PYTHON train.py --device "$DEVICE" --data-dir "$DATA" --no-progress \

@@ -164,6 +164,15 @@ def test_overhead_benchmark_prints_every_layer_and_the_function_floor():
 
 
 @pytest.mark.slow
+def test_kernels_benchmark_prints_three_variants_and_two_ratios_for_every_quick_case():
+    import kernels
+
+    rows = _table_rows(_run("kernels.py"))
+    assert [row.split(" | ")[0] for row in rows] == [f"| {case[0]}" for case in kernels.cases(quick=True)]
+    assert all(len(re.findall(RATIO, row)) == 2 for row in rows)
+
+
+@pytest.mark.slow
 def test_memory_benchmark_prints_every_quick_case():
     rows = _table_rows(_run("memory.py"))
     assert len(rows) == len(step.QUICK_CASES)

@@ -3,6 +3,7 @@
 import torch
 
 from manualbp.autograd import Linear, ReLU, Sigmoid, Tanh
+from manualbp.fast import kernels
 from manualbp.fast.activation import times_derivative
 
 # the activations whose derivative is computed from their output a (their ``keep``), so that the fused node need
@@ -23,7 +24,9 @@ class LinearActivation(torch.autograd.Function):
     own ``forward``, ``gradients`` and ``tangent`` (no derivative is written here), and g ⊙ f′(z) by the
     activation's one-kernel product (``manualbp.fast.activation``: the reference's bits for sigmoid and tanh, its
     numbers for ReLU wherever g is finite).
-    What fusing saves is a node of the autograd graph, and so a round trip into Python, per layer and per pass.
+    What fusing saves is a node of the autograd graph, and so a round trip into Python, per layer and per pass; on
+    a GPU, where ``kernels.chosen_for_backward`` says so, δ and ∂C/∂b also come out of one kernel
+    (``kernels.activation.times_derivative_and_column_sum``), so δ is not read a second time for its sum.
 
     Shapes: x: ``(*, in_features)``; weight: ``(out_features, in_features)``; bias: ``(out_features,)`` or
     None; a and grad_output: ``(*, out_features)``. ``activation``: ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
@@ -48,6 +51,12 @@ class LinearActivation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         x, weight, a = ctx.saved_tensors
+        needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
+        if ctx.has_bias and needs_bias_grad and kernels.chosen_for_backward(grad_output):
+            # on a GPU: δ and ∂C/∂b = Σ_rows δ in one pass of one kernel, then Linear's two products with δ for g
+            delta, grad_bias = kernels.activation.times_derivative_and_column_sum(grad_output, a, ctx.activation)
+            grad_x, grad_weight, _ = Linear.gradients(delta, x, weight, False, (needs_x_grad, needs_weight_grad, False))
+            return grad_x, grad_weight, grad_bias, None
         # the reference derivations, in the backward order: δ = g ⊙ f′(z), then Linear's gradients with δ for g
         delta = times_derivative(ctx.activation, grad_output, a)
         return *Linear.gradients(delta, x, weight, ctx.has_bias, needs_input_grad=ctx.needs_input_grad[:3]), None

@@ -394,6 +394,45 @@ def test_fast_batch_norm_runs_the_kernel_in_its_training_backward_where_chosen(m
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("shape", [(130, 45), (1, 1), (3, 0)], ids=["rows-past-a-tile", "one", "no-columns"])
+def test_times_derivative_and_column_sum_kernel_is_the_references_delta_bitwise_and_its_sum_within_bound(
+    shape, kind, dtype
+):
+    # δ: the element-wise kernel's arithmetic, so the reference's bits; Σ_rows δ: the rows in another order than
+    # torch's sum, so within M ε Σ|δ| of it
+    t = logits(shape, dtype, seed=1)
+    function, _ = autograd.mlp.ACTIVATIONS[kind]
+    a = function.forward(logits(shape, dtype))
+    expected = function.times_derivative(t, a)
+    delta, column_sum = activation.times_derivative_and_column_sum(t, a, kind)
+    assert torch.equal(delta, expected)
+    assert column_sum.shape == (shape[1],) and column_sum.dtype == dtype
+    if column_sum.numel():
+        assert_within(column_sum, expected.sum(0), shape[0], expected.abs().sum(0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_linear_activation_takes_delta_and_the_bias_gradient_from_one_kernel_where_chosen(monkeypatch, dtype):
+    x = logits((70, 13), dtype).requires_grad_()
+    weight, bias = (logits(shape, dtype, seed=s).requires_grad_() for s, shape in ((2, (9, 13)), (3, (9,))))
+    g = logits((70, 9), dtype, seed=1)
+    expected = torch.autograd.grad(F.linear_activation(x, weight, bias, "tanh"), (x, weight, bias), g)
+    expected_no_bias = torch.autograd.grad(F.linear_activation(x, weight, None, "tanh"), (x, weight), g)
+    calls = []
+    _choose_kernels(monkeypatch)
+    monkeypatch.setattr(
+        activation, "times_derivative_and_column_sum", _counted(activation.times_derivative_and_column_sum, calls)
+    )
+    actual = torch.autograd.grad(F.linear_activation(x, weight, bias, "tanh"), (x, weight, bias), g)
+    assert len(calls) == 1
+    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])  # δ's bits, the same products
+    assert_within(actual[2], expected[2], 70, g.abs().sum(0))
+    no_bias = torch.autograd.grad(F.linear_activation(x, weight, None, "tanh"), (x, weight), g)  # no sum to take
+    assert len(calls) == 1 and all(torch.equal(a, e) for a, e in zip(no_bias, expected_no_bias, strict=True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_mlp_loss_takes_cross_entropy_from_the_kernel_where_chosen_and_only_for_a_gradient(monkeypatch, dtype):
     # the one-node network's loss and every gradient within the kernel's bound of the reference path; under
     # no_grad the kernel (which writes ∂C/∂z) is not called, and the loss is the reference's to the bit
@@ -431,8 +470,9 @@ def test_mlp_loss_takes_cross_entropy_from_the_kernel_where_chosen_and_only_for_
         lambda x, w, b: F.batch_norm(x, None, None, w[:2], b[:2], training=True),
         lambda x, w, b: F.softmax(x, -1),
         lambda x, w, b: F.log_softmax(x, -1) + F.gelu(x) * F.leaky_relu(x, 0.1),
+        lambda x, w, b: F.linear_activation(x.reshape(6, 4), w.reshape(3, 4), b[:3], "sigmoid"),
     ],
-    ids=["layer_norm", "group_norm", "batch_norm", "softmax", "log_softmax_gelu_leaky_relu"],
+    ids=["layer_norm", "group_norm", "batch_norm", "softmax", "log_softmax_gelu_leaky_relu", "linear_sigmoid"],
 )
 def test_the_fast_tiers_kernel_backward_passes_gradcheck_in_float64(monkeypatch, call):
     # the kernels in the Functions' backward, against finite differences (the batched check vmaps the backward,

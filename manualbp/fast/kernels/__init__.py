@@ -6,14 +6,16 @@ Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported).
 
 - ``cross_entropy.py``: the loss and ∂C/∂z in one pass over each row of logits (``CrossEntropyLoss.gradients``),
   class indices with ``ignore_index``, label smoothing and class weights;
-- ``activation.py``: t · f′ for ReLU, LeakyReLU, sigmoid, tanh and GELU (``times_derivative``);
+- ``activation.py``: t · f′ for ReLU, LeakyReLU, sigmoid, tanh and GELU (``times_derivative``), alone or with
+  its column sums in the same pass (a Linear layer's δ and ∂C/∂b = Σ_rows δ);
 - ``softmax.py``: the softmax and log-softmax backward (``Softmax.times_jacobian``, ``LogSoftmax.gradients``);
 - ``norm.py``: the layer-norm, group-norm and batch-norm (training) backward, the statistics, the two sums and the
   combination in one kernel each (``LayerNorm.gradients``, ``GroupNorm.gradients``, ``BatchNorm.gradients``).
 
 Where they run: cross-entropy's through ``manualbp.fast.cross_entropy`` and in the one-node network's forward
 (``manualbp.fast.mlp_loss``); the three norms' backward
-in ``manualbp.fast.normalization``; GELU's and leaky ReLU's in ``manualbp.fast.activation``; the softmax and
+in ``manualbp.fast.normalization``; GELU's and leaky ReLU's in ``manualbp.fast.activation``; δ with ∂C/∂b in ``manualbp.fast.fused``'s
+``LinearActivation``; the softmax and
 log-softmax backward in ``manualbp.fast.softmax``.
 
 How the fast tier chooses: a kernel runs where ``chosen_for(tensor)`` holds: Triton imports, the tensor is on a CUDA

@@ -13,9 +13,8 @@ Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported).
   combination in one kernel each (``LayerNorm.gradients``, ``GroupNorm.gradients``, ``BatchNorm.gradients``).
 
 Where they run: cross-entropy's through ``manualbp.fast.cross_entropy`` and in the one-node network's forward
-(``manualbp.fast.mlp_loss``); the three norms' backward
-in ``manualbp.fast.normalization``; GELU's and leaky ReLU's in ``manualbp.fast.activation``; δ with ∂C/∂b in ``manualbp.fast.fused``'s
-``LinearActivation``; the softmax and
+(``manualbp.fast.mlp_loss``); the three norms' backward in ``manualbp.fast.normalization``; GELU's and leaky ReLU's
+in ``manualbp.fast.activation``; δ with ∂C/∂b in ``manualbp.fast.fused``'s ``LinearActivation``; the softmax and
 log-softmax backward in ``manualbp.fast.softmax``.
 
 How the fast tier chooses: a kernel runs where ``chosen_for(tensor)`` holds: Triton imports, the tensor is on a CUDA

@@ -68,6 +68,12 @@ def cases(quick):
             [],
         ),
         (
+            f"Linear {width} → {width} + tanh, {rows} rows (δ and ∂C/∂b in one pass)",
+            (rows, width),
+            lambda f, x, w, b: f.linear_activation(x, w, b, "tanh") if f is F else torch.tanh(f.linear(x, w, b)),
+            [(width, width), (width,)],
+        ),
+        (
             f"leaky ReLU, {rows} × {width * (1 if quick else 4)}",
             (rows, width * (1 if quick else 4)),
             lambda f, x: f.leaky_relu(x, 0.01),

@@ -32,6 +32,9 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from manualbp_trainer import drawing
 
 LIMIT = 32  # figures asked for and not yet written: three epochs' worth of the ten classes
+# worker processes: the cores the run's own threads leave, one on 2 or 3 cores, up to four (a GPU host's many
+# cores draw an epoch's figures in about the time one draws one of them)
+WORKERS = max(1, min(4, (os.cpu_count() or 1) - 2))
 
 
 class PictureError(RuntimeError):
@@ -46,24 +49,27 @@ class PictureWriter:
     """Figures drawn by a worker process and written to ``writer`` (a ``SummaryWriter``) by the thread that asks
     for them, in the order asked.
 
-    ``submit(tag, step, data)`` hands a ``drawing.FigureData`` to the worker (which starts with the first one),
+    ``submit(tag, step, data)`` hands a ``drawing.FigureData`` to a worker (``workers`` of them, in turn, each
+    started with its first figure),
     first writing the oldest figure when ``limit`` are waiting; ``write_finished()`` writes the figures drawn so
     far without waiting; ``flush(step)`` writes every figure of a step before ``step``, drawing itself those the
     worker has not begun; ``close()`` writes them all and ends the worker; ``abandon()`` ends it at once. A figure
     that could not be drawn raises ``PictureError`` in the call that would have written it.
     """
 
-    def __init__(self, writer, limit=LIMIT):
-        self.writer, self.limit = writer, limit
+    def __init__(self, writer, limit=LIMIT, workers=WORKERS):
+        self.writer, self.limit, self.most_workers = writer, limit, workers
         self.pending = collections.deque()  # (tag, step, future), in the order asked for
-        self.worker = None
+        self.workers, self.submitted = [], 0
 
     def submit(self, tag, step, data):
         while len(self.pending) >= self.limit:
             self._write_oldest()
-        if self.worker is None:
-            self.worker = _Worker()
-        self.pending.append((tag, step, self.worker.draw(data)))
+        if len(self.workers) < self.most_workers:
+            self.workers.append(_Worker())
+        worker = self.workers[self.submitted % len(self.workers)]
+        self.submitted += 1
+        self.pending.append((tag, step, worker.draw(data)))
 
     def write_finished(self):
         while self.pending and self.pending[0][2].done():
@@ -84,16 +90,16 @@ class PictureWriter:
             self.abandon()
 
     def abandon(self):
-        """Give up the figures not yet written, and end the worker now."""
+        """Give up the figures not yet written, and end the workers now."""
         self.pending.clear()
-        if self.worker is not None:
-            self.worker.end()
-            self.worker = None
+        for worker in self.workers:
+            worker.end()
+        self.workers, self.submitted = [], 0
 
     def _write_oldest(self):
-        """Write the oldest figure, drawing it here if the worker has not begun it."""
+        """Write the oldest figure, drawing it here if its worker has not begun it."""
         tag, step, future = self.pending.popleft()
-        data = self.worker.take_back(future)
+        data = next((data for worker in self.workers if (data := worker.take_back(future)) is not None), None)
         if data is not None:
             _draw_into(future, data)
         try:

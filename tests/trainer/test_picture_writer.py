@@ -67,14 +67,15 @@ ASKED = [("requests/3", 8, 3, None), ("requests/0_T-shirt_top", 8, 0, pictures.c
 ASKED += [("requests/3", 16, 3, None)]
 
 
-@pytest.mark.parametrize("drawn_by", ["worker", "run"], indirect=True)
-def test_the_figures_are_the_events_add_figure_writes_byte_for_byte(tmp_path, drawn_by):
+@pytest.mark.parametrize(("drawn_by", "workers"), [("worker", 1), ("worker", 2), ("run", 1)], indirect=["drawn_by"])
+def test_the_figures_are_the_events_add_figure_writes_byte_for_byte(tmp_path, drawn_by, workers):
+    # two workers draw the figures in turn: still written in the order asked, the same bytes
     expected = SummaryWriter(str(tmp_path / "add_figure"))
     for tag, step, label, names in ASKED:
         expected.add_figure(tag, pictures.figure(*figure_of(label, names)[0]), step)
     expected.close()
     writer = SummaryWriter(str(tmp_path / "picture_writer"))
-    figures = picture_writer.PictureWriter(writer)
+    figures = picture_writer.PictureWriter(writer, workers=workers)
     for tag, step, label, names in ASKED:
         figures.submit(tag, step, figure_of(label, names)[1])
     if drawn_by == "worker":
@@ -85,6 +86,7 @@ def test_the_figures_are_the_events_add_figure_writes_byte_for_byte(tmp_path, dr
     assert sorted(got) == ["requests/0_T-shirt_top", "requests/3"]
     assert [step for step, *_ in got["requests/3"]] == [8, 16]
     assert got == want  # the same width, height and PNG bytes at each tag and step
+    assert figures.workers == []  # ended by close
 
 
 @pytest.mark.parametrize("drawn_by", ["worker", "run"], indirect=True)
@@ -116,8 +118,8 @@ def test_a_worker_that_died_is_an_error_in_the_run(tmp_path):
     figures = picture_writer.PictureWriter(writer)
     figures.submit("requests/3", 8, figure_of(3)[1])
     wait_until_drawn(figures)
-    figures.worker.process.kill()
-    figures.worker.process.wait()
+    figures.workers[0].process.kill()
+    figures.workers[0].process.wait()
     figures.submit("requests/5", 8, figure_of(5)[1])
     wait_until_drawn(figures)  # the worker's end fails the figure handed to it
     with pytest.raises(picture_writer.PictureError) as raised:
@@ -151,9 +153,9 @@ def test_ctrl_c_and_sigterm_do_not_reach_the_worker(tmp_path):
     figures.submit("requests/3", 8, figure_of(3)[1])
     wait_until_drawn(figures)  # the worker has started and drawn
     for signum in (signal.SIGINT, signal.SIGTERM):
-        os.kill(figures.worker.process.pid, signum)
+        os.kill(figures.workers[0].process.pid, signum)
     time.sleep(0.2)
-    assert figures.worker.process.poll() is None
+    assert figures.workers[0].process.poll() is None
     figures.submit("requests/5", 16, figure_of(5)[1])
     wait_until_drawn(figures)
     figures.close()

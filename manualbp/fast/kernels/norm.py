@@ -75,10 +75,7 @@ def layer_norm_backward(
     grad_output, x = grad_output.contiguous(), x.contiguous()
     rows = x.numel() // columns
     programs = max(1, min(rows, PROGRAMS))
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    grad_x = torch.empty_like(x)
-    partial_weight = torch.empty(programs, columns, dtype=compute, device=x.device)
-    partial_bias = torch.empty(programs, columns, dtype=compute, device=x.device)
+    compute, grad_x, partial_weight, partial_bias = _gradient_buffers(x, (programs, columns))
     wrap_triton(layer_norm_backward_kernel)[(programs,)](
         grad_output,
         x,
@@ -167,10 +164,7 @@ def group_norm_backward(
     grad_output, x = grad_output.contiguous(), x.contiguous()
     examples, channels = x.shape[:2]
     positions = x.numel() // max(examples * channels, 1)
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    grad_x = torch.empty_like(x)
-    partial_weight = torch.zeros(examples, channels, dtype=compute, device=x.device)
-    partial_bias = torch.zeros(examples, channels, dtype=compute, device=x.device)
+    compute, grad_x, partial_weight, partial_bias = _gradient_buffers(x, (examples, channels))
     if examples * num_groups > 0:
         block_c, block_s = group_norm_blocks(channels // num_groups, positions)
         wrap_triton(group_norm_backward_kernel)[(examples * num_groups,)](
@@ -267,10 +261,7 @@ def batch_norm_backward(
     grad_output, x = grad_output.contiguous(), x.contiguous()
     examples, channels = x.shape[:2]
     positions = x.numel() // max(examples * channels, 1)
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    grad_x = torch.empty_like(x)
-    grad_weight = torch.zeros(channels, dtype=compute, device=x.device)
-    grad_bias = torch.zeros(channels, dtype=compute, device=x.device)
+    compute, grad_x, grad_weight, grad_bias = _gradient_buffers(x, (channels,))
     if examples * positions > 0:
         wrap_triton(batch_norm_backward_kernel)[(channels,)](
             grad_output,
@@ -288,3 +279,11 @@ def batch_norm_backward(
             BLOCK=BATCH_NORM_BLOCK,
         )
     return grad_x, grad_weight.to(x.dtype), grad_bias.to(x.dtype)
+
+
+def _gradient_buffers(x, shape):
+    """What a norm's backward launcher fills: the computing dtype (float64 for float64 x, float32 otherwise), an
+    empty ∂C/∂x like x, and two zeroed ``shape`` tensors in that dtype for the sums of ∂C/∂γ and ∂C/∂β."""
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    sums = (torch.zeros(shape, dtype=compute, device=x.device) for _ in range(2))
+    return compute, torch.empty_like(x), *sums

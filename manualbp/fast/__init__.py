@@ -18,6 +18,8 @@ is plumbing:
   two reference backward passes (and jvps).
 - ``mlp_loss.py``: ``MLPLoss``, a whole network and its loss as one node, its gradients computed in the forward pass
   by the reference's derivations (the loss's ``gradients``, then ``MLP.gradients``).
+- ``mse.py``: ``MSELoss``, the mean squared error's unweighted mean and its ∂C/∂a by PyTorch's one kernel each
+  (the reference's arithmetic in the same order: its bits).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
 - ``conv.py``: ``Conv2d``, the reference convolution with its ∂C/∂W summed as one product over all examples'
   columns (the same terms in another order: held to a rounding bound, not to the bit).
@@ -44,6 +46,7 @@ from manualbp.fast.cross_entropy import target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 from manualbp.fast.mlp_loss import MLPLoss
 from manualbp.fast.mlp_loss import in_one_node as mlp_loss_in_one_node
+from manualbp.fast.mse import MSELoss
 from manualbp.fast.normalization import BatchNorm, BatchNormKeepingStatistics, GroupNorm, LayerNorm
 from manualbp.fast.softmax import LogSoftmax, Softmax
 
@@ -53,7 +56,7 @@ leaky_relu = Route(activation.LeakyReLU)
 sigmoid = Route(activation.Sigmoid)
 tanh = Route(activation.Tanh)
 gelu = Route(activation.GELU)
-mse_loss = Route(autograd.MSELoss)
+mse_loss = Route(MSELoss)
 cross_entropy_reference = Route(autograd.CrossEntropyLoss)
 one_hot_cross_entropy = Route(autograd.OneHotCrossEntropyLoss)
 linear_activation = Route(LinearActivation)
@@ -93,6 +96,7 @@ __all__ = [
     "LinearActivation",
     "LogSoftmax",
     "MLPLoss",
+    "MSELoss",
     "Route",
     "Softmax",
     "adaptive_avg_pool2d",

@@ -5,6 +5,7 @@ import torch
 from manualbp.autograd import MLP, MSELoss, OneHotCrossEntropyLoss
 from manualbp.fast import kernels
 from manualbp.fast.activation import times_derivative_from
+from manualbp.fast.mse import mse_gradient, mse_value
 from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active, is_functorch_wrapped
 
 
@@ -120,22 +121,6 @@ class MLPLoss(torch.autograd.Function):
             wanted = [tensor for tensor, needed in zip(inputs, needs, strict=True) if needed]
             grads = iter(torch.autograd.grad(value, wanted, grad_loss, create_graph=create_graph))
         return [next(grads) if needed else None for needed in needs]
-
-
-def mse_value(a, y):
-    """C = mean (a − y)², ``MSELoss.forward``'s kernel for the unweighted mean called directly: the same kernel, so
-    the same bits, without ``torch.nn.functional.mse_loss``'s broadcast and reduction checks in Python (a and y have
-    one shape here, which ``manualbp.functional.mlp_loss`` checked): 8 µs of the node's 113 at 784-30-10, batch 10
-    (AMD EPYC, 2 threads)."""
-    return torch.ops.aten.mse_loss(a, y, 1)  # 1: the mean, in ATen's reduction numbering
-
-
-def mse_gradient(grad_loss, a, y):
-    """∂C/∂a = (2/n)(a − y) · g of the mean squared error, ``MSELoss.gradients``'s product for the unweighted mean,
-    by PyTorch's one element-wise kernel for it (``mse_loss_backward``) where the reference writes three (a − y, the
-    scale, g): the same arithmetic in the same order (2/n first, then a − y, then g), and so the same bits
-    (``tests/library/test_mlp_loss.py``)."""
-    return torch.ops.aten.mse_loss_backward(grad_loss, a, y, 1)  # 1: the mean, in ATen's reduction numbering
 
 
 def _is_one(grad_loss):

@@ -163,6 +163,29 @@ def test_the_classic_form_call_route_equals_function_apply_bitwise(name, dtype, 
     )
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3), seed=st.integers(0, 2**16))
+def test_mse_losss_mean_by_one_kernel_each_way_is_the_references_to_the_bit(dtype, shape, seed):
+    # the unweighted mean with targets that take no gradient (a training loop's): C and ∂C/∂a by ATen's mse_loss and
+    # mse_loss_backward, the reference's bits; a target that wants a gradient takes the reference's backward
+    from unittest import mock
+
+    from manualbp.fast import mse
+
+    generator = torch.Generator().manual_seed(seed)
+    a, y = (torch.randn(*shape, generator=generator, dtype=dtype) * 3 for _ in range(2))
+    upstream = torch.randn((), generator=generator, dtype=dtype)
+    with mock.patch.object(mse, "mse_gradient", wraps=mse.mse_gradient) as one_kernel:
+        a.requires_grad_()
+        expected = _outputs_and_grads(lambda a: A.MSELoss.apply(a, y, None, "mean"), (a,), upstream)
+        _assert_bitwise(_outputs_and_grads(lambda a: F.mse_loss(a, y), (a,), upstream), expected)
+        assert one_kernel.call_count == 1
+        y.requires_grad_()
+        expected = _outputs_and_grads(lambda a, y: A.MSELoss.apply(a, y, None, "mean"), (a, y), upstream)
+        _assert_bitwise(_outputs_and_grads(lambda a, y: F.mse_loss(a, y), (a, y), upstream), expected)
+        assert one_kernel.call_count == 1
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_the_call_route_keeps_what_jvp_needs_only_inside_a_forward_ad_level(activation, dtype):

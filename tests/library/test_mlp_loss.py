@@ -12,7 +12,7 @@ import manualbp
 import manualbp.functional as F
 from manualbp import autograd as A
 from manualbp import nn as mnn
-from manualbp.fast.mlp_loss import mse_gradient, mse_value
+from manualbp.fast.mse import mse_gradient, mse_value
 
 NAMES = ["relu", "leaky-relu", "sigmoid", "tanh", "gelu", None]
 REFERENCE_ACTIVATION = {

@@ -82,13 +82,8 @@ class BatchNorm(autograd.BatchNorm):
             return autograd.BatchNorm.gradients(grad_output, *saved, *options, needs_input_grad=ctx.needs_input_grad)
         x, weight, _, _ = saved
         if kernels.chosen_for_backward(x):
-            grad_x, grad_weight, grad_bias = kernels.norm.batch_norm_backward(grad_output, x, weight, ctx.eps)
-            needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
-            gradients = (
-                grad_x if needs_x_grad else None,
-                grad_weight if weight is not None and needs_weight_grad else None,
-                grad_bias if ctx.has_bias and needs_bias_grad else None,
-            )
+            gradients = kernels.norm.batch_norm_backward(grad_output, x, weight, ctx.eps)
+            gradients = _selected(ctx.needs_input_grad[:3], weight, ctx.has_bias, *gradients)
         else:
             gradients = training_gradients(grad_output, x, weight, ctx.eps, ctx.has_bias, ctx.needs_input_grad)
         return *gradients, None, None, None, None, None
@@ -165,16 +160,22 @@ class GroupNorm(autograd.GroupNorm):
         return _asked_for(ctx, weight, *gradients)
 
 
-def _asked_for(ctx, weight, grad_x, grad_weight, grad_bias):
-    """A kernel's three gradients as the backward of a Function of (x, options, γ, β, ε) returns them: each None
-    where ``ctx.needs_input_grad`` does not ask for it, or the layer has no γ or β."""
-    needs_x_grad, _, needs_weight_grad, needs_bias_grad, _ = ctx.needs_input_grad
+def _asked_for(ctx, weight, *gradients):
+    """A kernel's three gradients (x, γ, β) as the backward of a Function of (x, options, γ, β, ε) returns them,
+    ``_selected`` by the flags of x, γ and β."""
+    needs = ctx.needs_input_grad
+    grad_x, grad_weight, grad_bias = _selected((needs[0], *needs[2:4]), weight, ctx.has_bias, *gradients)
+    return grad_x, None, grad_weight, grad_bias, None
+
+
+def _selected(needs_input_grad, weight, has_bias, grad_x, grad_weight, grad_bias):
+    """``(∂C/∂x, ∂C/∂γ, ∂C/∂β)``, each None where ``needs_input_grad`` (the flags of x, γ and β) does not ask for
+    it, or the layer has no γ or β."""
+    needs_x_grad, needs_weight_grad, needs_bias_grad = needs_input_grad
     return (
         grad_x if needs_x_grad else None,
-        None,
         grad_weight if weight is not None and needs_weight_grad else None,
-        grad_bias if ctx.has_bias and needs_bias_grad else None,
-        None,
+        grad_bias if has_bias and needs_bias_grad else None,
     )
 
 

@@ -1,10 +1,15 @@
 """The whole network and its loss as one autograd node, whose gradients are computed in the forward pass."""
 
+import functools
+from typing import NamedTuple
+
 import torch
 
-from manualbp.autograd import MLP, MSELoss, OneHotCrossEntropyLoss
+from manualbp import autograd
+from manualbp.autograd import MLP, Linear, MSELoss, OneHotCrossEntropyLoss
 from manualbp.fast import kernels
-from manualbp.fast.activation import times_derivative_from
+from manualbp.fast.activation import KERNELS, times_derivative
+from manualbp.fast.cross_entropy import one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
 from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active, is_functorch_wrapped
 
@@ -19,22 +24,25 @@ class MLPLoss(torch.autograd.Function):
     r"""C = loss(MLP(x), y): every layer of a multilayer perceptron and its loss in one Function, the textbook's
     ``backprop(x, y)`` ("Neural Networks and Deep Learning", chapter 2) as one autograd node.
 
-    Forward runs the layers, zˡ = aˡ⁻¹ Wˡᵀ + bˡ and aˡ = f_l(zˡ) (``MLP.forward``), then the loss: the mean
-    cross-entropy of the logits aᴸ against class indices (``OneHotCrossEntropyLoss``), or the mean squared error
-    against targets shaped like aᴸ (``MSELoss``). When a gradient is wanted it goes on, in the same call, to the
-    four equations of backpropagation:
+    Forward runs the layers, zˡ = aˡ⁻¹ Wˡᵀ + bˡ (``Linear.forward``) and aˡ = f_l(zˡ) (each activation's forward),
+    then the loss: the mean cross-entropy of the logits aᴸ against class indices (``OneHotCrossEntropyLoss``), or the
+    mean squared error against targets shaped like aᴸ (``MSELoss``). When a gradient is wanted it goes on, in the
+    same call, to the four equations of backpropagation:
 
         ∂C/∂aᴸ = (softmax(aᴸ) − onehot(y)) / N    or    2(aᴸ − y) / n     the loss's own derivative at g = 1
         δᴸ = ∂C/∂aᴸ ⊙ f_L′(zᴸ)                                            the output layer's error
         δˡ = (δˡ⁺¹ Wˡ⁺¹) ⊙ f_l′(zˡ)                                        back through every layer
         ∂C/∂Wˡ = δˡᵀ aˡ⁻¹        ∂C/∂bˡ = Σ_rows δˡ                        every parameter's gradient
 
-    by the reference tier's own derivations (the loss's ``gradients``, then ``MLP.gradients``: the loop of
-    ``Linear.gradients`` and each activation's t · f′, by the one-kernel products of ``manualbp.fast.activation``
-    as in the per-layer path), so every gradient is the per-layer path's to the bit (for ReLU: as numbers, −0 and
-    +0 alike). Nothing is derived here. What the one node saves is the autograd graph (no node per layer, nor for the
-    loss, and no pass over the logits in the backward), and the product of every gradient with an upstream
-    gradient that is exactly 1 (``loss.backward()``): the backward hands the gradients back as they are.
+    by the reference tier's own derivations: the loss's ``gradients`` (cross-entropy's at g = 1 by
+    ``fast.cross_entropy.one_hot_gradient_at_one``, MSE's by ``fast.mse.mse_gradient``: the same operations), then
+    ``MLP.gradients``'s loop (``backpropagate``): each layer's ``Linear.gradients`` and its activation's t · f′, by
+    the one-kernel products of ``manualbp.fast.activation`` as in the per-layer path. So every gradient is the
+    per-layer path's to the bit (for ReLU: as numbers, −0 and +0 alike). Nothing is derived here. What the one node
+    saves is the autograd graph (no node per layer, nor for the loss, and no pass over the logits in the backward),
+    the lookups of every layer's activation by name (``layers_of``, once per network), and the product of every
+    gradient with an upstream gradient that is exactly 1 (``loss.backward()``): the backward hands the gradients
+    back as they are.
 
     On a GPU (where ``kernels.chosen_for`` says so), cross-entropy's C and ∂C/∂aᴸ come out of one kernel
     (``kernels.cross_entropy``, as the per-layer path's ``fast.cross_entropy``), where the reference's log-softmax,
@@ -53,7 +61,15 @@ class MLPLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, target, loss, activations, *parameters):
-        a, *intermediates = MLP.forward(x, activations, *parameters)
+        layers = layers_of(activations)
+        weights, biases = parameters[::2], parameters[1::2]
+        # zˡ = aˡ⁻¹ Wˡᵀ + bˡ and aˡ = f_l(zˡ), layer by layer: each layer's input, and what its f′ reads (z or a)
+        inputs, kept, a = [], [], x
+        for layer, weight, bias in zip(layers, weights, biases, strict=True):
+            inputs.append(a)
+            z = Linear.forward(a, weight, bias)
+            a = z if layer.activate is None else layer.activate(z)
+            kept.append(z if layer.keeps_z else a)
         needs_x_grad, _, _, _, *needs_parameter_grads = ctx.needs_input_grad
         wanted = needs_x_grad or any(needs_parameter_grads)
         if loss == "cross-entropy" and wanted and kernels.chosen_for(a):
@@ -70,24 +86,13 @@ class MLPLoss(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # and so its gradient is None, not a tensor of zeros made for every call
         if not wanted:
             return value, a  # nothing will ask for a gradient: evaluation pays for none
-        if grad_a is None:
-            one = value.new_ones(())  # the upstream gradient of loss.backward(), as autograd would send it
+        if grad_a is None:  # the loss's ∂C/∂aᴸ at the upstream gradient of loss.backward(), g = 1
             if loss == "cross-entropy":
-                grad_a, _ = OneHotCrossEntropyLoss.gradients(one, None, target, log_probs)
+                grad_a = one_hot_gradient_at_one(target, log_probs)
             else:
-                grad_a = mse_gradient(one, a, target)
-        hidden, zs = MLP.per_layer(activations, intermediates)
-        ctx.gradients = MLP.gradients(
-            grad_a,
-            x,
-            parameters[::2],
-            zs,
-            [*hidden[:-1], a],
-            activations,
-            [bias is not None for bias in parameters[1::2]],
-            needs_input_grad=(needs_x_grad, *needs_parameter_grads),
-            times_derivative=times_derivative_from,  # f′ by one kernel for ReLU, sigmoid and tanh
-        )
+                grad_a = mse_gradient(_one(a.dtype, a.device), a, target)
+        needs = (needs_x_grad, *needs_parameter_grads)
+        ctx.gradients = backpropagate(grad_a, layers, inputs, kept, weights, biases, needs)
         return value, a
 
     @staticmethod
@@ -121,6 +126,66 @@ class MLPLoss(torch.autograd.Function):
             wanted = [tensor for tensor, needed in zip(inputs, needs, strict=True) if needed]
             grads = iter(torch.autograd.grad(value, wanted, grad_loss, create_graph=create_graph))
         return [next(grads) if needed else None for needed in needs]
+
+
+class Layer(NamedTuple):
+    """What the one node needs of a layer's activation, looked up once per network (``layers``)."""
+
+    activate: object  # z ↦ a = f(z), the reference activation's forward; None for no activation
+    times_derivative: object  # (t, kept) ↦ t · f′(z), by one kernel where there is one; None for no activation
+    keeps_z: bool  # whether f′ is computed from z rather than from a, as the reference's ``keep`` says
+
+
+@functools.cache
+def layers_of(activations):
+    """One ``Layer`` per name of ``activations`` (a tuple: ``"relu"``, …, or None), made once for each network:
+    the names' lookups, which cost a few microseconds a layer in every call, are done here instead."""
+    return tuple(_layer(name) for name in activations)
+
+
+def _layer(name):
+    if name is None:
+        return Layer(None, None, False)
+    function, options = autograd.mlp.ACTIVATIONS[name]
+    kernel = KERNELS.get(name)  # ReLU's, sigmoid's and tanh's t · f′ in one pass (see manualbp.fast.activation)
+    return Layer(
+        activate=functools.partial(_activate, function, options) if options else function.forward,
+        times_derivative=kernel or functools.partial(_times_derivative, name, options),
+        keeps_z=function.keep("z", "a", *options) == "z",
+    )
+
+
+def _activate(function, options, z):
+    return function.forward(z, *options)
+
+
+def _times_derivative(name, options, t, kept):
+    return times_derivative(name, t, kept, *options)
+
+
+def backpropagate(grad_a, layers, inputs, kept, weights, biases, needs_input_grad):
+    """``[∂C/∂x, ∂C/∂W¹, ∂C/∂b¹, ∂C/∂W², …]`` from g = ∂C/∂aᴸ: ``MLP.gradients``'s loop where nothing flows into
+    the hidden a's and z's but what comes down from the loss (the one node's only case), each layer's products by
+    ``Linear.gradients`` and its t · f′ by the ``Layer``'s one kernel. ``inputs`` are every layer's aˡ⁻¹,
+    ``kept`` what each f′ reads; ``needs_input_grad`` says which of x, W¹, b¹, … to compute."""
+    grads = [None] * len(needs_input_grad)
+    for index in reversed(range(len(layers))):
+        derivative = layers[index].times_derivative
+        delta = grad_a if derivative is None else derivative(grad_a, kept[index])  # δˡ = ∂C/∂aˡ ⊙ f′(zˡ)
+        # ∂C/∂Wˡ = δˡᵀ aˡ⁻¹, ∂C/∂bˡ = Σ_rows δˡ and ∂C/∂aˡ⁻¹ = δˡ Wˡ (for x itself only if it needs it)
+        needs = (index > 0 or needs_input_grad[0], *needs_input_grad[1 + 2 * index : 3 + 2 * index])
+        grad_a, grads[1 + 2 * index], grads[2 + 2 * index] = Linear.gradients(
+            delta, inputs[index], weights[index], biases[index] is not None, needs_input_grad=needs
+        )
+    grads[0] = grad_a
+    return grads
+
+
+@functools.lru_cache(maxsize=8)
+def _one(dtype, device):
+    """The upstream gradient of ``loss.backward()``, 1, as a tensor: made once per dtype and device, not per call
+    (it is only read)."""
+    return torch.ones((), dtype=dtype, device=device)
 
 
 def _is_one(grad_loss):

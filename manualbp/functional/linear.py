@@ -120,7 +120,7 @@ def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy", 
                 f"mlp_loss: cross-entropy targets must be int64 class indices of shape {tuple(input.shape[:-1])} "
                 f"(one per example), got {target.dtype} of shape {tuple(target.shape)}"
             )
-        target = target.reshape(-1)
+        target = target if rows is input else target.reshape(-1)  # one class index per row
         span = None if target.numel() == 0 else fast.target_range(target)
         if span is not None and not (span[0] >= 0 and span[1] < width):
             bad = target[(target < 0) | (target >= width)][0].item()
@@ -130,7 +130,7 @@ def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy", 
             f"mlp_loss: mse targets must have the output's shape {(*input.shape[:-1], width)}, got "
             f"{tuple(target.shape)}"
         )
-    else:
+    elif rows is not input:
         target = target.reshape(rows.shape[0], width)
     if target.device != input.device:
         _check_same("mlp_loss", "device", input=input, target=target)
@@ -151,7 +151,8 @@ def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy", 
 
 def _mlp_operands(function, input, weights, biases, activations):
     """Check a network's operands (and cast them as autocast would); return ``(input, parameters, activations)``
-    with ``parameters`` W¹, b¹, W², … as the Functions take them."""
+    with ``parameters`` W¹, b¹, W², … as the Functions take them. One pass over the layers: this runs on every
+    training step, where each microsecond is a share of a small network's step."""
     _check_tensors(function, input=input)
     weights, biases, activations = list(weights), list(biases), tuple(activations)
     if not weights or not len(weights) == len(biases) == len(activations):
@@ -159,27 +160,33 @@ def _mlp_operands(function, input, weights, biases, activations):
             f"{function}: weights, biases and activations need one entry per layer, got {len(weights)}, {len(biases)} "
             f"and {len(activations)}"
         )
-    unknown = [name for name in activations if name is not None and name not in autograd.mlp.ACTIVATIONS]
-    if unknown:
-        raise ValueError(
-            f"{function}: activation {unknown[0]!r} is not one of {sorted(autograd.mlp.ACTIVATIONS)} (or None for none)"
-        )
     width = input.shape[-1] if input.dim() > 0 else None
-    for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+    # alike: every parameter has the input's dtype and device (dtypes are singletons: `is` compares them; all on the
+    # CPU is one device, found without building device objects)
+    dtype, on_cpu, device = input.dtype, input.is_cpu, None if input.is_cpu else input.device
+    parameters, alike = [], True
+    for layer, (weight, bias, activation) in enumerate(zip(weights, biases, activations, strict=True)):
+        if activation is not None and activation not in autograd.mlp.ACTIVATIONS:
+            raise ValueError(
+                f"{function}: activation {activation!r} is not one of {sorted(autograd.mlp.ACTIVATIONS)} (or None for "
+                "none)"
+            )
         if weight.dim() != 2 or weight.shape[1] != width:
             raise RuntimeError(
                 f"{function}: layer {layer + 1}'s weight must be 2-D (out_features, {width}) to take "
                 f"{'the input' if layer == 0 else f'layer {layer} output'} of width {width}, got shape "
                 f"{tuple(weight.shape)}"
             )
-        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-            raise RuntimeError(
-                f"{function}: layer {layer + 1}'s bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
-            )
         width = weight.shape[0]
-    parameters = [tensor for pair in zip(weights, biases, strict=True) for tensor in pair]
+        if bias is not None and bias.shape != (width,):
+            raise RuntimeError(
+                f"{function}: layer {layer + 1}'s bias must have shape ({width},), got {tuple(bias.shape)}"
+            )
+        alike = alike and weight.dtype is dtype and (weight.is_cpu if on_cpu else weight.device == device)
+        alike = alike and (bias is None or (bias.dtype is dtype and (bias.is_cpu if on_cpu else bias.device == device)))
+        parameters += (weight, bias)
     autocast = _autocast_enabled(input)
-    if not autocast and _one_dtype_and_device(input, parameters):
+    if not autocast and alike:
         return input, parameters, activations  # the common case, found without naming every tensor
     tensors = {"input": input} | {f"weight {i + 1}": w for i, w in enumerate(weights)}
     tensors |= {f"bias {i + 1}": b for i, b in enumerate(biases) if b is not None}
@@ -190,15 +197,6 @@ def _mlp_operands(function, input, weights, biases, activations):
     _check_same(function, "device", **tensors)
     parameters = [tensors.get(f"{kind} {i + 1}") for i in range(len(weights)) for kind in ("weight", "bias")]
     return tensors["input"], parameters, activations
-
-
-def _one_dtype_and_device(input, tensors):
-    """Whether every tensor of ``tensors`` (None skipped) has ``input``'s dtype and device."""
-    dtype = input.dtype  # dtypes are singletons: `is` compares them
-    if input.is_cpu:  # all on the CPU is one device, found without building device objects
-        return all(t is None or (t.dtype is dtype and t.is_cpu) for t in tensors)
-    device = input.device
-    return all(t is None or (t.dtype is dtype and t.device == device) for t in tensors)
 
 
 def _on_rows(route, input, weight, *args):

@@ -2,6 +2,8 @@
 per-layer reference path's to the bit, autograd's within rounding, and the node works where every Function here
 works (gradcheck, gradgradcheck, forward AD, vmap, torch.compile, autocast, no_grad)."""
 
+import importlib
+
 import pytest
 import torch
 from conftest import TIGHT
@@ -12,7 +14,10 @@ import manualbp
 import manualbp.functional as F
 from manualbp import autograd as A
 from manualbp import nn as mnn
+from manualbp.fast.cross_entropy import one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
+
+FAST_MLP_LOSS = importlib.import_module("manualbp.fast.mlp_loss")  # the module (manualbp.fast.mlp_loss is the route)
 
 NAMES = ["relu", "leaky-relu", "sigmoid", "tanh", "gelu", None]
 REFERENCE_ACTIVATION = {
@@ -299,14 +304,14 @@ def test_the_mlp_module_refuses_bad_sizes_and_activations(arguments, message):
 def test_mlp_loss_backward_hands_its_gradients_over_without_a_copy(monkeypatch):
     # the gradients computed in the forward pass become .grad as they are: the backward makes no new tensor
     computed = []
-    gradients = A.MLP.gradients
+    gradients = FAST_MLP_LOSS.backpropagate
 
     def recording(*args, **kwargs):
         result = gradients(*args, **kwargs)
         computed.extend(None if grad is None else grad.data_ptr() for grad in result)  # no reference kept
         return result
 
-    monkeypatch.setattr(A.MLP, "gradients", staticmethod(recording))
+    monkeypatch.setattr(FAST_MLP_LOSS, "backpropagate", recording)
     weights, biases = _network([5, 4, 3], True, torch.float32)
     x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float32)
     F.mlp_loss(x.detach(), target, weights, biases, ["relu", None]).backward()
@@ -327,3 +332,16 @@ def test_mlp_losss_one_kernel_mse_gradient_and_loss_are_the_references_to_the_bi
         assert torch.equal(mse_gradient(grad_loss, a, y).view(bits), expected.view(bits))
     # and the loss itself, by the kernel that torch.nn.functional.mse_loss calls
     assert torch.equal(mse_value(a, y).view(bits), A.MSELoss.forward(a, y, None, "mean").view(bits))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@given(rows=st.integers(1, 40), classes=st.integers(1, 40), seed=st.integers(0, 2**31 - 1))
+def test_mlp_losss_cross_entropy_gradient_at_one_is_the_references_to_the_bit(dtype, rows, classes, seed):
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(rows, classes, generator=generator, dtype=dtype) * 5
+    target = torch.randint(classes, (rows,), generator=generator)
+    _, log_probs = A.OneHotCrossEntropyLoss.forward(z, target)
+    expected, _ = A.OneHotCrossEntropyLoss.gradients(torch.ones((), dtype=dtype), None, target, log_probs)
+    bits = torch.int64 if dtype == torch.float64 else torch.int32
+    for _ in range(2):  # the second call reads the g/N it made once for this batch size
+        assert torch.equal(one_hot_gradient_at_one(target, log_probs).view(bits), expected.view(bits))

@@ -108,7 +108,7 @@ def main(argv=None):
                 sys.exit(f"before_after.py: error: cannot build {args.revision}'s network for {case}: {error}")
             steps = {
                 "before": before,
-                "after": step.make_step(*case, "manual", device),
+                "after": step.make_step(*case, "mlp", device),  # manualbp's model as build_mlp makes it, as before
                 "torch": step.make_step(*case, "torch", device),
             }
             times = _harness.compare(steps, device, rounds, min_run_time)

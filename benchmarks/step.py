@@ -2,11 +2,16 @@
 
     python benchmarks/step.py [--device cuda] [--compile] [--quick]
 
-Both models are built by the trainer's ``build_mlp`` from the same seed (the same initial weights) and trained
-on the same random batch; the only difference is whose Functions compute the forward and backward passes. A third
-column runs manualbp's model as one node, ``manualbp.functional.mlp`` (the whole network's backward as one loop),
-and a fourth the network and its loss as one node, ``manualbp.functional.mlp_loss`` (every gradient computed in the
-forward pass).
+Every variant starts from the same initial weights (the trainer's ``build_mlp``, seed 0) and trains on the same
+random batch; the only difference is whose Functions compute the forward and backward passes:
+
+- per-layer: torch.nn's model converted by ``manualbp.convert`` (a node per layer, each Linear and its activation
+  fused: what a user's own model gets), and manualbp's loss;
+- one-node MLP: ``manualbp.nn.MLP``, whose forward is one node (``manualbp.functional.mlp``: the whole network's
+  backward as one loop), and manualbp's loss;
+- MLP + loss: the network and its loss as one node, ``manualbp.functional.mlp_loss`` (every gradient computed in the
+  forward pass);
+- torch.nn.
 """
 
 import os
@@ -17,6 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 
+import manualbp  # noqa: E402
 from manualbp import functional as manual_functional  # noqa: E402
 from manualbp import nn as mnn  # noqa: E402
 from manualbp_trainer.networks import build_mlp  # noqa: E402
@@ -35,9 +41,13 @@ QUICK_CASES = [((784, 30, 10), "sigmoid", "mse", 10), ((64, 32, 10), "relu", "cr
 
 def make_case(sizes, activation, loss, batch_size, layers, device):
     """``(model, x, target, cost)``: the network as the trainer's ``build_mlp`` builds it (seed 0), a fixed random
-    batch, and ``cost(output)``, its loss."""
-    model = build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, layers).to(device)
-    functional = manual_functional if layers == "manual" else torch.nn.functional
+    batch, and ``cost(output)``, its loss. ``layers``: ``"manual"`` for torch.nn's model converted by
+    ``manualbp.convert`` (the per-layer path), ``"mlp"`` for ``manualbp.nn.MLP`` (its forward one node),
+    ``"torch"`` for torch.nn's; the cost is manualbp's loss for the first two."""
+    output_activation = "sigmoid" if loss == "mse" else None
+    model = build_mlp(list(sizes), activation, output_activation, "manual" if layers == "mlp" else "torch")
+    model = (manualbp.convert(model) if layers == "manual" else model).to(device)
+    functional = torch.nn.functional if layers == "torch" else manual_functional
     x, target = make_batch(sizes, loss, batch_size, device)
     loss_function = functional.mse_loss if loss == "mse" else functional.cross_entropy
     return model, x, target, lambda output: loss_function(output, target)
@@ -54,25 +64,20 @@ def make_batch(sizes, loss, batch_size, device):
 
 def make_step(sizes, activation, loss, batch_size, layers, device, compile=False):
     """A function that runs one training step of the given network on a fixed random batch; ``layers`` is
-    ``"manual"``, ``"torch"``, ``"mlp"`` (manualbp's model run as one ``manualbp.functional.mlp`` node) or
-    ``"mlp_loss"`` (the model and its loss as one ``manualbp.functional.mlp_loss`` node)."""
-    one_node = layers in ("mlp", "mlp_loss")
-    model, x, target, cost = make_case(sizes, activation, loss, batch_size, "manual" if one_node else layers, device)
-    network = as_one_node(model) if layers == "mlp" else model
+    ``"manual"`` (the converted model, per layer), ``"torch"``, ``"mlp"`` (``manualbp.nn.MLP``, its forward one
+    ``manualbp.functional.mlp`` node) or ``"mlp_loss"`` (the model and its loss as one ``manualbp.functional.mlp_loss``
+    node)."""
+    model, x, target, cost = make_case(
+        sizes, activation, loss, batch_size, "mlp" if layers == "mlp_loss" else layers, device
+    )
     parameters = layers_of(model) if layers == "mlp_loss" else None  # once: SGD updates the very same tensors
 
     def forward():
         if layers == "mlp_loss":
             return manual_functional.mlp_loss(x, target, *parameters, loss)
-        return cost(network(x))
+        return cost(model(x))
 
     return training_step(model, torch.compile(forward, fullgraph=True) if compile else forward)
-
-
-def as_one_node(model):
-    """``x ↦ model(x)`` for a Sequential of Linear layers and activations, as one ``manualbp.functional.mlp``."""
-    weights, biases, activations = layers_of(model)
-    return lambda x: manual_functional.mlp(x, weights, biases, activations)
 
 
 def layers_of(model):
@@ -140,7 +145,14 @@ def main(argv=None):
                 _harness.format_ratio(times["mlp_loss"], times["torch"]),
             ]
         )
-    header = [*CASE_HEADER, "manualbp µs", "torch.nn µs", "ratio (IQR)", "one-node MLP µs", "MLP ratio (IQR)"]
+    header = [
+        *CASE_HEADER,
+        "per-layer µs",
+        "torch.nn µs",
+        "per-layer ratio (IQR)",
+        "one-node MLP µs",
+        "MLP ratio (IQR)",
+    ]
     header += ["MLP + loss µs", "MLP + loss ratio (IQR)"]
     command = _harness.command("step.py", args)
     command += " --compile" if args.compile else ""

@@ -106,10 +106,11 @@ def test_layer_benchmark_prints_a_ratio_for_every_layer_and_width():
     assert all(len(re.findall(RATIO, row)) == 2 for row in rows)  # two quick widths
 
 
+@pytest.mark.parametrize("layers", ["manual", "mlp"], ids=["per-layer", "one-node"])
 @pytest.mark.parametrize("case", step.CASES, ids=lambda case: "-".join(map(str, case[0])) + f"@{case[3]}")
-def test_manualbp_saves_no_more_for_backward_than_torch_nn(case):
+def test_manualbp_saves_no_more_for_backward_than_torch_nn(case, layers):
     sizes, activation, loss, batch_size = case
-    manual = memory.saved_bytes(sizes, activation, loss, batch_size, "manual", torch.device("cpu"))
+    manual = memory.saved_bytes(sizes, activation, loss, batch_size, layers, torch.device("cpu"))
     reference = memory.saved_bytes(sizes, activation, loss, batch_size, "torch", torch.device("cpu"))
     assert manual[0] <= reference[0]
     assert manual[1] <= reference[1]

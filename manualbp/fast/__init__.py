@@ -29,7 +29,10 @@ is plumbing:
   ``kernels/``.
 - ``softmax.py``: ``Softmax`` and ``LogSoftmax``, whose backward on a GPU is the softmax kernel of ``kernels/``.
 - ``cross_entropy.py``: ``target_range``, the cheapest read of the class-index targets, which decides whether
-  cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs.
+  cross-entropy's plain case (``autograd.OneHotCrossEntropyLoss``) applies or the general ``CrossEntropyLoss`` runs;
+  that plain case's ∂C/∂z at an upstream gradient of 1 in two passes (``one_hot_gradient_at_one``, the reference's
+  operations), computed in the forward pass by ``OneHotCrossEntropyLossGradientFirst`` so that the backward hands
+  it over.
 - ``kernels/``: the derivations as Triton kernels, for CUDA tensors. ``cross_entropy`` below, ``MLPLoss``,
   ``BatchNorm`` (in training), ``LayerNorm``, ``GroupNorm``, ``Softmax``, ``LogSoftmax``, ``GELU`` and ``LeakyReLU``
   run theirs where ``kernels.chosen_for`` (in a backward, ``chosen_for_backward``) says so, and the reference's own
@@ -42,7 +45,7 @@ from manualbp import autograd
 from manualbp.fast import activation, kernels, sequential
 from manualbp.fast.call import Route, classic
 from manualbp.fast.conv import Conv2d
-from manualbp.fast.cross_entropy import target_range
+from manualbp.fast.cross_entropy import OneHotCrossEntropyLossGradientFirst, target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 from manualbp.fast.mlp_loss import MLPLoss
 from manualbp.fast.mlp_loss import in_one_node as mlp_loss_in_one_node
@@ -58,7 +61,7 @@ tanh = Route(activation.Tanh)
 gelu = Route(activation.GELU)
 mse_loss = Route(MSELoss)
 cross_entropy_reference = Route(autograd.CrossEntropyLoss)
-one_hot_cross_entropy = Route(autograd.OneHotCrossEntropyLoss)
+one_hot_cross_entropy = Route(autograd.OneHotCrossEntropyLoss, eager=OneHotCrossEntropyLossGradientFirst)
 linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
 mlp_loss = MLPLoss.apply  # a classic-form Function already: no argument binding to save
@@ -97,6 +100,7 @@ __all__ = [
     "LogSoftmax",
     "MLPLoss",
     "MSELoss",
+    "OneHotCrossEntropyLossGradientFirst",
     "Route",
     "Softmax",
     "adaptive_avg_pool2d",

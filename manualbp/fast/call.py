@@ -16,7 +16,7 @@ microseconds of checks in PyTorch (about 1% of a small network's training step).
 
 import torch
 
-from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active
+from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active, is_functorch_wrapped
 
 
 class Route:
@@ -80,3 +80,9 @@ def _no_jvp_can_run(*tensors):
 def without_jvp(function):
     """``function`` with PyTorch's default ``jvp`` (none): what Dynamo compiles, forward and backward as they are."""
     return type(function.__name__, (function,), {"__module__": __name__, "jvp": torch.autograd.Function.jvp})
+
+
+def is_one(grad_loss):
+    """Whether the upstream gradient is known to be exactly 1 without cost: read on the CPU only (reading a CUDA
+    number would stall the stream), and never a transform's wrapper (gradcheck's batched checks vmap the backward)."""
+    return grad_loss.is_cpu and not is_functorch_wrapped(grad_loss) and grad_loss.item() == 1.0

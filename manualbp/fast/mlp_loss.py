@@ -9,9 +9,10 @@ from manualbp import autograd
 from manualbp.autograd import MLP, Linear, MSELoss, OneHotCrossEntropyLoss
 from manualbp.fast import kernels
 from manualbp.fast.activation import KERNELS, times_derivative
+from manualbp.fast.call import is_one
 from manualbp.fast.cross_entropy import one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
-from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active, is_functorch_wrapped
+from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active
 
 
 def in_one_node():
@@ -105,7 +106,7 @@ class MLPLoss(torch.autograd.Function):
             grad_x, *grad_parameters = MLPLoss.through_reference(ctx, grad_loss)
         else:
             gradients, ctx.gradients = ctx.gradients, None  # handed over, not copied: they may become .grad as they are
-            if not _is_one(grad_loss):
+            if not is_one(grad_loss):
                 gradients = [None if grad is None else grad * grad_loss for grad in gradients]
             grad_x, *grad_parameters = gradients
         return grad_x, None, None, None, *grad_parameters
@@ -186,12 +187,6 @@ def _one(dtype, device):
     """The upstream gradient of ``loss.backward()``, 1, as a tensor: made once per dtype and device, not per call
     (it is only read)."""
     return torch.ones((), dtype=dtype, device=device)
-
-
-def _is_one(grad_loss):
-    """Whether the upstream gradient is known to be exactly 1 without cost: read on the CPU only (reading a CUDA
-    number would stall the stream), and never a transform's wrapper (gradcheck's batched checks vmap the backward)."""
-    return grad_loss.is_cpu and not is_functorch_wrapped(grad_loss) and grad_loss.item() == 1.0
 
 
 def reference(x, target, loss, activations, *parameters):

@@ -220,7 +220,7 @@ def _linear_operands(function, input, weight, bias):
             f"{function}: input of shape {tuple(input.shape)} must end in in_features={weight.shape[1]} "
             f"to match weight of shape {tuple(weight.shape)}"
         )
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+    if bias is not None and bias.shape != (weight.shape[0],):  # torch.Size is a tuple: compared without a copy
         if tuple(bias.shape) not in ((), (1,)):
             raise RuntimeError(
                 f"{function}: bias must have shape ({weight.shape[0]},) (or () or (1,), broadcast) to match weight "

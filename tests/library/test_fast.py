@@ -108,6 +108,36 @@ def test_cross_entropy_by_either_route_equals_the_general_reference_bitwise(
     _assert_bitwise(public, reference)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@given(rows=st.integers(1, 300), classes=st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_plain_cross_entropys_gradient_from_its_forward_is_the_references_bitwise(dtype, rows, classes, seed):
+    # loss.backward() (g = 1): the gradient the forward computed is handed over, and the reference's backward never
+    # runs; it is the reference's to the bit, and so is a second backward through the retained graph (recomputed)
+    generator = torch.Generator().manual_seed(seed)
+    z = (torch.randn(rows, classes, generator=generator, dtype=dtype) * 3).requires_grad_()
+    target = torch.randint(0, classes, (rows,), generator=generator)
+    expected = _outputs_and_grads(
+        lambda z: A.OneHotCrossEntropyLoss.apply(z, target)[0], (z,), torch.ones((), dtype=dtype)
+    )
+    loss = F.cross_entropy(z, target)
+    assert is_manualbp_node(loss.grad_fn, "OneHotCrossEntropyLoss")
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(A.OneHotCrossEntropyLoss, "gradients", None)  # calling the reference's would raise
+        (first,) = torch.autograd.grad(loss, z, retain_graph=True)
+    _assert_bitwise([loss.detach(), first], expected)
+    (second,) = torch.autograd.grad(loss, z)
+    _assert_bitwise([second], expected[1:])
+
+
+def test_plain_cross_entropy_scales_by_an_upstream_gradient_and_differentiates_twice():
+    z = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 3, 1, 1, 2])
+    (thrice,) = torch.autograd.grad(3 * F.cross_entropy(z, target), z)
+    (reference,) = torch.autograd.grad(3 * A.OneHotCrossEntropyLoss.apply(z, target)[0], z)
+    _assert_bitwise([thrice], [reference])
+    assert gradgradcheck(lambda z: F.cross_entropy(z, target), (z,))
+
+
 def test_cross_entropy_takes_the_plain_function_only_when_no_row_is_ignored_unweighted_unsmoothed_and_the_mean():
     z = torch.randn(6, 4, requires_grad=True)
     target = torch.tensor([0, 1, 2, 3, 0, 1])

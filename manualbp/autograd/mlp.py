@@ -113,18 +113,14 @@ class MLP(torch.autograd.Function):
         extra_a=None,
         extra_z=None,
         needs_input_grad=None,
-        times_derivative=None,
     ):
         """``(∂C/∂x, ∂C/∂W¹, ∂C/∂b¹, ∂C/∂W², …)`` from g = ∂C/∂aᴸ by the backprop loop. ``zs`` and ``outputs`` are
         every layer's z (None where f′ does not need it) and a; ``extra_a`` and ``extra_z`` gradients flowing into
         the hidden a's and z's themselves (None, or a list with None where nothing flows); ``needs_input_grad``
-        says which of x, W¹, b¹, W², … to compute. ``times_derivative(name, t, z, a)`` is t · f′(z) for the
-        activation called ``name``: each activation's own by default (the fast tier passes its one-kernel
-        products)."""
+        says which of x, W¹, b¹, W², … to compute."""
         layers = len(weights)
         extra_a, extra_z = extra_a or [None] * layers, extra_z or [None] * layers
         needs_input_grad = needs_input_grad or (True,) * (1 + 2 * layers)
-        times_derivative = times_derivative or _times_derivative
         inputs = [x, *outputs[:-1]]  # aˡ⁻¹ of every layer
         grads = []
         grad_a = grad_output  # ∂C/∂aᴸ, from the loss
@@ -133,7 +129,7 @@ class MLP(torch.autograd.Function):
             activation = activations[layer]
             delta = grad_a  # δˡ = ∂C/∂zˡ = ∂C/∂aˡ ⊙ f′(zˡ)
             if activation is not None and grad_a is not None:
-                delta = times_derivative(activation, grad_a, zs[layer], outputs[layer])
+                delta = _times_derivative(activation, grad_a, zs[layer], outputs[layer])
             delta = _add(delta, extra_z[layer])
             if delta is None:  # nothing reaches this layer from above (a double backward may start lower down)
                 grads[:0] = [None, None]

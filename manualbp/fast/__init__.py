@@ -17,7 +17,8 @@ is plumbing:
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
   two reference backward passes (and jvps).
 - ``mlp_loss.py``: ``MLPLoss``, a whole network and its loss as one node, its gradients computed in the forward pass
-  by the reference's derivations (the loss's ``gradients``, then ``MLP.gradients``).
+  by the reference's derivations (the loss's derivative at g = 1, then ``MLP.gradients``'s loop over each layer's
+  ``Linear.gradients`` and one-kernel t · f′).
 - ``mse.py``: ``MSELoss``, the mean squared error's unweighted mean and its ∂C/∂a by PyTorch's one kernel each
   (the reference's arithmetic in the same order: its bits).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).

@@ -105,10 +105,3 @@ class LeakyReLU(autograd.LeakyReLU):
     @staticmethod
     def backward(ctx, grad_output):
         return times_derivative("leaky-relu", grad_output, *ctx.saved_tensors, ctx.negative_slope), None
-
-
-def times_derivative_from(name, t, z, a):
-    """t · f′(z) for the activation called ``name``, from its z or its a as the reference's ``keep`` chooses: the
-    signature ``autograd.MLP.gradients`` calls (its ``times_derivative``), with the one-kernel products."""
-    function, options = autograd.mlp.ACTIVATIONS[name]
-    return times_derivative(name, t, function.keep(z, a, *options), *options)

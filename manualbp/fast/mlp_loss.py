@@ -130,7 +130,7 @@ class MLPLoss(torch.autograd.Function):
 
 
 class Layer(NamedTuple):
-    """What the one node needs of a layer's activation, looked up once per network (``layers``)."""
+    """What the one node needs of a layer's activation, looked up once per network (``layers_of``)."""
 
     activate: object  # z ↦ a = f(z), the reference activation's forward; None for no activation
     times_derivative: object  # (t, kept) ↦ t · f′(z), by one kernel where there is one; None for no activation

@@ -14,6 +14,8 @@ existence no ``jvp`` can run on the node, and handing tensors to ``save_for_forw
 microseconds of checks in PyTorch (about 1% of a small network's training step).
 """
 
+import functools
+
 import torch
 
 from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active, is_functorch_wrapped
@@ -86,3 +88,10 @@ def is_one(grad_loss):
     """Whether the upstream gradient is known to be exactly 1 without cost: read on the CPU only (reading a CUDA
     number would stall the stream), and never a transform's wrapper (gradcheck's batched checks vmap the backward)."""
     return grad_loss.is_cpu and not is_functorch_wrapped(grad_loss) and grad_loss.item() == 1.0
+
+
+@functools.lru_cache(maxsize=8)
+def upstream_one(dtype, device):
+    """The upstream gradient of ``loss.backward()``, 1, as a 0-dim tensor: made once per dtype and device, not per
+    call (it is only read), for the nodes that compute their gradients at g = 1 in the forward pass."""
+    return torch.ones((), dtype=dtype, device=device)

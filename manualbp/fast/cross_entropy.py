@@ -6,7 +6,7 @@ import functools
 import torch
 
 from manualbp import autograd
-from manualbp.fast.call import classic, is_one
+from manualbp.fast.call import classic, is_one, upstream_one
 from manualbp.fast.torch_internals import is_functorch_wrapped
 
 # Up to this many targets, reading them into Python and taking min and max there costs less than a reduction
@@ -32,7 +32,7 @@ def _row_share(dtype, device, rows):
     """g/N at g = 1 (the upstream gradient of ``loss.backward()``, shared by N rows) and −g/N as a column, as
     ``OneHotCrossEntropyLoss.gradients`` computes them from a tensor g = 1: made once per batch size, not per call
     (they are only read)."""
-    share = torch.ones((), dtype=dtype, device=device) / rows
+    share = upstream_one(dtype, device) / rows
     return share, (-share).expand(rows, 1)
 
 

@@ -9,7 +9,7 @@ from manualbp import autograd
 from manualbp.autograd import MLP, Linear, MSELoss, OneHotCrossEntropyLoss
 from manualbp.fast import kernels
 from manualbp.fast.activation import KERNELS, times_derivative
-from manualbp.fast.call import is_one
+from manualbp.fast.call import is_one, upstream_one
 from manualbp.fast.cross_entropy import one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
 from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active
@@ -91,7 +91,7 @@ class MLPLoss(torch.autograd.Function):
             if loss == "cross-entropy":
                 grad_a = one_hot_gradient_at_one(target, log_probs)
             else:
-                grad_a = mse_gradient(_one(a.dtype, a.device), a, target)
+                grad_a = mse_gradient(upstream_one(a.dtype, a.device), a, target)
         needs = (needs_x_grad, *needs_parameter_grads)
         ctx.gradients = backpropagate(grad_a, layers, inputs, kept, weights, biases, needs)
         return value, a
@@ -152,7 +152,7 @@ def _layer(name):
     return Layer(
         activate=functools.partial(_activate, function, options) if options else function.forward,
         times_derivative=kernel or functools.partial(_times_derivative, name, options),
-        keeps_z=function.keep("z", "a", *options) == "z",
+        keeps_z=autograd.mlp._keeps_z(name),  # the reference's own answer, from its keep
     )
 
 
@@ -180,13 +180,6 @@ def backpropagate(grad_a, layers, inputs, kept, weights, biases, needs_input_gra
         )
     grads[0] = grad_a
     return grads
-
-
-@functools.lru_cache(maxsize=8)
-def _one(dtype, device):
-    """The upstream gradient of ``loss.backward()``, 1, as a tensor: made once per dtype and device, not per call
-    (it is only read)."""
-    return torch.ones((), dtype=dtype, device=device)
 
 
 def reference(x, target, loss, activations, *parameters):

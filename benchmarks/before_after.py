@@ -1,6 +1,6 @@
 """The training step of ``benchmarks/step.py``, this checkout's manualbp against an earlier commit's, in one process.
 
-    python benchmarks/before_after.py REVISION [--quick] [--rounds N]
+    python benchmarks/before_after.py REVISION [--path per-layer|one-node|mlp_loss] [--quick] [--rounds N]
 
 REVISION's ``manualbp`` (and ``manualbp_trainer``, where it has one) is exported with ``git archive`` into a
 temporary folder under another name, ``manualbp_before``, its imports rewritten to match, so both versions load
@@ -8,6 +8,11 @@ into one Python process. Each round then times three steps of the same network o
 and torch.nn, interleaved as every benchmark here is (``_harness.compare``), so a slow phase of a shared machine
 hits all three alike. Separate processes, one per version, differ by more than the effect being measured here.
 Each row gives both ratios to torch.nn and after ÷ before, medians of the per-round ratios with their IQR.
+
+``--path`` picks the path through manualbp, as ``step.py``'s columns name them: ``one-node`` (the default:
+``manualbp.nn.MLP`` as the trainer's ``build_mlp`` makes it, and manualbp's loss), ``per-layer`` (torch.nn's model
+converted by ``manualbp.convert``) or ``mlp_loss`` (``manualbp.functional.mlp_loss``, the network and its loss as one
+node).
 """
 
 import importlib
@@ -70,7 +75,7 @@ def export(revision, folder):
     else:
         sys.exit(f"before_after.py: error: {revision!r} has no module holding build_mlp (looked for {candidates})")
     try:
-        return importlib.import_module(candidate), importlib.import_module("manualbp_before.functional")
+        return importlib.import_module(candidate), importlib.import_module("manualbp_before")
     except ImportError as error:
         sys.exit(f"before_after.py: error: cannot import {revision}'s {candidate.replace('_before', '')}: {error.msg}")
 
@@ -81,17 +86,32 @@ def _exists(revision, path):
     )
 
 
-def make_before_step(model_module, functional, sizes, activation, loss, batch_size):
-    """``step.make_step``'s manualbp step, with the earlier commit's model builder and loss functions."""
-    model = model_module.build_mlp(list(sizes), activation, "sigmoid" if loss == "mse" else None, "manual")
+# --path → step.make_step's name for the same path
+PATHS = {"one-node": "mlp", "per-layer": "manual", "mlp_loss": "mlp_loss"}
+
+
+def make_before_step(model_module, manualbp, path, sizes, activation, loss, batch_size):
+    """``step.make_step``'s manualbp step along ``path``, with the earlier commit's model builder, ``convert`` and
+    functions."""
+    output_activation = "sigmoid" if loss == "mse" else None
+    model = model_module.build_mlp(
+        list(sizes), activation, output_activation, "torch" if path == "per-layer" else "manual"
+    )
+    model = manualbp.convert(model) if path == "per-layer" else model
     x, target = step.make_batch(sizes, loss, batch_size, torch.device("cpu"))
-    loss_function = functional.mse_loss if loss == "mse" else functional.cross_entropy
+    if path == "mlp_loss":
+        parameters = step.layers_of(model, manualbp.nn.ACTIVATIONS)
+        return step.training_step(model, lambda: manualbp.functional.mlp_loss(x, target, *parameters, loss))
+    loss_function = manualbp.functional.mse_loss if loss == "mse" else manualbp.functional.cross_entropy
     return step.training_step(model, lambda: loss_function(model(x), target))
 
 
 def main(argv=None):
     parser = _harness.parser(__doc__.split("\n\n")[0])
     parser.add_argument("revision", help="the earlier commit, e.g. 2aac3b4")
+    parser.add_argument(
+        "--path", choices=PATHS, default="one-node", help="the path through manualbp (default: one-node)"
+    )
     args = parser.parse_args(argv)
     if args.device != "cpu":
         parser.error("--device: this comparison runs on the CPU only")
@@ -99,16 +119,16 @@ def main(argv=None):
     min_run_time = 0.01 if args.quick else 0.2
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as folder:
-        model_module, functional = export(args.revision, folder)
+        model_module, manualbp = export(args.revision, folder)
         rows = []
         for case in step.QUICK_CASES if args.quick else step.CASES:
             try:
-                before = make_before_step(model_module, functional, *case)
+                before = make_before_step(model_module, manualbp, args.path, *case)
             except (AttributeError, TypeError) as error:  # a layout older than the trainer's build_mlp
                 sys.exit(f"before_after.py: error: cannot build {args.revision}'s network for {case}: {error}")
             steps = {
                 "before": before,
-                "after": step.make_step(*case, "mlp", device),  # manualbp's model as build_mlp makes it, as before
+                "after": step.make_step(*case, PATHS[args.path], device),
                 "torch": step.make_step(*case, "torch", device),
             }
             times = _harness.compare(steps, device, rounds, min_run_time)
@@ -121,7 +141,12 @@ def main(argv=None):
                 ]
             )
     header = [*step.CASE_HEADER, f"before ({args.revision}) ÷ torch.nn", "after ÷ torch.nn", "after ÷ before"]
-    flags = [args.revision] + (["--quick"] if args.quick else []) + ([f"--rounds {rounds}"] if args.rounds else [])
+    flags = (
+        [args.revision]
+        + ([f"--path {args.path}"] if args.path != "one-node" else [])
+        + (["--quick"] if args.quick else [])
+        + ([f"--rounds {rounds}"] if args.rounds else [])
+    )
     command = _harness.command("before_after.py", args, *flags)
     _harness.report(
         "Training step, an earlier commit against this checkout, eager", device, command, _harness.table(header, rows)

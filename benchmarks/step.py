@@ -80,10 +80,11 @@ def make_step(sizes, activation, loss, batch_size, layers, device, compile=False
     return training_step(model, torch.compile(forward, fullgraph=True) if compile else forward)
 
 
-def layers_of(model):
+def layers_of(model, activation_modules=None):
     """``(weights, biases, activations)`` of a Sequential of Linear layers and activations, as
-    ``manualbp.functional.mlp`` takes them."""
-    names = {module: name for name, module in mnn.ACTIVATIONS.items()}
+    ``manualbp.functional.mlp`` takes them; ``activation_modules``: the activations' module classes by name
+    (default: ``manualbp.nn.ACTIVATIONS``)."""
+    names = {module: name for name, module in (activation_modules or mnn.ACTIVATIONS).items()}
     weights, biases, activations = [], [], []
     for module in model:
         if isinstance(module, torch.nn.Linear):

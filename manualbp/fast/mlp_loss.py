@@ -71,9 +71,8 @@ class MLPLoss(torch.autograd.Function):
             z = Linear.forward(a, weight, bias)
             a = z if layer.activate is None else layer.activate(z)
             kept.append(z if layer.keeps_z else a)
-        needs_x_grad, _, _, _, *needs_parameter_grads = ctx.needs_input_grad
-        wanted = needs_x_grad or any(needs_parameter_grads)
-        if loss == "cross-entropy" and wanted and kernels.chosen_for(a):
+        needs = layer_needs(ctx.needs_input_grad)  # what each layer's gradients are to be; None: no gradient
+        if loss == "cross-entropy" and needs and kernels.chosen_for(a):
             # on a GPU: C and ∂C/∂aᴸ at g = 1 in one kernel (only where a gradient is wanted: it writes one)
             value, grad_a = kernels.cross_entropy.cross_entropy(a, target, None, -100, 0.0, "mean")
         elif loss == "cross-entropy":
@@ -85,14 +84,13 @@ class MLPLoss(torch.autograd.Function):
         ctx.gradients = None
         ctx.mark_non_differentiable(a)  # the output comes along for the caller's accuracy, not to differentiate
         ctx.set_materialize_grads(False)  # and so its gradient is None, not a tensor of zeros made for every call
-        if not wanted:
+        if needs is None:
             return value, a  # nothing will ask for a gradient: evaluation pays for none
         if grad_a is None:  # the loss's ∂C/∂aᴸ at the upstream gradient of loss.backward(), g = 1
             if loss == "cross-entropy":
                 grad_a = one_hot_gradient_at_one(target, log_probs)
             else:
                 grad_a = mse_gradient(upstream_one(a.dtype, a.device), a, target)
-        needs = (needs_x_grad, *needs_parameter_grads)
         ctx.gradients = backpropagate(grad_a, layers, inputs, kept, weights, biases, needs)
         return value, a
 
@@ -164,22 +162,33 @@ def _times_derivative(name, options, t, kept):
     return times_derivative(name, t, kept, *options)
 
 
-def backpropagate(grad_a, layers, inputs, kept, weights, biases, needs_input_grad):
+def backpropagate(grad_a, layers, inputs, kept, weights, biases, needs):
     """``[∂C/∂x, ∂C/∂W¹, ∂C/∂b¹, ∂C/∂W², …]`` from g = ∂C/∂aᴸ: ``MLP.gradients``'s loop where nothing flows into
     the hidden a's and z's but what comes down from the loss (the one node's only case), each layer's products by
     ``Linear.gradients`` and its t · f′ by the ``Layer``'s one kernel. ``inputs`` are every layer's aˡ⁻¹,
-    ``kept`` what each f′ reads; ``needs_input_grad`` says which of x, W¹, b¹, … to compute."""
-    grads = [None] * len(needs_input_grad)
+    ``kept`` what each f′ reads; ``needs`` says which gradients of each layer to compute (``layer_needs``)."""
+    grads = [None] * (1 + 2 * len(layers))
     for index in reversed(range(len(layers))):
         derivative = layers[index].times_derivative
         delta = grad_a if derivative is None else derivative(grad_a, kept[index])  # δˡ = ∂C/∂aˡ ⊙ f′(zˡ)
         # ∂C/∂Wˡ = δˡᵀ aˡ⁻¹, ∂C/∂bˡ = Σ_rows δˡ and ∂C/∂aˡ⁻¹ = δˡ Wˡ (for x itself only if it needs it)
-        needs = (index > 0 or needs_input_grad[0], *needs_input_grad[1 + 2 * index : 3 + 2 * index])
         grad_a, grads[1 + 2 * index], grads[2 + 2 * index] = Linear.gradients(
-            delta, inputs[index], weights[index], biases[index] is not None, needs_input_grad=needs
+            delta, inputs[index], weights[index], biases[index] is not None, needs_input_grad=needs[index]
         )
     grads[0] = grad_a
     return grads
+
+
+@functools.cache
+def layer_needs(needs_input_grad):
+    """Each layer's ``(∂C/∂aˡ⁻¹, ∂C/∂Wˡ, ∂C/∂bˡ)`` to compute, from ``MLPLoss``'s ``ctx.needs_input_grad`` (x, the
+    target, the loss's and activations' names, W¹, b¹, …): every hidden layer's input does (the layers below need
+    it), x only if it asks. None where nothing needs a gradient. Made once per pattern, not per call."""
+    needs_x_grad, _, _, _, *needs_parameter_grads = needs_input_grad
+    if not (needs_x_grad or any(needs_parameter_grads)):
+        return None
+    needs_a_grad = (needs_x_grad, *[True] * (len(needs_parameter_grads) // 2 - 1))
+    return tuple(zip(needs_a_grad, needs_parameter_grads[::2], needs_parameter_grads[1::2], strict=True))
 
 
 def reference(x, target, loss, activations, *parameters):

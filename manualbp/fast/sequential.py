@@ -2,7 +2,7 @@
 
 import torch
 
-from manualbp.fast.torch_internals import global_module_hooks, hooked
+from manualbp.fast.torch_internals import global_module_hooks, hooked, parameter
 
 
 def forward(sequential, input, linear_class, activations, linear_activation):
@@ -20,7 +20,7 @@ def forward(sequential, input, linear_class, activations, linear_activation):
         if pending is not None:
             activation = activations.get(type(module))
             if activation is not None and not hooked(pending) and not hooked(module):
-                input = linear_activation(input, pending.weight, pending.bias, activation)
+                input = linear_activation(input, parameter(pending, "weight"), parameter(pending, "bias"), activation)
                 pending = None
                 continue
             input = pending(input)

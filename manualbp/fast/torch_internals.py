@@ -11,26 +11,24 @@ from torch.autograd import forward_ad
 from torch.nn import _reduction
 from torch.nn.modules import module as _module
 
+# The three tests below run on every layer's every call, so each is PyTorch's own function under a name of ours
+# rather than a function of ours that calls it: one Python call fewer, about as long as the test itself.
 
-def functorch_transforms_active():
-    """Whether a torch.func transform (vmap, grad, jacrev, …) is running: there is no public test."""
-    return torch._C._are_functorch_transforms_active()
+# ``functorch_transforms_active()``: whether a torch.func transform (vmap, grad, jacrev, …) is running: there is no
+# public test
+functorch_transforms_active = torch._C._are_functorch_transforms_active
 
+# ``is_functorch_wrapped(tensor)``: whether ``tensor`` is a torch.func transform's wrapper (its values cannot be read)
+is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
-def is_functorch_wrapped(tensor):
-    """Whether ``tensor`` is a torch.func transform's wrapper (its values cannot be read)."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+# ``any_autocast_enabled()``: whether autocast is on for any device: 0.07 µs, where the public per-device test costs
+# 0.4 µs
+any_autocast_enabled = torch._C._is_any_autocast_enabled
 
 
 def forward_ad_level_open():
     """Whether a forward-mode AD dual level is open, so that a ``jvp`` could run: no public read exists."""
     return forward_ad._current_level >= 0
-
-
-def any_autocast_enabled():
-    """Whether autocast is on for any device: 0.07 µs, where the public per-device test costs 0.4 µs, on every
-    layer's every call."""
-    return torch._C._is_any_autocast_enabled()
 
 
 def legacy_reduction(size_average, reduce):
@@ -60,6 +58,14 @@ _GLOBAL_HOOKS = tuple(
 def global_module_hooks():
     """Whether any module-global hook is registered (it fires for every module)."""
     return any(_GLOBAL_HOOKS)
+
+
+def parameter(module, name):
+    """``getattr(module, name)`` for a parameter (or None registered in its place), read from the module's parameter
+    dict: ``Module.__getattr__``, which finds it there too, costs 0.6 µs where the read costs 0.06 µs (AMD EPYC),
+    twice a layer on every call. Any other attribute by ``getattr``."""
+    parameters = module._parameters
+    return parameters[name] if name in parameters else getattr(module, name)
 
 
 def hooked(module):

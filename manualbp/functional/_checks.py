@@ -8,6 +8,11 @@ from manualbp.fast.torch_internals import any_autocast_enabled
 
 _REDUCTIONS = ("none", "mean", "sum")
 
+# What an operation raises for an operand it refuses (a shape, dtype, device, name or type), which a functional that
+# calls its node unchecked catches in order to run its checks and name the operand. Only these: other exceptions
+# pass through untouched, such as the one torch.utils.checkpoint raises to stop a recomputation early.
+OPERAND_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, AttributeError, KeyError)
+
 
 def _check_tensors(function, required=("input",), error=TypeError, **tensors):
     """Raise ``error`` (TypeError, as ``torch.nn.functional`` mostly does) for an argument that is not a tensor;

@@ -3,7 +3,7 @@
 import torch
 
 from manualbp import functional as F
-from manualbp.fast.torch_internals import global_module_hooks, hooked
+from manualbp.fast.torch_internals import global_module_hooks, hooked, parameter
 from manualbp.functional.linear import LOSSES
 from manualbp.nn.activation import ACTIVATIONS
 from manualbp.nn.container import Sequential
@@ -81,7 +81,7 @@ class MLP(Sequential):
 
     def _parameters_by_layer(self):
         linears = [module for module in self if isinstance(module, Linear)]
-        return [linear.weight for linear in linears], [linear.bias for linear in linears]
+        return [parameter(linear, "weight") for linear in linears], [parameter(linear, "bias") for linear in linears]
 
     def _module_by_module(self, input):
         """Whether to run module by module: a hook must fire, or the input is not a tensor (torch.fx's Proxy)."""

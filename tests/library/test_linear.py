@@ -1,6 +1,8 @@
 """Linear and the fused Linear + activation: against PyTorch's autograd (bitwise where the arithmetic is the same),
 gradcheck and gradgradcheck in float64 at the tight tolerance, and bad input."""
 
+import importlib
+
 import pytest
 import torch
 from conftest import is_manualbp_node
@@ -186,3 +188,53 @@ def test_bad_input_raises_torchs_exception_type_with_a_message(call):
 @pytest.mark.parametrize("call", BAD_CALLS, ids=lambda call: call.name)
 def test_torch_raises_the_same_exception_type_for_the_same_input(call):
     assert_torch_raises_the_same_type(call, STRICTER_THAN_TORCH)
+
+
+# ---- the unchecked call: a training step's layer pays for no check, and every refusal is still the checks' ----
+
+LINEAR_MODULE = importlib.import_module("manualbp.functional.linear")
+
+
+@pytest.mark.parametrize("function", ["linear", "linear_activation"])
+def test_a_2d_input_with_good_operands_runs_no_check(monkeypatch, function):
+    x, weight, bias = torch.randn(3, 5), torch.randn(4, 5, requires_grad=True), torch.randn(4, requires_grad=True)
+    expected = getattr(F, function)(x, weight, bias)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checks ran")
+
+    monkeypatch.setattr(LINEAR_MODULE, "_linear_operands", refuse)
+    assert torch.equal(getattr(F, function)(x, weight, bias), expected)
+
+
+@pytest.mark.parametrize(
+    ("x", "bias"),
+    [(torch.randn(3, 5), torch.randn(1)), (torch.randn(3, 5), torch.randn(())), (torch.randn(2, 3, 5), torch.randn(4))],
+    ids=["bias (1,)", "bias ()", "3-D input"],
+)
+def test_what_addmm_would_take_silently_goes_through_the_checks_and_matches_torch(x, bias):
+    weight = torch.randn(4, 5)
+    torch.testing.assert_close(F.linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("operands", "message"),
+    [
+        ((torch.randn(3, 5), torch.randn(4, 6), None), r"input of shape \(3, 5\) must end in in_features=6"),
+        ((torch.randn(3, 5), torch.randn(4, 5, dtype=torch.float64), None), "same dtype"),
+        ((torch.randn(3, 5), torch.randn(4, 5, device="meta"), None), "same device, got input cpu, weight meta"),
+        ((torch.randn(3, 5), torch.randn(4, 5), torch.randn(3)), r"bias must have shape \(4,\)"),
+    ],
+    ids=["width", "dtype", "meta", "bias"],
+)
+def test_linear_activation_refuses_in_grad_mode_with_the_checks_line(operands, message):
+    x, weight, bias = operands
+    weight.requires_grad_(not weight.is_meta)
+    with pytest.raises(RuntimeError, match=message) as raised:
+        F.linear_activation(x, weight, bias, "sigmoid")
+    assert str(raised.value).startswith("linear_activation: ") and "\n" not in str(raised.value)
+
+
+def test_linear_activation_refuses_an_unknown_activation_by_name():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        F.linear_activation(torch.randn(3, 5), torch.randn(4, 5, requires_grad=True), None, "softplus")

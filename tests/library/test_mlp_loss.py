@@ -224,8 +224,9 @@ def test_mlp_loss_under_torch_compile_fullgraph():
         ({"loss": "mse", "target": torch.zeros(4, 2)}, ValueError, "mse targets must have the output's shape"),
         ({"activations": ["relu"]}, ValueError, "one entry per layer"),
         ({"target": None}, TypeError, "target"),
+        ({"loss": "mse", "target": torch.zeros(4, 3, dtype=torch.float64)}, RuntimeError, "same dtype"),
     ],
-    ids=["loss", "target-dtype", "target-range", "mse-shape", "layers", "none"],
+    ids=["loss", "target-dtype", "target-range", "mse-shape", "layers", "none", "mse-dtype"],
 )
 def test_mlp_loss_refuses_bad_input_in_one_line(change, error, message):
     weights, biases = _network([5, 4, 3], True, torch.float32)
@@ -240,6 +241,81 @@ def test_mlp_loss_refuses_bad_input_in_one_line(change, error, message):
     with pytest.raises(error, match=message) as raised:
         F.mlp_loss(**arguments)
     assert "\n" not in str(raised.value)
+
+
+# bad operands that the node's own operations refuse (the first four) or would take silently (the rest)
+UNCHECKED_REFUSALS = {
+    "weight-width": ({"weights": "width"}, RuntimeError, "layer 2's weight must be 2-D"),
+    "weight-dtype": ({"weights": "float64"}, RuntimeError, "same dtype"),
+    "activation": ({"activations": ["relu", "softplus"]}, ValueError, "activation 'softplus' is not one of"),
+    "target-range": ({"target": torch.tensor([0, 1, 3, 0])}, IndexError, "target 3 is out of bounds"),
+    "target-ignore-index": ({"target": torch.tensor([0, -100, 1, 0])}, IndexError, "target -100 is out of bounds"),
+    "target-uint8": ({"target": torch.tensor([0, 1, 2, 0], dtype=torch.uint8)}, RuntimeError, "int64 class indices"),
+    "bias-broadcast": ({"biases": "(1,)"}, RuntimeError, "layer 1's bias must have shape"),
+    "weight-meta": ({"weights": "meta"}, RuntimeError, "same device"),
+    "mse-broadcast": ({"loss": "mse", "target": torch.zeros(1, 3)}, ValueError, "mse targets must have the output's"),
+}
+
+
+def _bad_arguments(change, requires_grad):
+    weights, biases = _network([5, 4, 3], True, torch.float32)
+    if not requires_grad:
+        weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
+    edits = {
+        "width": lambda: [weights[0], torch.randn(3, 2)],
+        "float64": lambda: [weights[0], weights[1].double()],
+        "meta": lambda: [weights[0].to("meta"), weights[1]],
+        "(1,)": lambda: [torch.randn(1), biases[1]],
+    }
+    arguments = {
+        "input": torch.randn(4, 5),
+        "target": torch.tensor([0, 1, 2, 0]),
+        "weights": weights,
+        "biases": biases,
+        "activations": ["relu", None],
+        "loss": "cross-entropy",
+    }
+    return arguments | {
+        name: edits[value]() if isinstance(value, str) and value in edits else value for name, value in change.items()
+    }
+
+
+@pytest.mark.parametrize("requires_grad", [True, False], ids=["training", "constants"])
+@pytest.mark.parametrize(("change", "error", "message"), UNCHECKED_REFUSALS.values(), ids=UNCHECKED_REFUSALS)
+def test_mlp_loss_in_grad_mode_refuses_what_its_checks_refuse_with_the_same_line(change, error, message, requires_grad):
+    # in grad mode the node runs unchecked, and the checks run only where an operation refused: every refusal,
+    # including those no operation makes, must still be the checks' one line, the same as under no_grad
+    with pytest.raises(error, match=message) as trained:
+        F.mlp_loss(**_bad_arguments(change, requires_grad))
+    with torch.no_grad(), pytest.raises(error) as evaluated:
+        F.mlp_loss(**_bad_arguments(change, requires_grad))
+    assert str(trained.value) == str(evaluated.value) and "\n" not in str(trained.value)
+
+
+def test_mlp_loss_in_grad_mode_runs_no_check_on_good_operands(monkeypatch):
+    # the point of the unchecked call: a training step pays for none of _checked_mlp_loss's checks
+    linear = importlib.import_module("manualbp.functional.linear")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checks ran")
+
+    weights, biases = _network([5, 4, 3], True, torch.float32)
+    for loss, target in [("cross-entropy", torch.tensor([0, 1, 2, 0])), ("mse", torch.randn(4, 3))]:
+        expected = F.mlp_loss(
+            torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), target, weights, biases, ["relu", None], loss
+        )
+        with monkeypatch.context() as patch:
+            patch.setattr(linear, "_checked_mlp_loss", refuse)
+            patch.setattr(linear, "_mlp_operands", refuse)
+            value = F.mlp_loss(
+                torch.randn(4, 5, generator=torch.Generator().manual_seed(0)),
+                target,
+                weights,
+                biases,
+                ["relu", None],
+                loss,
+            )
+        assert torch.equal(value, expected) and value.requires_grad
 
 
 def test_the_mlp_module_keeps_torch_sequentials_state_dict_and_its_loss_is_the_layers_loss_bitwise():

@@ -44,12 +44,11 @@ is plumbing:
 
 from manualbp import autograd
 from manualbp.fast import activation, kernels, sequential
-from manualbp.fast.call import Route, classic
+from manualbp.fast.call import Route, classic, plain_eager
 from manualbp.fast.conv import Conv2d
 from manualbp.fast.cross_entropy import OneHotCrossEntropyLossGradientFirst, target_range
 from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 from manualbp.fast.mlp_loss import MLPLoss
-from manualbp.fast.mlp_loss import in_one_node as mlp_loss_in_one_node
 from manualbp.fast.mse import MSELoss
 from manualbp.fast.normalization import BatchNorm, BatchNormKeepingStatistics, GroupNorm, LayerNorm
 from manualbp.fast.softmax import LogSoftmax, Softmax
@@ -124,9 +123,9 @@ __all__ = [
     "log_softmax",
     "mlp",
     "mlp_loss",
-    "mlp_loss_in_one_node",
     "mse_loss",
     "one_hot_cross_entropy",
+    "plain_eager",
     "relu",
     "scaled_dot_product_attention",
     "sequential",

@@ -84,6 +84,13 @@ def without_jvp(function):
     return type(function.__name__, (function,), {"__module__": __name__, "jvp": torch.autograd.Function.jvp})
 
 
+def plain_eager():
+    """Whether PyTorch runs plain eager mode here: not under torch.compile, torch.func transforms or forward-mode AD.
+    Only there can ``MLPLoss`` run (a classic-form Function that computes its gradients in the forward pass, which
+    none of those can take), and a functional call its node without reading its operands first."""
+    return not (torch.compiler.is_compiling() or functorch_transforms_active() or forward_ad_level_open())
+
+
 def is_one(grad_loss):
     """Whether the upstream gradient is known to be exactly 1 without cost: read on the CPU only (reading a CUDA
     number would stall the stream), and never a transform's wrapper (gradcheck's batched checks vmap the backward)."""

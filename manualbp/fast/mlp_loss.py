@@ -12,13 +12,6 @@ from manualbp.fast.activation import KERNELS, times_derivative
 from manualbp.fast.call import is_one, upstream_one
 from manualbp.fast.cross_entropy import one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
-from manualbp.fast.torch_internals import forward_ad_level_open, functorch_transforms_active
-
-
-def in_one_node():
-    """Whether ``MLPLoss`` can run here: in eager mode, outside torch.func transforms and forward-mode AD (it is a
-    classic-form Function that computes its gradients in the forward pass, which none of those can take)."""
-    return not (torch.compiler.is_compiling() or functorch_transforms_active() or forward_ad_level_open())
 
 
 class MLPLoss(torch.autograd.Function):

@@ -120,7 +120,7 @@ def mlp_loss(input, target, weights, biases, activations, loss="cross-entropy", 
         ``()``, the loss; with ``return_output``, ``(loss, output)``.
     """
     weights, biases, activations = list(weights), list(biases), tuple(activations)
-    if torch.is_grad_enabled() and not any_autocast_enabled() and fast.mlp_loss_in_one_node():
+    if torch.is_grad_enabled() and not any_autocast_enabled() and fast.plain_eager():
         # a training step: the one node, whose own operations check most of what they take (see _train_in_one_node)
         try:
             trained = _train_in_one_node(input, target, weights, biases, activations, loss)
@@ -192,7 +192,7 @@ def _checked_mlp_loss(input, target, weights, biases, activations, loss, return_
         target = target.reshape(rows.shape[0], width)
     if target.device != input.device:
         _check_same("mlp_loss", "device", input=input, target=target)
-    if not torch.is_grad_enabled() or _autocast_enabled(input) or not fast.mlp_loss_in_one_node():
+    if not torch.is_grad_enabled() or _autocast_enabled(input) or not fast.plain_eager():
         # no gradient to compute (the node would compute them: inside a Function, grad mode is always off), or a
         # mode the node cannot take: the network's node and the loss's
         output = fast.mlp(rows, activations, *parameters)[0]

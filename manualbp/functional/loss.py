@@ -5,8 +5,15 @@ import warnings
 import torch
 
 from manualbp import fast
-from manualbp.fast.torch_internals import legacy_reduction
-from manualbp.functional._checks import _autocast_to_float32, _check_reduction, _check_same, _check_tensors, _one_device
+from manualbp.fast.torch_internals import any_autocast_enabled, legacy_reduction
+from manualbp.functional._checks import (
+    OPERAND_ERRORS,
+    _autocast_to_float32,
+    _check_reduction,
+    _check_same,
+    _check_tensors,
+    _one_device,
+)
 
 __all__ = ["cross_entropy", "mse_loss"]
 
@@ -82,6 +89,11 @@ def cross_entropy(
     Returns:
         ``()`` for ``"mean"`` and ``"sum"``; the input's shape without the class dimension for ``"none"``.
     """
+    try:
+        if _plain_unchecked(input, target, weight, ignore_index, reduction, label_smoothing, size_average, reduce):
+            return fast.one_hot_cross_entropy(input, target)[0]
+    except OPERAND_ERRORS:  # an operation refused an operand: the checks below name it, in one line
+        pass
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
     _check_reduction(reduction)
@@ -140,6 +152,33 @@ def cross_entropy(
         shape = (input.shape[0], *input.shape[2:])
         loss = loss.reshape(shape[1:] if unbatched else shape)
     return loss
+
+
+def _plain_unchecked(input, target, weight, ignore_index, reduction, label_smoothing, size_average, reduce):
+    """Whether cross-entropy's plain case can run on the CPU without the checks and the read of the targets that
+    choose it (5.5 µs at 64 × 10 on an AMD EPYC, against 0.6 µs for this test): every option at its default, rows of
+    logits and one int64 class index per row, in plain eager mode and outside autocast.
+
+    The plain node's own operations refuse what the checks would: ``log_softmax`` logits that are not floating
+    point, ``nll_loss`` a target of the wrong length or out of bounds, and, where z needs a gradient, the one-hot's
+    ``scatter_add_`` a target equal to ignore_index (−100), whose row the plain case cannot leave out; the caller then
+    runs the checks, which name the operand or take the general case. Where no gradient is computed, ``nll_loss``
+    leaves such a row out itself, as the general case does, to the same bits."""
+    return (
+        weight is None
+        and ignore_index == -100
+        and reduction == "mean"
+        and label_smoothing == 0
+        and size_average is None
+        and reduce is None
+        and input.dim() == 2
+        and target.dim() == 1
+        and target.dtype is torch.int64
+        and input.is_cpu
+        and target.is_cpu
+        and not any_autocast_enabled()
+        and fast.plain_eager()
+    )
 
 
 def _check_probability_target(target, ignore_index):

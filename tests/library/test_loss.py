@@ -4,6 +4,8 @@ plain case (``OneHotCrossEntropyLoss``) against the general one (``CrossEntropyL
 PyTorch, both through gradcheck and gradgradcheck, and the derivation ladder of docs/derivations.md rung by rung
 against autograd."""
 
+import importlib
+
 import pytest
 import torch
 from conftest import is_manualbp_node
@@ -498,3 +500,55 @@ def test_each_rung_of_the_cross_entropy_ladder_matches_autograd():
     torch.testing.assert_close(closed_form, z.grad, rtol=1e-12, atol=1e-15)
     (ours,) = torch.autograd.grad(plain(z, target), z)
     torch.testing.assert_close(ours, closed_form, rtol=1e-12, atol=1e-15)
+
+
+# ---- the unchecked plain case: a training step's loss reads no target, and every refusal is still the checks' ----
+
+LOSS_MODULE = importlib.import_module("manualbp.functional.loss")
+
+
+def test_the_plain_case_with_good_operands_runs_no_check_and_reads_no_target(monkeypatch):
+    z, target = torch.randn(6, 4, requires_grad=True), torch.tensor([0, 3, 1, 2, 2, 0])
+    expected = F.cross_entropy(z, target)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checks ran")
+
+    monkeypatch.setattr(LOSS_MODULE, "_check_index_target", refuse)
+    monkeypatch.setattr(LOSS_MODULE.fast, "target_range", refuse)
+    value = F.cross_entropy(z, target)
+    assert torch.equal(value, expected)
+    torch.testing.assert_close(torch.autograd.grad(value, z)[0], torch.autograd.grad(expected, z)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("requires_grad", [True, False], ids=["gradient", "value only"])
+def test_a_target_at_the_default_ignore_index_leaves_its_row_out_as_torch_does(requires_grad):
+    # the unchecked plain case cannot leave a row out: with a gradient its scatter refuses -100 and the general case
+    # runs; without one, nll_loss leaves the row out itself
+    z, target = torch.randn(5, 3, requires_grad=requires_grad), torch.tensor([0, -100, 2, -100, 1])
+    ours, theirs = F.cross_entropy(z, target), torch.nn.functional.cross_entropy(z, target)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    if requires_grad:
+        torch.testing.assert_close(torch.autograd.grad(ours, z)[0], torch.autograd.grad(theirs, z)[0])
+
+
+@pytest.mark.parametrize("requires_grad", [True, False], ids=["gradient", "value only"])
+@pytest.mark.parametrize(
+    ("target", "error", "message"),
+    [
+        (torch.tensor([0, 3, 1]), IndexError, r"target 3 is out of bounds: class indices must lie in \[0, 3\)"),
+        (torch.tensor([0, -1, 1]), IndexError, "target -1 is out of bounds"),
+        (torch.tensor([0, 1]), ValueError, r"expected input batch_size \(3\) to match target batch_size \(2\)"),
+    ],
+    ids=["high", "negative", "length"],
+)
+def test_the_unchecked_plain_case_refuses_with_the_checks_line(target, error, message, requires_grad):
+    z = torch.randn(3, 3, requires_grad=requires_grad)
+    with pytest.raises(error, match=message) as raised:
+        F.cross_entropy(z, target)
+    assert str(raised.value).startswith("cross_entropy: ") and "\n" not in str(raised.value)
+
+
+def test_integer_logits_are_refused_by_the_checks_not_by_the_kernel():
+    with pytest.raises(NotImplementedError, match="must hold floating-point logits"):
+        F.cross_entropy(torch.ones(3, 4, dtype=torch.int64), torch.tensor([0, 1, 2]))

@@ -2,6 +2,8 @@
 Functions' results to the bit, autograd's within rounding, and passes gradcheck/gradgradcheck with forward AD; and
 manualbp.check's MLP case against PyTorch's autograd."""
 
+import importlib
+
 import pytest
 import torch
 from conftest import is_manualbp_node
@@ -139,11 +141,27 @@ def test_mlp_under_torch_func_and_compile():
         (([torch.randn(4, 6)], [None], [None]), RuntimeError, r"layer 1's weight must be 2-D \(out_features, 5\)"),
         (([torch.randn(4, 5)], [torch.randn(3)], [None]), RuntimeError, r"layer 1's bias must have shape \(4,\)"),
         (([torch.randn(4, 5, dtype=torch.float64)], [None], [None]), RuntimeError, "same dtype"),
+        (([torch.randn(4, 5)], [torch.randn(1)], [None]), RuntimeError, r"layer 1's bias must have shape \(4,\)"),
+        (([torch.randn(4, 5, device="meta")], [None], [None]), RuntimeError, "same device"),
     ],
 )
 def test_mlp_rejects_bad_layers_with_a_message(arguments, error, message):
-    with pytest.raises(error, match=message):
+    # a 2-D input in grad mode runs the node unchecked first: each refusal is still the checks' one line
+    with pytest.raises(error, match=message) as raised:
         F.mlp(torch.randn(2, 5), *arguments)
+    assert str(raised.value).startswith("mlp: ") and "\n" not in str(raised.value)
+
+
+def test_mlp_with_good_operands_runs_no_check(monkeypatch):
+    weights, biases = [torch.randn(4, 5, requires_grad=True)], [torch.randn(4, requires_grad=True)]
+    x = torch.randn(3, 5)
+    expected = F.mlp(x, weights, biases, ["relu"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checks ran")
+
+    monkeypatch.setattr(importlib.import_module("manualbp.functional.linear"), "_mlp_operands", refuse)
+    assert torch.equal(F.mlp(x, weights, biases, ["relu"]), expected)
 
 
 def test_mlp_refuses_an_input_that_is_not_a_tensor_by_name():

@@ -215,49 +215,8 @@ def test_mlp_loss_under_torch_compile_fullgraph():
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize(
-    ("change", "error", "message"),
-    [
-        ({"loss": "hinge"}, ValueError, "loss must be one of"),
-        ({"target": torch.zeros(4, dtype=torch.int32)}, RuntimeError, "int64 class indices of shape"),
-        ({"target": torch.tensor([0, 1, 2, 3])}, IndexError, "target 3 is out of bounds"),
-        ({"loss": "mse", "target": torch.zeros(4, 2)}, ValueError, "mse targets must have the output's shape"),
-        ({"activations": ["relu"]}, ValueError, "one entry per layer"),
-        ({"target": None}, TypeError, "target"),
-        ({"loss": "mse", "target": torch.zeros(4, 3, dtype=torch.float64)}, RuntimeError, "same dtype"),
-    ],
-    ids=["loss", "target-dtype", "target-range", "mse-shape", "layers", "none", "mse-dtype"],
-)
-def test_mlp_loss_refuses_bad_input_in_one_line(change, error, message):
-    weights, biases = _network([5, 4, 3], True, torch.float32)
-    arguments = {
-        "input": torch.randn(4, 5),
-        "target": torch.tensor([0, 1, 2, 0]),
-        "weights": weights,
-        "biases": biases,
-        "activations": ["relu", None],
-        "loss": "cross-entropy",
-    } | change
-    with pytest.raises(error, match=message) as raised:
-        F.mlp_loss(**arguments)
-    assert "\n" not in str(raised.value)
-
-
-# bad operands that the node's own operations refuse (the first four) or would take silently (the rest)
-UNCHECKED_REFUSALS = {
-    "weight-width": ({"weights": "width"}, RuntimeError, "layer 2's weight must be 2-D"),
-    "weight-dtype": ({"weights": "float64"}, RuntimeError, "same dtype"),
-    "activation": ({"activations": ["relu", "softplus"]}, ValueError, "activation 'softplus' is not one of"),
-    "target-range": ({"target": torch.tensor([0, 1, 3, 0])}, IndexError, "target 3 is out of bounds"),
-    "target-ignore-index": ({"target": torch.tensor([0, -100, 1, 0])}, IndexError, "target -100 is out of bounds"),
-    "target-uint8": ({"target": torch.tensor([0, 1, 2, 0], dtype=torch.uint8)}, RuntimeError, "int64 class indices"),
-    "bias-broadcast": ({"biases": "(1,)"}, RuntimeError, "layer 1's bias must have shape"),
-    "weight-meta": ({"weights": "meta"}, RuntimeError, "same device"),
-    "mse-broadcast": ({"loss": "mse", "target": torch.zeros(1, 3)}, ValueError, "mse targets must have the output's"),
-}
-
-
 def _bad_arguments(change, requires_grad):
+    """mlp_loss's arguments for a small network with ``change`` made; a change's value may name an edit below."""
     weights, biases = _network([5, 4, 3], True, torch.float32)
     if not requires_grad:
         weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
@@ -278,6 +237,39 @@ def _bad_arguments(change, requires_grad):
     return arguments | {
         name: edits[value]() if isinstance(value, str) and value in edits else value for name, value in change.items()
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"loss": "hinge"}, ValueError, "loss must be one of"),
+        ({"target": torch.zeros(4, dtype=torch.int32)}, RuntimeError, "int64 class indices of shape"),
+        ({"target": torch.tensor([0, 1, 2, 3])}, IndexError, "target 3 is out of bounds"),
+        ({"loss": "mse", "target": torch.zeros(4, 2)}, ValueError, "mse targets must have the output's shape"),
+        ({"activations": ["relu"]}, ValueError, "one entry per layer"),
+        ({"target": None}, TypeError, "target"),
+        ({"loss": "mse", "target": torch.zeros(4, 3, dtype=torch.float64)}, RuntimeError, "same dtype"),
+    ],
+    ids=["loss", "target-dtype", "target-range", "mse-shape", "layers", "none", "mse-dtype"],
+)
+def test_mlp_loss_refuses_bad_input_in_one_line(change, error, message):
+    with pytest.raises(error, match=message) as raised:
+        F.mlp_loss(**_bad_arguments(change, requires_grad=True))
+    assert "\n" not in str(raised.value)
+
+
+# bad operands that the node's own operations refuse (the first four) or would take silently (the rest)
+UNCHECKED_REFUSALS = {
+    "weight-width": ({"weights": "width"}, RuntimeError, "layer 2's weight must be 2-D"),
+    "weight-dtype": ({"weights": "float64"}, RuntimeError, "same dtype"),
+    "activation": ({"activations": ["relu", "softplus"]}, ValueError, "activation 'softplus' is not one of"),
+    "target-range": ({"target": torch.tensor([0, 1, 3, 0])}, IndexError, "target 3 is out of bounds"),
+    "target-ignore-index": ({"target": torch.tensor([0, -100, 1, 0])}, IndexError, "target -100 is out of bounds"),
+    "target-uint8": ({"target": torch.tensor([0, 1, 2, 0], dtype=torch.uint8)}, RuntimeError, "int64 class indices"),
+    "bias-broadcast": ({"biases": "(1,)"}, RuntimeError, "layer 1's bias must have shape"),
+    "weight-meta": ({"weights": "meta"}, RuntimeError, "same device"),
+    "mse-broadcast": ({"loss": "mse", "target": torch.zeros(1, 3)}, ValueError, "mse targets must have the output's"),
+}
 
 
 @pytest.mark.parametrize("requires_grad", [True, False], ids=["training", "constants"])

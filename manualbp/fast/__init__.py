@@ -39,7 +39,9 @@ is plumbing:
   run theirs where ``kernels.chosen_for`` (in a backward, ``chosen_for_backward``) says so, and the reference's own
   code everywhere else (see ``kernels/__init__.py``).
 
-``manualbp.functional`` (and through it ``manualbp.nn`` and ``convert``) calls these after checking its arguments.
+``manualbp.functional`` (and through it ``manualbp.nn`` and ``convert``) calls these with its arguments checked: on a
+training step's common case (``mlp_loss``, ``mlp``, ``linear``, ``linear_activation``, cross-entropy's plain case)
+only for what the node's own operations would take silently, the rest checked only where one of them refused.
 """
 
 from manualbp import autograd

@@ -87,7 +87,9 @@ def mlp(input, weights, biases, activations):
     """
     weights, biases, activations = list(weights), list(biases), tuple(activations)
     try:
-        parameters = None if torch.compiler.is_compiling() else _unchecked_parameters(input, weights, biases)
+        # under autocast the checks cast every operand outside the node, as for linear; under compile Dynamo traces them
+        unchecked = not (any_autocast_enabled() or torch.compiler.is_compiling())
+        parameters = _unchecked_parameters(input, weights, biases) if unchecked else None
         if parameters is not None:  # the common case: the node's own operations check the rest
             return fast.mlp(input, activations, *parameters)[0]
     except OPERAND_ERRORS:  # an operation refused an operand: the checks below name it, in one line

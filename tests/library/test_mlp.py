@@ -181,3 +181,15 @@ def test_float32_forward_and_grads_match_autograd_bitwise_on_cpu(case):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_forward_and_grads_match_autograd_within_tolerance(case, device, dtype):
     assert_case_within_tolerance(case, device, dtype)
+
+
+def test_mlp_under_autocast_casts_outside_the_node_and_trains_in_the_parameters_dtype():
+    # autocast's casts are the checked path's (outside the node, so its backward runs in one dtype): the unchecked
+    # call must not take autocast, where the node's products would meet bfloat16 and float32 operands in its backward
+    weights = [torch.randn(4, 5, requires_grad=True), torch.randn(3, 4, requires_grad=True)]
+    biases = [torch.randn(4, requires_grad=True), None]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = F.mlp(torch.randn(6, 5), weights, biases, ["sigmoid", None])
+    output.float().sum().backward()
+    assert output.dtype == torch.bfloat16
+    assert [w.grad.dtype for w in weights] == [torch.float32, torch.float32] and biases[0].grad.dtype == torch.float32

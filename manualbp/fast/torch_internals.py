@@ -26,6 +26,12 @@ is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 any_autocast_enabled = torch._C._is_any_autocast_enabled
 
 
+# ``mse_loss(a, y, reduction)``: ATen's mean squared error through the Python binding that
+# ``torch.nn.functional.mse_loss`` calls once it has broadcast and checked its operands (``reduction`` in ATen's
+# numbering: 0 none, 1 mean, 2 sum); Dynamo traces it as it traces that function
+mse_loss = torch._C._nn.mse_loss
+
+
 def forward_ad_level_open():
     """Whether a forward-mode AD dual level is open, so that a ``jvp`` could run: no public read exists."""
     return forward_ad._current_level >= 0

@@ -3,6 +3,10 @@ per-layer reference path's to the bit, autograd's within rounding, and the node 
 works (gradcheck, gradgradcheck, forward AD, vmap, torch.compile, autocast, no_grad)."""
 
 import importlib
+import inspect
+import os
+import textwrap
+import traceback
 
 import pytest
 import torch
@@ -17,6 +21,9 @@ from manualbp import nn as mnn
 from manualbp.fast.cross_entropy import one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
 
+GUIDE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "derivations.md"
+)
 FAST_MLP_LOSS = importlib.import_module("manualbp.fast.mlp_loss")  # the module (manualbp.fast.mlp_loss is the route)
 
 NAMES = ["relu", "leaky-relu", "sigmoid", "tanh", "gelu", None]
@@ -184,6 +191,7 @@ def test_mlp_loss_under_no_grad_computes_no_gradient(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a gradient was computed")
 
+    monkeypatch.setattr(A.Linear, "gradients", staticmethod(refuse))  # what every layer's gradients come from
     monkeypatch.setattr(A.MLP, "gradients", staticmethod(refuse))
     with torch.no_grad():
         value = F.mlp_loss(x, target, weights, biases, ["relu", None])
@@ -371,21 +379,20 @@ def test_the_mlp_module_refuses_bad_sizes_and_activations(arguments, message):
 
 def test_mlp_loss_backward_hands_its_gradients_over_without_a_copy(monkeypatch):
     # the gradients computed in the forward pass become .grad as they are: the backward makes no new tensor
-    computed = []
-    gradients = FAST_MLP_LOSS.backpropagate
+    computed = []  # each layer's (∂C/∂W, ∂C/∂b) as Linear.gradients made them, the last layer first
+    gradients = A.Linear.gradients
 
     def recording(*args, **kwargs):
-        result = gradients(*args, **kwargs)
-        computed.extend(None if grad is None else grad.data_ptr() for grad in result)  # no reference kept
+        _, grad_weight, grad_bias = result = gradients(*args, **kwargs)
+        computed.append((grad_weight.data_ptr(), grad_bias.data_ptr()))  # no reference kept
         return result
 
-    monkeypatch.setattr(FAST_MLP_LOSS, "backpropagate", recording)
+    monkeypatch.setattr(A.Linear, "gradients", staticmethod(recording))
     weights, biases = _network([5, 4, 3], True, torch.float32)
     x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float32)
     F.mlp_loss(x.detach(), target, weights, biases, ["relu", None]).backward()
-    _, *parameter_gradients = computed
-    grads = [weights[0].grad, biases[0].grad, weights[1].grad, biases[1].grad]
-    assert [g.data_ptr() for g in grads] == parameter_gradients
+    grads = [(weights[1].grad, biases[1].grad), (weights[0].grad, biases[0].grad)]
+    assert [(w.data_ptr(), b.data_ptr()) for w, b in grads] == computed
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -413,3 +420,39 @@ def test_mlp_losss_cross_entropy_gradient_at_one_is_the_references_to_the_bit(dt
     bits = torch.int64 if dtype == torch.float64 else torch.int32
     for _ in range(2):  # the second call reads the g/N it made once for this batch size
         assert torch.equal(one_hot_gradient_at_one(target, log_probs).view(bits), expected.view(bits))
+
+
+def test_the_nodes_program_is_the_unrolled_loop_that_the_guide_prints():
+    # the guide shows the program of a sigmoid 784-30-10 network with MSE, x a constant: it is what the node runs
+    program = manualbp.fast.MLPLoss.program(("sigmoid", "sigmoid"), "mse", (False,) * 4 + (True,) * 4)
+    with open(GUIDE, encoding="utf-8") as guide:
+        assert textwrap.indent(inspect.getsource(program), "    ") in guide.read()
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
+def test_the_nodes_program_has_one_line_per_layer_and_equation_and_none_without_a_gradient(loss):
+    activations = ("relu", "gelu", None)
+    trained = inspect.getsource(manualbp.fast.MLPLoss.program(activations, loss, (True,) * 10))
+    evaluated = inspect.getsource(manualbp.fast.MLPLoss.program(activations, loss, (False,) * 10))
+    for source in (trained, evaluated):
+        assert [source.count(f"Linear.forward(a{n - 1}, W{n}, b{n})") for n in (1, 2, 3)] == [1, 1, 1]
+        assert "f3.activate" not in source  # the logits: no activation
+    assert [trained.count(f"= Linear.gradients(delta{n}, a{n - 1}, W{n}") for n in (1, 2, 3)] == [1, 1, 1]
+    assert "delta2 = f2.times_derivative(grad_a2, z2)" in trained  # GELU's f′ reads z, ReLU's reads a
+    assert "delta1 = f1.times_derivative(grad_a1, a1)" in trained
+    assert "gradients" not in evaluated and evaluated.rstrip().endswith("return C, a3, None")
+
+
+def test_an_error_in_the_nodes_program_shows_its_line_in_the_traceback():
+    weights, biases = _network([5, 4, 3], True, torch.float32)
+    x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float32)
+    with pytest.raises(RuntimeError) as raised:  # the second layer's weight does not fit the first's output
+        manualbp.fast.mlp_loss(x, target, "cross-entropy", ("relu", None), weights[0], biases[0], weights[0], biases[1])
+    assert "z2 = Linear.forward(a1, W2, b2)" in "".join(traceback.format_exception(raised.value))
+
+
+def test_the_node_called_directly_refuses_a_parameter_count_that_does_not_fit_its_layers():
+    weights, biases = _network([5, 4, 3], True, torch.float32)
+    x, target = _data([5, 4, 3], 6, "mse", torch.float32)
+    with pytest.raises(ValueError, match=r"^MLPLoss: 2 activations need 4 parameters \(W¹, b¹, …\), got 3$"):
+        manualbp.fast.mlp_loss(x, target, "mse", ("relu", None), weights[0], biases[0], weights[1])

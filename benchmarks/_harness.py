@@ -20,7 +20,22 @@ def parser(description):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
     p.add_argument("--quick", action="store_true", help="a few small cases and short timings: proves the script works")
     p.add_argument("--rounds", type=positive_int, default=None, help="interleaved timing rounds (default: per script)")
+    p.add_argument(
+        "--round-seconds",
+        type=positive_float,
+        default=None,
+        help="how long each variant is timed in a round (default: per script); shorter rounds, more of them, pair "
+        "each variant's time with the others' more closely on a machine whose speed drifts",
+    )
     return p
+
+
+def round_seconds(args, default):
+    """The seconds each variant is timed in a round: ``--round-seconds``, else 0.01 with ``--quick``, else
+    ``default``."""
+    if args.round_seconds is not None:
+        return args.round_seconds
+    return 0.01 if args.quick else default
 
 
 def positive_int(text):
@@ -30,6 +45,16 @@ def positive_int(text):
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -117,10 +142,12 @@ def table(header, rows):
 
 
 def command(script, args, *flags):
-    """The command line that reproduces a table: ``python benchmarks/<script>`` with ``flags``, and ``--device``
-    unless it is the CPU."""
+    """The command line that reproduces a table: ``python benchmarks/<script>`` with ``flags``, ``--device`` unless it
+    is the CPU, and the timing options that were given."""
     device = [f"--device {args.device}"] if args.device != "cpu" else []
-    return " ".join(["python", f"benchmarks/{script}", *flags, *device])
+    timing = [f"--rounds {args.rounds}"] if getattr(args, "rounds", None) else []
+    timing += [f"--round-seconds {args.round_seconds:g}"] if getattr(args, "round_seconds", None) else []
+    return " ".join(["python", f"benchmarks/{script}", *flags, *device, *timing])
 
 
 def report(title, device, command, body):

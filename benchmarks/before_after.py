@@ -116,7 +116,7 @@ def main(argv=None):
     if args.device != "cpu":
         parser.error("--device: this comparison runs on the CPU only")
     rounds = args.rounds or (2 if args.quick else 15)
-    min_run_time = 0.01 if args.quick else 0.2
+    min_run_time = _harness.round_seconds(args, 0.2)
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as folder:
         model_module, manualbp = export(args.revision, folder)
@@ -145,7 +145,6 @@ def main(argv=None):
         [args.revision]
         + ([f"--path {args.path}"] if args.path != "one-node" else [])
         + (["--quick"] if args.quick else [])
-        + ([f"--rounds {rounds}"] if args.rounds else [])
     )
     command = _harness.command("before_after.py", args, *flags)
     _harness.report(

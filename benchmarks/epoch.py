@@ -176,7 +176,7 @@ def main(argv=None):
     ]
     header = ["pipeline", "epoch time (median)", "manualbp trainer ÷ this (IQR)"]
     flags = [f"--data-dir {args.data_dir}", f"--hidden {' '.join(map(str, args.hidden))}"]
-    command = _harness.command("epoch.py", args, *flags, *(["--rounds", str(args.rounds)] if args.rounds else []))
+    command = _harness.command("epoch.py", args, *flags)
     title = f"End-to-end epoch, {network} ReLU, batch {config.batch_size}"
     _harness.report(title, device, command, _harness.table(header, rows))
 

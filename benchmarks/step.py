@@ -124,7 +124,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = _harness.check_device(args)
     rounds = args.rounds or (2 if args.quick else 11)
-    min_run_time = 0.01 if args.quick else 0.2
+    min_run_time = _harness.round_seconds(args, 0.2)
     rows = []
     for sizes, activation, loss, batch_size in QUICK_CASES if args.quick else CASES:
         if args.compile:

@@ -143,13 +143,21 @@ def main(argv=None):
         device=args.device,
         log_every=10**9,
     )
-    times = {"manual": [], "torch": [], "dataloader": []}
+    pipelines = {
+        "manual": lambda: trainer_epoch(config, "manual"),
+        "torch": lambda: trainer_epoch(config, "torch"),
+        "dataloader": lambda: dataloader_epoch(config, root, device),
+    }
+    times = {name: [] for name in pipelines}
+    names = list(pipelines)
     with tempfile.TemporaryDirectory() as root:
         torchvision_layout(args.data_dir, root)
-        for _ in range(rounds):  # interleaved: each round runs every pipeline once
-            times["manual"].append(trainer_epoch(config, "manual"))
-            times["torch"].append(trainer_epoch(config, "torch"))
-            times["dataloader"].append(dataloader_epoch(config, root, device))
+        for index in range(rounds):
+            # interleaved: each round runs every pipeline once, starting with the next one (as _harness.compare
+            # does), so that none always follows the same other pipeline or always runs first
+            start = index % len(names)
+            for name in names[start:] + names[:start]:
+                times[name].append(pipelines[name]())
     sizes = [784, *config.hidden, 10]
     limit, flops = gemm_seconds(
         sizes, config.batch_size, len(train_set), len(test_set), device, 0.05 if args.quick else 0.5

@@ -1,4 +1,4 @@
-"""Training step: forward, loss, backward and an SGD step of one MLP, manualbp's layers against torch.nn's.
+"""Training step: zero_grad, forward, loss, backward and an SGD step of one MLP, manualbp's layers against torch.nn's.
 
     python benchmarks/step.py [--device cuda] [--compile] [--quick]
 
@@ -98,12 +98,14 @@ def layers_of(model, activation_modules=None):
 
 def training_step(model, forward, **options):
     """One step of SGD with momentum on ``model``'s parameters, ``forward()`` giving the loss; ``options`` are
-    ``torch.optim.SGD``'s beyond lr 0.01 and momentum 0.9."""
+    ``torch.optim.SGD``'s beyond lr 0.01 and momentum 0.9. The step is zero_grad, forward and loss, backward, SGD
+    step, in that order (as issue #21 times it): clearing the last gradients after the forward pass instead would
+    keep two sets alive while ``mlp_loss``'s forward computes the new ones (BENCHMARKS.md has both orders)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **options)
 
     def step():
-        loss = forward()
         optimizer.zero_grad(set_to_none=True)
+        loss = forward()
         loss.backward()
         optimizer.step()
 

@@ -179,7 +179,8 @@ _programs = itertools.count()
 
 def _source(layers, loss, needs):
     """``MLPLoss.program``'s source, where ``f1``, ``f2``, … name each layer's ``Layer``; ``needs`` is
-    ``layer_needs``'s answer (None: no gradient)."""
+    ``layer_needs``'s answer (None: no gradient). Each ``del`` frees a tensor once nothing below reads it, as
+    autograd frees a node's saved tensors during the backward pass: a call holds no more at once than the loop did."""
     count = len(layers)
     parameters = ", ".join(f"W{n}, b{n}" for n in range(1, count + 1))
     lines = [
@@ -188,8 +189,13 @@ def _source(layers, loss, needs):
         "    a0 = x",
     ]
     for n, layer in enumerate(layers, 1):
+        if layer.activate is None:
+            lines.append(f"    a{n} = Linear.forward(a{n - 1}, W{n}, b{n})")
+            continue
         lines.append(f"    z{n} = Linear.forward(a{n - 1}, W{n}, b{n})")
-        lines.append(f"    a{n} = z{n}" if layer.activate is None else f"    a{n} = f{n}.activate(z{n})")
+        lines.append(f"    a{n} = f{n}.activate(z{n})")
+        if not layer.keeps_z:  # f′ reads a: z is done with
+            lines.append(f"    del z{n}")
     last = f"a{count}"
     if loss == "mse":
         lines.append(f"    C = mse_value({last}, target)")
@@ -207,19 +213,23 @@ def _source(layers, loss, needs):
             "    else:",
             f"        C, log_probs = OneHotCrossEntropyLoss.forward({last}, target)",
             f"        grad_{last} = one_hot_gradient_at_one(target, log_probs)",
+            "        del log_probs",
         ]
     lines.append(
         "    # back through every layer: δˡ = ∂C/∂aˡ ⊙ f_l′(zˡ); ∂C/∂aˡ⁻¹ = δˡ Wˡ, ∂C/∂Wˡ = δˡᵀ aˡ⁻¹, ∂C/∂bˡ = Σ δˡ"
     )
     for n in range(count, 0, -1):
         layer = layers[n - 1]
-        kept = f"z{n}" if layer.keeps_z else f"a{n}"
-        delta = f"grad_a{n}" if layer.times_derivative is None else f"f{n}.times_derivative(grad_a{n}, {kept})"
-        lines.append(f"    delta{n} = {delta}")
+        error = f"grad_a{n}"  # δˡ: ∂C/∂aˡ itself where the layer has no activation
+        if layer.times_derivative is not None:
+            error = f"delta{n}"
+            lines.append(f"    delta{n} = f{n}.times_derivative(grad_a{n}, {f'z{n}' if layer.keeps_z else f'a{n}'})")
+            lines.append(f"    del grad_a{n}" + (f", z{n}" if layer.keeps_z else ""))
         lines.append(
             f"    grad_a{n - 1}, grad_W{n}, grad_b{n} = "
-            f"Linear.gradients(delta{n}, a{n - 1}, W{n}, b{n} is not None, {needs[n - 1]})"
+            f"Linear.gradients({error}, a{n - 1}, W{n}, b{n} is not None, {needs[n - 1]})"
         )
+        lines.append(f"    del {error}" + (f", a{n}" if n < count else ""))  # aˡ: layer l + 1's input, f_l′'s operand
     gradients = ", ".join(f"grad_W{n}, grad_b{n}" for n in range(1, count + 1))
     return "\n".join([*lines, f"    return C, {last}, (grad_a0, None, None, None, {gradients})", ""])
 

@@ -437,9 +437,13 @@ def test_the_nodes_program_has_one_line_per_layer_and_equation_and_none_without_
     for source in (trained, evaluated):
         assert [source.count(f"Linear.forward(a{n - 1}, W{n}, b{n})") for n in (1, 2, 3)] == [1, 1, 1]
         assert "f3.activate" not in source  # the logits: no activation
-    assert [trained.count(f"= Linear.gradients(delta{n}, a{n - 1}, W{n}") for n in (1, 2, 3)] == [1, 1, 1]
+    assert [trained.count(f", a{n - 1}, W{n}, b{n} is not None,") for n in (1, 2, 3)] == [1, 1, 1]  # Linear.gradients
+    assert "Linear.gradients(grad_a3, a2, W3" in trained  # the logits' layer: δ is ∂C/∂a itself
     assert "delta2 = f2.times_derivative(grad_a2, z2)" in trained  # GELU's f′ reads z, ReLU's reads a
     assert "delta1 = f1.times_derivative(grad_a1, a1)" in trained
+    # each tensor freed once nothing below reads it: ReLU's z at once, GELU's z after its f′, each δ after its layer
+    assert "    del z1\n" in trained and "    del z2\n" not in trained and "    del grad_a2, z2\n" in trained
+    assert "    del delta2, a2\n" in trained and "    del delta1, a1\n" in trained
     assert "gradients" not in evaluated and evaluated.rstrip().endswith("return C, a3, None")
 
 
@@ -448,7 +452,7 @@ def test_an_error_in_the_nodes_program_shows_its_line_in_the_traceback():
     x, target = _data([5, 4, 3], 6, "cross-entropy", torch.float32)
     with pytest.raises(RuntimeError) as raised:  # the second layer's weight does not fit the first's output
         manualbp.fast.mlp_loss(x, target, "cross-entropy", ("relu", None), weights[0], biases[0], weights[0], biases[1])
-    assert "z2 = Linear.forward(a1, W2, b2)" in "".join(traceback.format_exception(raised.value))
+    assert "a2 = Linear.forward(a1, W2, b2)" in "".join(traceback.format_exception(raised.value))
 
 
 def test_the_node_called_directly_refuses_a_parameter_count_that_does_not_fit_its_layers():

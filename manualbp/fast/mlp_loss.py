@@ -147,10 +147,9 @@ class Layer(NamedTuple):
     keeps_z: bool  # whether f′ is computed from z rather than from a, as the reference's ``keep`` says
 
 
-@functools.cache
 def layers_of(activations):
-    """One ``Layer`` per name of ``activations`` (a tuple: ``"relu"``, …, or None), made once for each network:
-    the names' lookups, which cost a few microseconds a layer in every call, are done here instead."""
+    """One ``Layer`` per name of ``activations`` (a tuple: ``"relu"``, …, or None), made once for each network, by
+    ``MLPLoss.program``: the names' lookups, which cost a few microseconds a layer in every call, are done there."""
     return tuple(_layer(name) for name in activations)
 
 
@@ -234,11 +233,10 @@ def _source(layers, loss, needs):
     return "\n".join([*lines, f"    return C, {last}, (grad_a0, None, None, None, {gradients})", ""])
 
 
-@functools.cache
 def layer_needs(needs_input_grad):
     """Each layer's ``(∂C/∂aˡ⁻¹, ∂C/∂Wˡ, ∂C/∂bˡ)`` to compute, from ``MLPLoss``'s ``ctx.needs_input_grad`` (x, the
     target, the loss's and activations' names, W¹, b¹, …): every hidden layer's input does (the layers below need
-    it), x only if it asks. None where nothing needs a gradient. Made once per pattern, not per call."""
+    it), x only if it asks. None where nothing needs a gradient. Made once per pattern, by ``MLPLoss.program``."""
     needs_x_grad, _, _, _, *needs_parameter_grads = needs_input_grad
     if not (needs_x_grad or any(needs_parameter_grads)):
         return None

@@ -145,7 +145,7 @@ def _train_in_one_node(input, target, weights, biases, activations, loss):
     by itself; None where ``_checked_mlp_loss`` must run instead.
 
     The node's ATen operations raise for a weight of the wrong shape, dtype or device (``addmm``), an activation
-    name (``layers_of``) or layer count (``zip(strict=True)``) that is wrong, a cross-entropy target of the wrong
+    name (``layers_of``) or layer count (``MLPLoss.program``) that is wrong, a cross-entropy target of the wrong
     shape or out of bounds (``nll_loss``; −100, its ignore_index, then by the one-hot's ``scatter_add_``), and the
     caller then runs every check to name the operand in one line. What would pass them silently is checked here: a
     bias that ``addmm`` would broadcast, a meta tensor among tensors on another device (``addmm`` computes a meta

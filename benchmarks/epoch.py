@@ -14,9 +14,16 @@ test set, as each pipeline does it:
 - compute limit: the time the epoch's matrix multiplies take on their own, each product timed at its own
   shape on this machine (``gemm_seconds``): what the epoch would cost with no element-wise work, no optimiser,
   no Python and no logging.
+
+A second table splits the trainer's epochs into their phases (the training steps, the evaluation, the epoch's
+summaries and pictures, the checkpoint, and closing the run: the figures still being drawn by the worker processes
+and the event file), each timed around the function that does it, so that a difference between ``--layers manual``
+and ``--layers torch`` can be traced to the phase it comes from.
 """
 
+import contextlib
 import dataclasses
+import functools
 import gzip
 import os
 import shutil
@@ -24,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+import unittest.mock
 
 import torch
 import torchvision
@@ -32,15 +40,46 @@ from torch.utils.benchmark import Timer
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _harness  # noqa: E402
 
-from manualbp_trainer import data  # noqa: E402
+from manualbp_trainer import data, logbook, loop  # noqa: E402
 from manualbp_trainer.loop import Config, train  # noqa: E402
 from manualbp_trainer.networks import build_mlp  # noqa: E402
 
+PHASES = {  # a phase of the trainer's epoch: the function that does it
+    "training steps": (loop.TrainStep, "__call__"),
+    "evaluation on the test set": (loop, "evaluate"),
+    "the epoch's summaries and pictures": (logbook.Logbook, "epoch"),
+    "checkpoint": (loop, "save_checkpoint"),
+    "closing the run (the figures still being drawn, the event file)": (logbook.Logbook, "close"),
+}
+REST = "the rest (the loop's own work: shuffling, slicing the batches, the progress bar)"
 
-def trainer_epoch(config, layers):
-    """Seconds of one trainer epoch (training, evaluation, summaries, checkpoint), data loading excluded."""
-    with tempfile.TemporaryDirectory() as run_dir:
+
+def trainer_epoch(config, layers, phases):
+    """Seconds of one trainer epoch (training, evaluation, summaries, checkpoint), data loading excluded; each
+    phase's seconds are added into ``phases`` (a dict keyed by ``PHASES``' names)."""
+    with tempfile.TemporaryDirectory() as run_dir, timing(phases):
         return train(dataclasses.replace(config, layers=layers), run_dir, progress=False).seconds
+
+
+@contextlib.contextmanager
+def timing(phases):
+    """While it is open, every call of a ``PHASES`` function adds its seconds into ``phases[name]``."""
+
+    def timed(function, name):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    with contextlib.ExitStack() as stack:
+        for name, (owner, attribute) in PHASES.items():
+            stack.enter_context(unittest.mock.patch.object(owner, attribute, timed(getattr(owner, attribute), name)))
+        yield
 
 
 def dataloader_epoch(config, root, device):
@@ -143,9 +182,17 @@ def main(argv=None):
         device=args.device,
         log_every=10**9,
     )
+    phases = {layers: [] for layers in ("manual", "torch")}  # per round: {phase: seconds}
+
+    def phased(layers):
+        phases[layers].append({})
+        total = trainer_epoch(config, layers, phases[layers][-1])
+        phases[layers][-1][REST] = total - sum(phases[layers][-1].values())
+        return total
+
     pipelines = {
-        "manual": lambda: trainer_epoch(config, "manual"),
-        "torch": lambda: trainer_epoch(config, "torch"),
+        "manual": lambda: phased("manual"),
+        "torch": lambda: phased("torch"),
         "dataloader": lambda: dataloader_epoch(config, root, device),
     }
     times = {name: [] for name in pipelines}
@@ -186,7 +233,13 @@ def main(argv=None):
     flags = [f"--data-dir {args.data_dir}", f"--hidden {' '.join(map(str, args.hidden))}"]
     command = _harness.command("epoch.py", args, *flags)
     title = f"End-to-end epoch, {network} ReLU, batch {config.batch_size}"
-    _harness.report(title, device, command, _harness.table(header, rows))
+    phase_rows = []
+    for name in [*PHASES, REST]:
+        manual, builtin = ([round_.get(name, 0.0) for round_ in phases[layers]] for layers in ("manual", "torch"))
+        phase_rows.append([name, seconds(manual), seconds(builtin), _harness.format_ratio(manual, builtin)])
+    phase_header = ["phase of the trainer's epoch", "`--layers manual`", "`--layers torch`", "manual ÷ torch (IQR)"]
+    body = _harness.table(header, rows) + "\n\n" + _harness.table(phase_header, phase_rows)
+    _harness.report(title, device, command, body)
 
 
 if __name__ == "__main__":

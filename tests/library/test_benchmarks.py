@@ -189,9 +189,15 @@ def test_epoch_benchmark_runs_every_pipeline_on_idx_files(tmp_path):
         "| trainer, `--layers torch`",
         "| DataLoader pipeline (torch.nn)",
         rows[3].split(" | ")[0],
+        *(f"| {name}" for name in [*epoch.PHASES, epoch.REST]),
     ]
     assert rows[3].startswith("| compute limit: the epoch's")
     assert all(re.search(r"\d+\.\d{3} s", row) for row in rows)
+    phases = {row.split(" | ")[0][2:]: [float(c.removesuffix(" s")) for c in row.split(" | ")[1:3]] for row in rows[4:]}
+    assert all(seconds >= 0 for both in phases.values() for seconds in both)
+    # the phases that do real work at this size took measurable time with either layers
+    for name in ("training steps", "evaluation on the test set", "the epoch's summaries and pictures"):
+        assert min(phases[name]) > 0, name
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ test set, as each pipeline does it:
 A second table splits the trainer's epochs into their phases (the training steps, the evaluation, the epoch's
 summaries and pictures, the checkpoint, and closing the run: the figures still being drawn by the worker processes
 and the event file), each timed around the function that does it, so that a difference between ``--layers manual``
-and ``--layers torch`` can be traced to the phase it comes from.
+and ``--layers torch`` can be traced to the phase it comes from. On a GPU the phases are timed by the host's
+clock: the training and the evaluation each end by reading their sums back, so each waits for its own queued work.
 """
 
 import contextlib
@@ -45,13 +46,13 @@ from manualbp_trainer.loop import Config, train  # noqa: E402
 from manualbp_trainer.networks import build_mlp  # noqa: E402
 
 PHASES = {  # a phase of the trainer's epoch: the function that does it
-    "training steps": (loop.TrainStep, "__call__"),
+    "training (the steps, and the loop that shuffles and slices the batches)": (loop, "train_epoch"),
     "evaluation on the test set": (loop, "evaluate"),
     "the epoch's summaries and pictures": (logbook.Logbook, "epoch"),
     "checkpoint": (loop, "save_checkpoint"),
     "closing the run (the figures still being drawn, the event file)": (logbook.Logbook, "close"),
 }
-REST = "the rest (the loop's own work: shuffling, slicing the batches, the progress bar)"
+REST = "the rest (between the phases: the epoch's bookkeeping, its line)"
 
 
 def trainer_epoch(config, layers, phases):
@@ -214,6 +215,9 @@ def main(argv=None):
     def seconds(values):
         return f"{statistics.median(values):.3f} s"
 
+    def milliseconds(values):
+        return f"{statistics.median(values) * 1e3:,.2f} ms"
+
     rows = [
         ["trainer, `--layers manual`", seconds(times["manual"]), "1"],
         ["trainer, `--layers torch`", seconds(times["torch"]), _harness.format_ratio(times["manual"], times["torch"])],
@@ -236,7 +240,7 @@ def main(argv=None):
     phase_rows = []
     for name in [*PHASES, REST]:
         manual, builtin = ([round_.get(name, 0.0) for round_ in phases[layers]] for layers in ("manual", "torch"))
-        phase_rows.append([name, seconds(manual), seconds(builtin), _harness.format_ratio(manual, builtin)])
+        phase_rows.append([name, milliseconds(manual), milliseconds(builtin), _harness.format_ratio(manual, builtin)])
     phase_header = ["phase of the trainer's epoch", "`--layers manual`", "`--layers torch`", "manual ÷ torch (IQR)"]
     body = _harness.table(header, rows) + "\n\n" + _harness.table(phase_header, phase_rows)
     _harness.report(title, device, command, body)

@@ -15,7 +15,7 @@ test set, as each pipeline does it:
   shape on this machine (``gemm_seconds``): what the epoch would cost with no element-wise work, no optimiser,
   no Python and no logging.
 
-A second table splits the trainer's epochs into their phases (the training steps, the evaluation, the epoch's
+A second table splits the trainer's epochs into their phases (the training, the evaluation, the epoch's
 summaries and pictures, the checkpoint, and closing the run: the figures still being drawn by the worker processes
 and the event file), each timed around the function that does it, so that a difference between ``--layers manual``
 and ``--layers torch`` can be traced to the phase it comes from. On a GPU the phases are timed by the host's

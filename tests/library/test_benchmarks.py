@@ -195,7 +195,7 @@ def test_epoch_benchmark_runs_every_pipeline_on_idx_files(tmp_path):
     assert all(re.search(r"\d+\.\d{3} s", row) for row in rows[:4])
     cells = {row.split(" | ")[0][2:]: row.split(" | ")[1:3] for row in rows[4:]}
     phases = {name: [float(c.removesuffix(" ms").replace(",", "")) for c in both] for name, both in cells.items()}
-    assert all(seconds >= 0 for both in phases.values() for seconds in both)
+    assert all(milliseconds >= 0 for both in phases.values() for milliseconds in both)
     # the phases that do real work at this size took measurable time with either layers
     for name in [*epoch.PHASES][:3]:  # the training, the evaluation, the summaries
         assert min(phases[name]) > 0, name

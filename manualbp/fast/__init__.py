@@ -22,8 +22,10 @@ is plumbing:
 - ``mse.py``: ``MSELoss``, the mean squared error's unweighted mean and its ∂C/∂a by PyTorch's one kernel each
   (the reference's arithmetic in the same order: its bits).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
-- ``conv.py``: ``Conv2d``, the reference convolution with its ∂C/∂W summed as one product over all examples'
-  columns (the same terms in another order: held to a rounding bound, not to the bit).
+- ``conv.py``: ``Conv2d``, the reference convolution with its ∂C/∂W summed over all examples at once, by one
+  product over their windows or by the convolution library's backward-weights kernel (the same terms in another
+  order: held to a rounding bound, not to the bit).
+- ``pooling.py``: ``MaxPool2d``, the reference max pooling with its scatter-add written into its zeros in place.
 - ``normalization.py``: ``BatchNorm``, the reference batch norm with its training backward regrouped into a few
   passes over the activations (a g + b (x − μ) + c per channel; the same formula rounded otherwise: held to a few
   ulps of the reference); its backward on a GPU, and ``LayerNorm``'s and ``GroupNorm``'s, is their kernel in
@@ -53,6 +55,7 @@ from manualbp.fast.fused import ACTIVATIONS, LinearActivation
 from manualbp.fast.mlp_loss import MLPLoss
 from manualbp.fast.mse import MSELoss
 from manualbp.fast.normalization import BatchNorm, BatchNormKeepingStatistics, GroupNorm, LayerNorm
+from manualbp.fast.pooling import MaxPool2d
 from manualbp.fast.softmax import LogSoftmax, Softmax
 
 linear = Route(autograd.Linear)
@@ -68,7 +71,7 @@ linear_activation = Route(LinearActivation)
 mlp = Route(autograd.MLP)
 mlp_loss = MLPLoss.apply  # a classic-form Function already: no argument binding to save
 conv2d = Route(Conv2d)
-max_pool2d = Route(autograd.MaxPool2d)
+max_pool2d = Route(MaxPool2d)
 avg_pool2d = Route(autograd.AvgPool2d)
 adaptive_avg_pool2d = Route(autograd.AdaptiveAvgPool2d)
 batch_norm = Route(BatchNorm, eager=BatchNormKeepingStatistics)
@@ -102,6 +105,7 @@ __all__ = [
     "LogSoftmax",
     "MLPLoss",
     "MSELoss",
+    "MaxPool2d",
     "OneHotCrossEntropyLossGradientFirst",
     "Route",
     "Softmax",

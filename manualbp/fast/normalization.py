@@ -40,7 +40,6 @@ def training_gradients(grad_output, x, weight, eps, has_bias, needs_input_grad, 
     ``needs_input_grad`` (x, γ, β) does not ask for it. ``statistics``: the batch's μ and σ⁻¹ ``(C,)`` as the
     forward pass computed them (``BatchNormKeepingStatistics``), or empty to compute them here."""
     needs_x_grad, needs_weight_grad, needs_bias_grad = needs_input_grad[:3]
-    axes = [0, *range(2, x.dim())]  # every axis but the channel's
     count = x.numel() // x.shape[1]  # M, the values of one channel
     if statistics:
         mean, inverse_std = (channel(statistic, x) for statistic in statistics)  # (1, C, 1, …)
@@ -48,21 +47,44 @@ def training_gradients(grad_output, x, weight, eps, has_bias, needs_input_grad, 
     else:
         # the statistics as the reference's normalize computes them (torch.var_mean, one call, is many times slower
         # on the CPU: 36 ms against 2 for mean, x − μ and the mean square at 100 × 32 × 28 × 28)
-        centered = x - x.mean(axes, keepdim=True)  # x − μ
+        axes = [0, *range(2, x.dim())]  # every axis but the channel's
+        mean = x.mean(axes, keepdim=True)
+        centered = x - mean  # x − μ
         inverse_std = torch.rsqrt(centered.square().mean(axes, keepdim=True) + eps)  # σ⁻¹, (1, C, 1, …)
-    sum_g = grad_output.sum(axes, keepdim=True)  # Σ g
-    sum_g_centered = (grad_output * centered).sum(axes, keepdim=True)  # Σ g (x − μ)
+    sum_g = channel_sums(grad_output)  # Σ g
+    sum_g_centered = channel_sums(grad_output * centered)  # Σ g (x − μ)
     grad_x = grad_weight = grad_bias = None
     if needs_x_grad:
         scale = inverse_std if weight is None else channel(weight, x) * inverse_std  # a = γ σ⁻¹
-        slope = -scale * inverse_std.square() * (sum_g_centered / count)  # b = −γ σ⁻³ Σ g (x − μ) / M
-        offset = -scale * (sum_g / count)  # c = −γ σ⁻¹ Σ g / M
-        grad_x = torch.addcmul(offset, grad_output, scale).addcmul_(centered, slope)  # a g + b (x − μ) + c
+        slope = -scale * inverse_std.square() * channel(sum_g_centered / count, x)  # b = −γ σ⁻³ Σ g (x − μ) / M
+        offset = -scale * channel(sum_g / count, x)  # c = −γ σ⁻¹ Σ g / M
+        grad_x = combined(grad_output, centered, scale, slope, offset)
     if weight is not None and needs_weight_grad:
-        grad_weight = (inverse_std * sum_g_centered).reshape(-1)  # ∂C/∂γ = Σ g x̂ = σ⁻¹ Σ g (x − μ)
+        grad_weight = inverse_std.reshape(-1) * sum_g_centered  # ∂C/∂γ = Σ g x̂ = σ⁻¹ Σ g (x − μ)
     if has_bias and needs_bias_grad:
-        grad_bias = sum_g.reshape(-1)  # ∂C/∂β = Σ g
+        grad_bias = sum_g  # ∂C/∂β = Σ g
     return grad_x, grad_weight, grad_bias
+
+
+def combined(grad_output, centered, scale, slope, offset):
+    """a g + b (x − μ) + c, written over x − μ, which ``training_gradients`` computed for itself: a fresh tensor of
+    the activations' size costs its pages' first writes (at 100 × 32 × 28 × 28 on two cores, 0.8 ms for the three
+    passes in place against 1.3 out of place). Out of place where the gradient is batched and x − μ is not (the
+    legacy vmap of ``torch.autograd.grad(..., is_grads_batched=True)``, which gradcheck's batched check runs), known
+    by its error: it refuses the first product, before anything is written."""
+    try:
+        return centered.mul_(slope).addcmul_(grad_output, scale).add_(offset)
+    except RuntimeError as error:
+        if "vmap" not in str(error):
+            raise
+        return torch.addcmul(offset, grad_output, scale).addcmul_(centered, slope)
+
+
+def channel_sums(t):
+    """Σ over every axis but the channel's (1) of ``t`` ``(N, C, *)``: ``(C,)``. The positions first, then the
+    examples: on the CPU two reductions along memory run faster than one over axes (0, 2, 3) (0.3 ms against 0.8 at
+    256 × 64 × 14 × 14)."""
+    return t.sum(tuple(range(2, t.dim()))).sum(0) if t.dim() > 2 else t.sum(0)
 
 
 class BatchNorm(autograd.BatchNorm):

@@ -133,6 +133,19 @@ def test_batch_norm_in_training_passes_gradcheck_and_gradgradcheck_through_the_f
 
     assert gradcheck(f, (x, weight, bias))
     assert gradgradcheck(f, (x, weight, bias))  # the double backward differentiates the reference's backward
+    # gradcheck's batched check vmaps the backward over many g (x − μ not batched): ∂C/∂x is then out of place
+    assert gradcheck(f, (x, weight, bias), check_batched_grad=True)
+
+
+@pytest.mark.parametrize("statistics", [False, True], ids=["computed", "kept"])
+def test_regrouped_backward_leaves_x_and_g_as_they_were(statistics):
+    # ∂C/∂x is written over x − μ, the backward's own tensor: never over x or g, which the caller still holds
+    x, g, weight = _case((3, 4, 5, 5), 2.0, 0, torch.float32, True)
+    x_before, g_before = x.clone(), g.clone()
+    kept = _forward_statistics(x, weight) if statistics else ()
+    grad_x, _, _ = training_gradients(g, x, weight, 1e-5, True, NEEDS, kept)
+    assert torch.equal(x, x_before) and torch.equal(g, g_before)
+    assert grad_x.data_ptr() not in (x.data_ptr(), g.data_ptr())
 
 
 def test_batch_norm_in_evaluation_takes_the_references_backward_to_the_bit():

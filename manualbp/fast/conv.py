@@ -26,8 +26,8 @@ class Conv2d(autograd.Conv2d):
     which is what a convolution library's "backward weights" kernel computes (oneDNN's on the CPU, cuDNN's on a
     GPU). PyTorch calls it as ``aten.convolution_backward`` with only the weight's gradient asked for; it computes
     nothing else of PyTorch's backward pass. ``weight_gradient`` runs that kernel wherever each example has more
-    than one output position, and the one product over windows where it has one (the kernel's worst case: 6.2 ms
-    against 0.9 at resnet18's 512 × 512 layer, batch 16), as measured (BENCHMARKS.md). Either way the same terms
+    than one output position, and the one product over windows where it has one (resnet18's 512 × 512 layer at
+    batch 16: 0.91 ms against the kernel's 1.33), as measured (BENCHMARKS.md). Either way the same terms
     are summed in another order: not the reference's bits, but within the rounding bound of a sum of N · L products
     (``tests/library/test_fast_conv.py``). ∂C/∂x, ∂C/∂b and the jvp are the reference's own, called unchanged, and
     so is ∂C/∂W in a double backward, which differentiates the backward's own operations.
@@ -66,10 +66,10 @@ def weight_gradient_under_any_vmap(grad_output, x, weight_shape, *arguments):
 
 
 # up to this many output positions per example the one product over windows is the faster form; beyond it the
-# convolution library's kernel. Two threads, AMD EPYC, torch.utils.benchmark, ms, kernel against windows: resnet18
-# at batch 16, one position (512 → 512): 6.18 against 0.86, (256 → 512, stride 2): 3.51 against 0.54; four
-# positions (256 → 256): 0.46 against 2.02 for the convolution of x with g that ran before; the trainer's CNN at
-# batch 100, 32 → 64 channels at 14 × 14: 1.70 against 4.98. BENCHMARKS.md, section 0.
+# convolution library's kernel. Two threads, AMD EPYC, interleaved rounds, ms, kernel against windows: resnet18 at
+# batch 16, one position (512 → 512): 1.33 against 0.91, (256 → 512, stride 2): 0.72 against 0.56; four positions
+# (256 → 256): 0.52 against 0.99; the trainer's CNN at batch 100, 32 → 64 channels at 14 × 14: 1.85 against 11.0.
+# ``python benchmarks/cnn_backward.py``; BENCHMARKS.md, "The CNN's backward, piece by piece".
 FEW_POSITIONS = 1
 
 

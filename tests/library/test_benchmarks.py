@@ -174,6 +174,18 @@ def test_kernels_benchmark_prints_three_variants_and_two_ratios_for_every_quick_
 
 
 @pytest.mark.slow
+def test_cnn_backward_benchmark_prints_each_form_against_pytorchs_kernel_for_every_quick_shape():
+    import cnn_backward
+
+    rows = _table_rows(_run("cnn_backward.py"))
+    shapes = [" × ".join(map(str, case)) for case in cnn_backward.QUICK_CONVOLUTIONS]
+    shapes += [" × ".join(map(str, case)) for case in cnn_backward.QUICK_ACTIVATIONS] * 2
+    assert [row.split(" | ")[0] for row in rows] == [f"| {shape}" for shape in shapes]
+    forms = [3] * len(cnn_backward.QUICK_CONVOLUTIONS) + [2] * 2 * len(cnn_backward.QUICK_ACTIVATIONS)
+    assert [len(re.findall(RATIO, row)) for row in rows] == forms  # one ratio per form, each against PyTorch's
+
+
+@pytest.mark.slow
 def test_memory_benchmark_prints_every_quick_case():
     rows = _table_rows(_run("memory.py"))
     assert len(rows) == len(step.QUICK_CASES)

@@ -15,9 +15,8 @@ number per channel, so the same formula regrouped is
 
 and ∂C/∂γ = σ⁻¹ Σ g (x − μ), ∂C/∂β = Σ g are the same two sums. So the backward is the statistics (μ, x − μ
 and its mean square), the two sums, and a scale, a fused multiply-add and a shift written over x − μ: about
-eight passes. On the trainer's CNN (batch
-100, one thread) the reference's batch-norm backward was about a third of manualbp's step, against oneDNN's fused
-kernel's 8 % of torch.nn's.
+eight passes. On the trainer's CNN (batch 100, one thread) the reference's batch-norm backward was about a third of
+manualbp's step, against oneDNN's fused kernel's 8 % of torch.nn's.
 
 The regrouped sum rounds differently from the reference's, so the two agree to rounding, not to the bit:
 ``tests/library/test_fast_batch_norm.py`` holds the difference to a few units of the result's last place (float32 and
@@ -49,8 +48,7 @@ def training_gradients(grad_output, x, weight, eps, has_bias, needs_input_grad, 
         # the statistics as the reference's normalize computes them (torch.var_mean, one call, is many times slower
         # on the CPU: 36 ms against 2 for mean, x − μ and the mean square at 100 × 32 × 28 × 28)
         axes = [0, *range(2, x.dim())]  # every axis but the channel's
-        mean = x.mean(axes, keepdim=True)
-        centered = x - mean  # x − μ
+        centered = x - x.mean(axes, keepdim=True)  # x − μ
         inverse_std = torch.rsqrt(centered.square().mean(axes, keepdim=True) + eps)  # σ⁻¹, (1, C, 1, …)
     sum_g = channel_sums(grad_output)  # Σ g
     sum_g_centered = channel_sums(grad_output * centered)  # Σ g (x − μ)

@@ -15,13 +15,15 @@ is plumbing:
   those three Functions with their backward and jvp calling it; GELU and LeakyReLU, whose backward on a GPU is the
   activation kernel of ``kernels/``.
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
-  two reference backward passes (and jvps).
+  two reference backward passes (and jvps); ``LinearChain``, a run of such layers as one node, each layer's
+  backward the pair's, last layer first.
 - ``mlp_loss.py``: ``MLPLoss``, a whole network and its loss as one node, its gradients computed in the forward pass
   by the reference's derivations (the loss's derivative at g = 1, then ``MLP.gradients``'s loop over each layer's
   ``Linear.gradients`` and one-kernel t · f′).
 - ``mse.py``: ``MSELoss``, the mean squared error's unweighted mean and its ∂C/∂a by PyTorch's one kernel each
   (the reference's arithmetic in the same order: its bits).
-- ``sequential.py``: running a ``Sequential`` with each such pair fused (``manualbp.nn.Sequential``).
+- ``sequential.py``: running a ``Sequential`` with each such pair fused, and a run of them as one ``LinearChain``
+  (``manualbp.nn.Sequential``).
 - ``conv.py``: ``Conv2d``, the reference convolution with its ∂C/∂W summed over all examples at once, by one
   product over their windows or by the convolution library's backward-weights kernel (the same terms in another
   order: held to a rounding bound, not to the bit).
@@ -51,7 +53,7 @@ from manualbp.fast import activation, kernels, sequential
 from manualbp.fast.call import Route, classic, plain_eager
 from manualbp.fast.conv import Conv2d
 from manualbp.fast.cross_entropy import OneHotCrossEntropyLossGradientFirst, target_range
-from manualbp.fast.fused import ACTIVATIONS, LinearActivation
+from manualbp.fast.fused import ACTIVATIONS, LinearActivation, LinearChain
 from manualbp.fast.mlp_loss import MLPLoss
 from manualbp.fast.mse import MSELoss
 from manualbp.fast.normalization import BatchNorm, BatchNormKeepingStatistics, GroupNorm, LayerNorm
@@ -102,6 +104,7 @@ __all__ = [
     "GroupNorm",
     "LayerNorm",
     "LinearActivation",
+    "LinearChain",
     "LogSoftmax",
     "MLPLoss",
     "MSELoss",

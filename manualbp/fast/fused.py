@@ -1,4 +1,5 @@
-"""A Linear layer and the activation after it as one Function: the reference tier's two backward passes, one node."""
+"""A Linear layer and the activation after it as one Function, and a chain of such layers as one Function: the
+reference tier's backward passes, one node."""
 
 import torch
 
@@ -51,15 +52,7 @@ class LinearActivation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         x, weight, a = ctx.saved_tensors
-        needs_x_grad, needs_weight_grad, needs_bias_grad = ctx.needs_input_grad[:3]
-        if ctx.has_bias and needs_bias_grad and kernels.chosen_for_backward(grad_output):
-            # on a GPU: δ and ∂C/∂b = Σ_rows δ in one pass of one kernel, then Linear's two products with δ for g
-            delta, grad_bias = kernels.activation.times_derivative_and_column_sum(grad_output, a, ctx.activation)
-            grad_x, grad_weight, _ = Linear.gradients(delta, x, weight, False, (needs_x_grad, needs_weight_grad, False))
-            return grad_x, grad_weight, grad_bias, None
-        # the reference derivations, in the backward order: δ = g ⊙ f′(z), then Linear's gradients with δ for g
-        delta = times_derivative(ctx.activation, grad_output, a)
-        return *Linear.gradients(delta, x, weight, ctx.has_bias, needs_input_grad=ctx.needs_input_grad[:3]), None
+        return *gradients(grad_output, x, weight, a, ctx.activation, ctx.has_bias, ctx.needs_input_grad[:3]), None
 
     @staticmethod
     def jvp(ctx, x_tangent, weight_tangent, bias_tangent, _):
@@ -67,3 +60,105 @@ class LinearActivation(torch.autograd.Function):
         # the reference derivations in the forward order: ż through the linear map, then ȧ = f′(z)·ż
         z_tangent = Linear.tangent(x_tangent, weight_tangent, bias_tangent, x, weight)
         return times_derivative(ctx.activation, z_tangent, a)
+
+
+def gradients(grad_output, x, weight, a, activation, has_bias, needs_input_grad):
+    """``(∂C/∂x, ∂C/∂W, ∂C/∂b)`` of a = f(x Wᵀ + b) from g = ∂C/∂a, each None where ``needs_input_grad`` does not ask
+    for it: ``LinearActivation``'s backward, and each fused layer's in ``LinearChain``. ``activation`` None: a Linear
+    layer alone (δ = g)."""
+    if activation is None:
+        return Linear.gradients(grad_output, x, weight, has_bias, needs_input_grad)
+    needs_x_grad, needs_weight_grad, needs_bias_grad = needs_input_grad
+    if has_bias and needs_bias_grad and kernels.chosen_for_backward(grad_output):
+        # on a GPU: δ and ∂C/∂b = Σ_rows δ in one pass of one kernel, then Linear's two products with δ for g
+        delta, grad_bias = kernels.activation.times_derivative_and_column_sum(grad_output, a, activation)
+        grad_x, grad_weight, _ = Linear.gradients(delta, x, weight, False, (needs_x_grad, needs_weight_grad, False))
+        return grad_x, grad_weight, grad_bias
+    # the reference derivations, in the backward order: δ = g ⊙ f′(z), then Linear's gradients with δ for g
+    delta = times_derivative(activation, grad_output, a)
+    return Linear.gradients(delta, x, weight, has_bias, needs_input_grad)
+
+
+class LinearChain(torch.autograd.Function):
+    r"""aᴸ = f_L(⋯ f_1(x W¹ᵀ + b¹) ⋯): consecutive Linear layers, each followed by ``ReLU``, ``Sigmoid``, ``Tanh``
+    or nothing, as one Function: what ``manualbp.nn.Sequential`` runs for a run of such modules in eager mode.
+
+    The forward pass is each layer's ``LinearActivation.forward`` (or ``Linear.forward``), and the backward pass
+    each layer's ``LinearActivation`` backward (``gradients``), last layer first, the ∂C/∂aˡ⁻¹ of one the g of the
+    next: the chain rule through the network, as the engine would run it through one node per layer, with the same
+    operations in the same order, and so the same bits. What the one node saves is the engine's round trip into
+    Python for every layer but one, each way: at 784-30-10, batch 10, that is a tenth of a training step (AMD EPYC, 2
+    threads; BENCHMARKS.md). It keeps what the per-layer nodes would (x, every aˡ, and each Wˡ that a ∂C/∂aˡ⁻¹
+    needs), no more.
+
+    The hidden aˡ are made inside the node, so they have no autograd history of their own: a double backward
+    (``create_graph=True``) differentiates the per-layer nodes instead, run again from x. The chain has no ``jvp``
+    and is for plain eager mode only (``manualbp.fast.sequential`` runs the layers one by one elsewhere).
+
+    Shapes: x: ``(N, n₀)``; ``activations``: one name or None per layer (a tuple); ``parameters``: W¹, b¹, W², …
+    (a bias may be None); aᴸ: ``(N, n_L)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, activations, *parameters):
+        a = [x]  # a⁰ = x, a¹, …, aᴸ: each layer's input and f′'s operand
+        for n, activation in enumerate(activations):
+            z = Linear.forward(a[n], parameters[2 * n], parameters[2 * n + 1])
+            a.append(z if activation is None else ACTIVATIONS[activation].forward(z))
+        weights = list(parameters[::2])
+        if not ctx.needs_input_grad[0]:
+            weights[0] = None  # only ∂C/∂x needs W¹
+        kept = list(a)
+        if activations[-1] is None:
+            kept[-1] = None  # no f′ to take at the last layer: its output is not needed
+        ctx.save_for_backward(*kept, *weights)
+        ctx.activations = activations
+        ctx.parameters = parameters  # for a double backward only, which runs the layers again
+        return a[-1]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if torch.is_grad_enabled():  # create_graph=True: the hidden aˡ have no history here, the per-layer nodes do
+            return LinearChain.through_layers(ctx, grad_output)
+        count = len(ctx.activations)
+        saved = ctx.saved_tensors
+        a, weights = saved[: count + 1], saved[count + 1 :]
+        needs = ctx.needs_input_grad
+        # whether anything at layer n or below asks for a gradient: the chain rule stops at the lowest such layer
+        wanted = [needs[0]]
+        for n in range(count):
+            wanted.append(wanted[-1] or needs[2 + 2 * n] or needs[3 + 2 * n])
+        grads = [None] * (2 * count)
+        grad_a = grad_output  # ∂C/∂aᴸ, then ∂C/∂aˡ⁻¹ of each layer down
+        for n in range(count - 1, -1, -1):
+            if not wanted[n + 1]:
+                break
+            has_bias = ctx.parameters[2 * n + 1] is not None
+            layer_needs = (wanted[n], needs[2 + 2 * n], needs[3 + 2 * n])
+            grad_a, grads[2 * n], grads[2 * n + 1] = gradients(
+                grad_a, a[n], weights[n], a[n + 1], ctx.activations[n], has_bias, layer_needs
+            )
+        return (grad_a if needs[0] else None), None, *grads
+
+    @staticmethod
+    def through_layers(ctx, grad_output):
+        """``backward``'s result by autograd through the per-layer nodes (``LinearActivation``, ``Linear``) run
+        again from x: differentiable, for a double backward."""
+        x, parameters = ctx.saved_tensors[0], ctx.parameters
+        inputs = [x, *parameters]
+        needs = [
+            need and tensor is not None
+            for tensor, need in zip(inputs, (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:]), strict=True)
+        ]
+        with torch.enable_grad():
+            a = x
+            for n, activation in enumerate(ctx.activations):
+                weight, bias = parameters[2 * n], parameters[2 * n + 1]
+                if activation is None:
+                    a = Linear.apply(a, weight, bias)
+                else:
+                    a = LinearActivation.apply(a, weight, bias, activation)
+            wanted = [tensor for tensor, need in zip(inputs, needs, strict=True) if need]
+            grads = iter(torch.autograd.grad(a, wanted, grad_output, create_graph=True))
+        grad_x, *grad_parameters = [next(grads) if need else None for need in needs]
+        return grad_x, None, *grad_parameters

@@ -16,11 +16,13 @@ FUSABLE = {ACTIVATIONS[name]: name for name in fast.ACTIVATIONS}
 
 class Sequential(HandDerived, torch.nn.Sequential):
     r"""``torch.nn.Sequential`` that runs each manualbp ``Linear`` followed by a manualbp ``ReLU``, ``Sigmoid`` or
-    ``Tanh`` as one Function, ``manualbp.functional.linear_activation`` (the fast tier's ``LinearActivation``).
+    ``Tanh`` as one Function, ``manualbp.functional.linear_activation`` (the fast tier's ``LinearActivation``), and
+    in eager mode a run of two or more such layers (a Linear with or without its activation) on a 2-D input as one
+    Function, the fast tier's ``LinearChain``, whose backward is each layer's, last first.
 
-    The results and gradients are those of calling the two modules one after the other (the fused Function runs
-    the reference tier's very code); what changes is one node fewer in the autograd graph per such pair, which is
-    most of manualbp's per-layer cost at small sizes (``BENCHMARKS.md``). The modules, their order, the parameters and
+    The results and gradients are those of calling the modules one after the other, to the bit (the fused Functions
+    run the reference tier's very code); what changes is fewer nodes in the autograd graph, each a round trip into
+    Python per pass, which is most of manualbp's per-layer cost at small sizes (``BENCHMARKS.md``). The modules, their order, the parameters and
     the ``state_dict`` are exactly ``torch.nn.Sequential``'s. A pair whose modules carry hooks, or anything else,
     runs module by module as in ``torch.nn.Sequential``, so every hook still fires.
 

@@ -267,9 +267,8 @@ def test_a_converted_torch_sequential_equals_the_reference_layer_by_layer_bitwis
     output = model(x)
     got = [output.detach(), *torch.autograd.grad(output, list(model.parameters()), upstream)]
     _assert_bitwise(got, expected[:1] + expected[1:])
-    # two fused nodes and the last Linear: one autograd node per layer pair
-    assert is_manualbp_node(output.grad_fn, "Linear")
-    assert is_manualbp_node(output.grad_fn.next_functions[0][0], "LinearActivation")
+    # the three layers, two of them with their activation, as one node
+    assert is_manualbp_node(output.grad_fn, "LinearChain")
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -313,8 +312,10 @@ def test_sequential_runs_hooked_modules_one_by_one_so_their_hooks_fire():
     output = fused(x)
     assert seen == [(5, 8)]  # the hooked ReLU ran as a module
     assert torch.equal(output, separate(x))
-    relu_node = output.grad_fn.next_functions[0][0].next_functions[0][0]  # last Linear ← fused pair ← ReLU
+    assert is_manualbp_node(output.grad_fn, "LinearChain")  # the layers after the hook, one node
+    relu_node = output.grad_fn.next_functions[0][0]
     assert is_manualbp_node(relu_node, "ReLU")
+    assert is_manualbp_node(relu_node.next_functions[0][0], "Linear")  # the first Linear alone: its ReLU is hooked
 
 
 def test_sequential_runs_module_by_module_under_a_global_hook():

@@ -22,15 +22,15 @@ class Sequential(HandDerived, torch.nn.Sequential):
 
     The results and gradients are those of calling the modules one after the other, to the bit (the fused Functions
     run the reference tier's very code); what changes is fewer nodes in the autograd graph, each a round trip into
-    Python per pass, which is most of manualbp's per-layer cost at small sizes (``BENCHMARKS.md``). The modules, their order, the parameters and
-    the ``state_dict`` are exactly ``torch.nn.Sequential``'s. A pair whose modules carry hooks, or anything else,
-    runs module by module as in ``torch.nn.Sequential``, so every hook still fires.
+    Python per pass, which is most of manualbp's per-layer cost at small sizes (``BENCHMARKS.md``). The modules,
+    their order, the parameters and the ``state_dict`` are exactly ``torch.nn.Sequential``'s. A module that carries
+    hooks, or anything else, runs as a module, as in ``torch.nn.Sequential``, so every hook still fires.
 
     Examples::
 
         >>> mnn = manualbp.nn
         >>> model = mnn.Sequential(mnn.Linear(784, 30), mnn.Sigmoid(), mnn.Linear(30, 10))
-        >>> model(torch.randn(8, 784)).shape  # Linear + Sigmoid ran as one Function, then the last Linear
+        >>> model(torch.randn(8, 784)).shape  # Linear + Sigmoid and the last Linear ran as one Function
         torch.Size([8, 10])
     """
 

@@ -22,64 +22,64 @@ def forward(sequential, input, linear_class, activations, linear_activation):
     # records each module call) must meet every module: then run them one by one
     if global_module_hooks() or not isinstance(input, torch.Tensor):
         return torch.nn.Sequential.forward(sequential, input)
-    layers = []  # the run of unhooked layers not yet called: [Linear module, activation name or None]
+    modules, names, parameters = [], [], []  # the run of unhooked layers not yet called, and their W and b
     for module in sequential._modules.values():
-        if layers and layers[-1][1] is None:
-            name = activations.get(type(module))
-            if name is not None and not hooked(module):
-                layers[-1][1] = name
-                continue
-        if type(module) is linear_class and not hooked(module):
-            layers.append([module, None])
+        kind = type(module)
+        if names and names[-1] is None and kind in activations and not hooked(module):
+            names[-1] = activations[kind]
             continue
-        input = module(_run(layers, input, linear_activation) if layers else input)
-        layers = []
-    return _run(layers, input, linear_activation) if layers else input
+        if kind is linear_class and not hooked(module):
+            modules.append(module)
+            names.append(None)
+            parameters += (parameter(module, "weight"), parameter(module, "bias"))
+            continue
+        if modules:
+            input = _run(input, modules, names, parameters, linear_activation)
+            modules, names, parameters = [], [], []
+        input = module(input)
+    return _run(input, modules, names, parameters, linear_activation) if modules else input
 
 
-def _run(layers, input, linear_activation):
-    """The output of a run of layers (``forward``'s ``layers``): one ``LinearChain`` node where ``chain`` takes it,
-    else each layer as its own node (its module, or ``linear_activation``)."""
-    if len(layers) > 1 and input.dim() == 2 and plain_eager() and not any_autocast_enabled() and _keeps_x(layers):
-        output = chain(input, layers)
+def _run(input, modules, names, parameters, linear_activation):
+    """The output of a run of layers (``forward``'s ``modules``, their activations' ``names``, None for none, and
+    their ``parameters`` W¹, b¹, W², …): one ``LinearChain`` node where ``chain`` takes it, else each layer as its
+    own node (its module, or ``linear_activation``)."""
+    if len(modules) > 1:
+        output = chain(input, names, parameters)
         if output is not None:
             return output
-    for module, name in layers:
+    for n, (module, name) in enumerate(zip(modules, names, strict=True)):
         if name is None:
             input = module(input)
         else:
-            input = linear_activation(input, parameter(module, "weight"), parameter(module, "bias"), name)
+            input = linear_activation(input, parameters[2 * n], parameters[2 * n + 1], name)
     return input
 
 
-def chain(input, layers):
-    """``LinearChain``'s aᴸ for a 2-D input and ``layers`` (``[Linear module, activation name or None]`` each),
-    checking only what its ``addmm`` calls do not refuse by themselves (a bias they would broadcast, a meta tensor
-    among tensors on another device); None where the layers must run one by one instead (and so name what is wrong
-    with an operand). For plain eager mode without autocast (``LinearChain`` has no jvp, and autocast casts each
-    layer's operands)."""
-    parameters, activations = [], []
-    for module, name in layers:
-        weight, bias = parameter(module, "weight"), parameter(module, "bias")
+def chain(input, names, parameters):
+    """``LinearChain``'s aᴸ for a 2-D input, its layers' activation ``names`` and ``parameters``, in plain eager mode
+    without autocast (``LinearChain`` has no jvp, and autocast casts each layer's operands), checking only what its
+    ``addmm`` calls do not refuse by themselves (a bias they would broadcast, a meta tensor among tensors on another
+    device); None where the layers must run one by one instead (and so name what is wrong with an operand), and where
+    the chain would keep more than they would (``_keeps_x``)."""
+    if input.dim() != 2 or any_autocast_enabled() or not plain_eager() or not _keeps_x(parameters[0]):
+        return None
+    on_cpu = input.is_cpu
+    for weight, bias in zip(parameters[::2], parameters[1::2], strict=True):
         if bias is not None and bias.shape != weight.shape[:1]:
             return None
-        if not (input.is_cpu and weight.is_cpu and (bias is None or bias.is_cpu)) and not _one_device(
-            input, weight, bias
-        ):
+        if not (on_cpu and weight.is_cpu and (bias is None or bias.is_cpu)) and not _one_device(input, weight, bias):
             return None
-        parameters += (weight, bias)
-        activations.append(name)
     try:
-        return LinearChain.apply(input, tuple(activations), *parameters)
+        return LinearChain.apply(input, tuple(names), *parameters)
     except _REFUSED:
         return None
 
 
-def _keeps_x(layers):
+def _keeps_x(weight):
     """Whether ``LinearChain`` would keep no more than the layers one by one: it keeps x (to run them again in a double
     backward) and the layers keep it only for the first ∂C/∂W; where that is not taken (a frozen first layer, in a
     training step) the layers run one by one."""
-    weight = parameter(layers[0][0], "weight")
     return weight.requires_grad or not torch.is_grad_enabled()
 
 

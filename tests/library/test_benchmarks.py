@@ -186,6 +186,26 @@ def test_cnn_backward_benchmark_prints_each_form_against_pytorchs_kernel_for_eve
 
 
 @pytest.mark.slow
+def test_chain_benchmark_prints_the_three_per_layer_variants_for_every_quick_case():
+    import chain
+
+    rows = _table_rows(_run("chain.py"))
+    assert [row.split(" | ")[0] for row in rows] == ["| " + "-".join(map(str, case[0])) for case in step.QUICK_CASES]
+    assert all(len(re.findall(RATIO, row)) == 3 for row in rows)  # chain, pairs and the node alone, each ÷ torch.nn
+    assert fast_chain_is_restored(chain)
+
+
+def fast_chain_is_restored(chain):
+    """Whether ``chain.chain_declined`` puts the Sequential's chain back after it."""
+    from manualbp import fast
+
+    before = fast.sequential.chain
+    with chain.chain_declined():
+        declined = fast.sequential.chain is not before
+    return declined and fast.sequential.chain is before
+
+
+@pytest.mark.slow
 def test_memory_benchmark_prints_every_quick_case():
     rows = _table_rows(_run("memory.py"))
     assert len(rows) == len(step.QUICK_CASES)

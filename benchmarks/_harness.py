@@ -38,6 +38,12 @@ def round_seconds(args, default):
     return 0.01 if args.quick else default
 
 
+def timing(args, rounds=11, seconds=0.2):
+    """``(device, rounds, seconds per round)`` for a script's parsed ``args``: the checked ``--device``,
+    ``--rounds`` (else 2 with ``--quick``, else ``rounds``) and ``round_seconds(args, seconds)``."""
+    return check_device(args), args.rounds or (2 if args.quick else rounds), round_seconds(args, seconds)
+
+
 def positive_int(text):
     try:
         value = int(text)

@@ -59,9 +59,7 @@ def make_steps(sizes, activation, loss, batch_size, device):
 def main(argv=None):
     parser = _harness.parser(__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
-    device = _harness.check_device(args)
-    rounds = args.rounds or (2 if args.quick else 11)
-    min_run_time = _harness.round_seconds(args, 0.2)
+    device, rounds, min_run_time = _harness.timing(args)
     rows = []
     for sizes, activation, loss, batch_size in step.QUICK_CASES if args.quick else step.CASES:
         times = _harness.compare(make_steps(sizes, activation, loss, batch_size, device), device, rounds, min_run_time)

@@ -118,9 +118,7 @@ def measure(cases, make_variants, label, device, rounds, min_run_time):
 def main(argv=None):
     parser = _harness.parser(__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
-    device = _harness.check_device(args)
-    rounds = args.rounds or (2 if args.quick else 11)
-    min_run_time = _harness.round_seconds(args, 0.2)
+    device, rounds, min_run_time = _harness.timing(args)
     convolutions = QUICK_CONVOLUTIONS if args.quick else CONVOLUTIONS
     activations = QUICK_ACTIVATIONS if args.quick else ACTIVATIONS
     command = _harness.command("cnn_backward.py", args)

@@ -124,9 +124,7 @@ def main(argv=None):
     parser = _harness.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--compile", action="store_true", help="forward and loss through torch.compile, both variants")
     args = parser.parse_args(argv)
-    device = _harness.check_device(args)
-    rounds = args.rounds or (2 if args.quick else 11)
-    min_run_time = _harness.round_seconds(args, 0.2)
+    device, rounds, min_run_time = _harness.timing(args)
     rows = []
     for sizes, activation, loss, batch_size in QUICK_CASES if args.quick else CASES:
         if args.compile:

@@ -6,7 +6,7 @@ the same model with the chain turned off (a node per Linear-activation pair, as 
 Four variants per case of ``benchmarks/step.py``, each its own model from the same initial weights:
 
 - chain: ``manualbp.convert``'s model as a user gets it (the run of layers, one ``LinearChain`` node);
-- pairs: the same, with ``manualbp.fast.sequential.chain`` made to decline (one node per fused pair, the last
+- pairs: the same, with ``manualbp.nn.container._linear_chain`` made to decline (one node per fused pair, the last
   Linear its own);
 - node alone: ``LinearChain.apply`` called directly, without the Sequential's module call and its walk over the
   modules: what the Sequential's plumbing costs is the difference to "chain";
@@ -22,18 +22,18 @@ import _harness  # noqa: E402
 import step  # noqa: E402
 
 from manualbp import fast  # noqa: E402
-from manualbp.nn.container import FUSABLE  # noqa: E402
+from manualbp.nn import container  # noqa: E402
 
 
 @contextlib.contextmanager
 def chain_declined():
-    """``manualbp.fast.sequential.chain`` declining every run: the Sequential runs its layers pair by pair."""
-    chain = fast.sequential.chain
-    fast.sequential.chain = lambda *args: None
+    """``manualbp.nn.container._linear_chain`` declining every run: the Sequential runs its layers pair by pair."""
+    chain = container._linear_chain
+    container._linear_chain = lambda *args: None
     try:
         yield
     finally:
-        fast.sequential.chain = chain
+        container._linear_chain = chain
 
 
 def make_steps(sizes, activation, loss, batch_size, device):
@@ -45,7 +45,7 @@ def make_steps(sizes, activation, loss, batch_size, device):
             pairs()
 
     model, x, _, cost = step.make_case(sizes, activation, loss, batch_size, "manual", device)
-    weights, biases, activations = step.layers_of(model, {name: module for module, name in FUSABLE.items()})
+    weights, biases, activations = step.layers_of(model, {name: module for module, name in container.FUSABLE.items()})
     parameters = [tensor for pair in zip(weights, biases, strict=True) for tensor in pair]
     activations = tuple(activations)
     return {

@@ -69,6 +69,26 @@ def linear_activation(input, weight, bias=None, activation="relu"):
     return _on_rows(fast.linear_activation, *operands, activation)
 
 
+def _linear_chain(input, weights, biases, activations):
+    """``fast.LinearChain``'s aᴸ for ``manualbp.nn.Sequential``'s run of Linear layers (``activations``: ``"relu"``,
+    ``"sigmoid"``, ``"tanh"`` or None each), in plain eager mode without autocast (the chain has no jvp, and autocast
+    casts each layer's operands), with only the checks its ``addmm`` calls do not make (``_unchecked_parameters``);
+    None where the layers must run one by one instead: an operand that an operation refused (their checks name it,
+    in one line), and a frozen first layer in a training step, whose x the layers do not keep and the chain would
+    (to run them again in a double backward)."""
+    if any_autocast_enabled() or not fast.plain_eager():
+        return None
+    if torch.is_grad_enabled() and not weights[0].requires_grad:
+        return None
+    parameters = _unchecked_parameters(input, weights, biases)
+    if parameters is None:
+        return None
+    try:
+        return fast.LinearChain.apply(input, activations, *parameters)
+    except OPERAND_ERRORS:
+        return None
+
+
 def mlp(input, weights, biases, activations):
     """aᴸ = f_L(⋯ f_1(x W₁ᵀ + b₁) ⋯): a whole multilayer perceptron as one Function, one autograd node, whose
     backward is the textbook backpropagation loop. See ``manualbp.autograd.MLP``.

@@ -4,6 +4,7 @@ import torch
 
 from manualbp import fast
 from manualbp import functional as F
+from manualbp.functional.linear import _linear_chain
 from manualbp.nn.activation import ACTIVATIONS
 from manualbp.nn.linear import Linear
 from manualbp.nn.module import HandDerived
@@ -35,4 +36,4 @@ class Sequential(HandDerived, torch.nn.Sequential):
     """
 
     def forward(self, input):
-        return fast.sequential.forward(self, input, Linear, FUSABLE, F.linear_activation)
+        return fast.sequential.forward(self, input, Linear, FUSABLE, F.linear_activation, _linear_chain)

@@ -1,11 +1,14 @@
 """A Linear layer and the activation after it as one Function, and a chain of such layers as one Function: the
 reference tier's backward passes, one node."""
 
+import functools
+
 import torch
 
 from manualbp.autograd import Linear, ReLU, Sigmoid, Tanh
 from manualbp.fast import kernels
 from manualbp.fast.activation import times_derivative
+from manualbp.fast.program import backward_lines, compile_program, forward_lines, layers_of
 
 # the activations whose derivative is computed from their output a (their ``keep``), so that the fused node need
 # keep nothing else
@@ -83,14 +86,14 @@ class LinearChain(torch.autograd.Function):
     r"""aᴸ = f_L(⋯ f_1(x W¹ᵀ + b¹) ⋯): consecutive Linear layers, each followed by ``ReLU``, ``Sigmoid``, ``Tanh``
     or nothing, as one Function: what ``manualbp.nn.Sequential`` runs for a run of such modules in eager mode.
 
-    The forward pass is each layer's ``LinearActivation.forward`` (or ``Linear.forward``), and the backward pass
-    each layer's ``LinearActivation`` backward (``gradients``), last layer first, the ∂C/∂aˡ⁻¹ of one the g of the
-    next: the chain rule through the network, as the engine would run it through one node per layer, with the same
-    operations in the same order, and so the same bits. What the one node saves is the engine's round trip into
-    Python for every layer but one, each way: at 784-30-10, batch 10, the node alone makes a training step 1.05 ×
-    torch.nn's where the pairs make it 1.14 ×, and ``manualbp.nn.Sequential``'s walk over its modules gives most of
-    that back (1.13 ×: ``benchmarks/chain.py``, BENCHMARKS.md; AMD EPYC, 2 threads). It keeps what the per-layer
-    nodes would (x, every aˡ, and each Wˡ that a ∂C/∂aˡ⁻¹ needs), no more.
+    The forward pass is each layer's ``Linear.forward`` and activation (``LinearActivation.forward``'s two steps),
+    and the backward pass each layer's ``LinearActivation`` backward (t · f′, then ``Linear.gradients``; on a GPU
+    ``gradients``, its one-kernel δ and Σ δ), last layer first, the ∂C/∂aˡ⁻¹ of one the g of the next: the chain
+    rule through the network, as the engine would run it through one node per layer, with the same operations in
+    the same order, and so the same bits. Both passes are written out for the network at hand (``program``), as
+    ``MLPLoss``'s are. What the one node saves is the engine's round trip into Python for every layer but one, each
+    way (``benchmarks/chain.py``, BENCHMARKS.md). It keeps what the per-layer nodes would (x, every aˡ, and each Wˡ
+    that a ∂C/∂aˡ⁻¹ needs), no more.
 
     The hidden aˡ are made inside the node, so they have no autograd history of their own: a double backward
     (``create_graph=True``) differentiates the per-layer nodes instead, run again from x. The chain has no ``jvp``
@@ -102,44 +105,50 @@ class LinearChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, activations, *parameters):
-        a = [x]  # a⁰ = x, a¹, …, aᴸ: each layer's input and f′'s operand
-        for n, activation in enumerate(activations):
-            z = Linear.forward(a[n], parameters[2 * n], parameters[2 * n + 1])
-            a.append(z if activation is None else ACTIVATIONS[activation].forward(z))
-        weights = list(parameters[::2])
-        if not ctx.needs_input_grad[0]:
-            weights[0] = None  # only ∂C/∂x needs W¹
-        kept = list(a)
-        if activations[-1] is None:
-            kept[-1] = None  # no f′ to take at the last layer: its output is not needed
-        ctx.save_for_backward(*kept, *weights)
+        # the layers, written out for this network (``LinearChain.program``), and what their backward passes keep
+        output, saved = LinearChain.program(activations, ctx.needs_input_grad)["forward"](x, *parameters)
+        ctx.save_for_backward(*saved)
         ctx.activations = activations
         ctx.parameters = parameters  # for a double backward only, which runs the layers again
-        return a[-1]
+        return output
 
     @staticmethod
     def backward(ctx, grad_output):
         if torch.is_grad_enabled():  # create_graph=True: the hidden aˡ have no history here, the per-layer nodes do
             return LinearChain.through_layers(ctx, grad_output)
-        count = len(ctx.activations)
-        saved = ctx.saved_tensors
-        a, weights = saved[: count + 1], saved[count + 1 :]
-        needs = ctx.needs_input_grad
-        # whether anything at layer n or below asks for a gradient: the chain rule stops at the lowest such layer
-        wanted = [needs[0]]
-        for n in range(count):
-            wanted.append(wanted[-1] or needs[2 + 2 * n] or needs[3 + 2 * n])
-        grads = [None] * (2 * count)
-        grad_a = grad_output  # ∂C/∂aᴸ, then ∂C/∂aˡ⁻¹ of each layer down
-        for n in range(count - 1, -1, -1):
-            if not wanted[n + 1]:
-                break
-            has_bias = ctx.parameters[2 * n + 1] is not None
-            layer_needs = (wanted[n], needs[2 + 2 * n], needs[3 + 2 * n])
-            grad_a, grads[2 * n], grads[2 * n + 1] = gradients(
-                grad_a, a[n], weights[n], a[n + 1], ctx.activations[n], has_bias, layer_needs
+        program = LinearChain.program(ctx.activations, ctx.needs_input_grad)
+        # on a GPU each layer's δ and Σ δ come out of one kernel (``gradients``): the program's other backward
+        backward = program["backward_on_gpu" if kernels.chosen_for_backward(grad_output) else "backward"]
+        return backward(grad_output, *ctx.saved_tensors)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def program(activations, needs_input_grad):
+        """The chain's forward and backward passes written out for one network, as ``manualbp.fast.program`` writes
+        ``MLPLoss``'s: ``forward(x, W1, b1, W2, …)`` → ``(aᴸ, saved)``, each layer's ``Linear.forward`` and
+        activation, and what the backward keeps; ``backward(g, *saved)`` → the node's gradients, each layer's
+        t · f′ and ``Linear.gradients``, last layer first, down to the lowest layer that anything asks a gradient of
+        (``needs_input_grad``: the node's). ``backward_on_gpu`` is the same with each layer's backward as one call of
+        ``gradients`` (its one-kernel δ and Σ δ on a GPU). The same operations as the per-layer nodes, in their
+        order: the same bits; written out, a call pays no loop (about 3 % of a training step at 784-30-10, batch 10
+        and 100: BENCHMARKS.md). Made once for each network and pattern of needs (the last 256 are kept);
+        ``inspect.getsource`` shows it::
+
+            program = LinearChain.program(("sigmoid", "sigmoid"), (False, False) + (True,) * 4)
+            print(inspect.getsource(program["forward"]), inspect.getsource(program["backward"]))
+        """
+        if any(name is not None and name not in ACTIVATIONS for name in activations):
+            raise ValueError(f"LinearChain: activations must be {', '.join(ACTIVATIONS)} or None, got {activations}")
+        layers = layers_of(activations)
+        if len(needs_input_grad) != 2 + 2 * len(layers):
+            raise ValueError(
+                f"LinearChain: {len(layers)} activations need {2 * len(layers)} parameters (W¹, b¹, …), "
+                f"got {len(needs_input_grad) - 2}"
             )
-        return (grad_a if needs[0] else None), None, *grads
+        namespace = {"Linear": Linear, "gradients": gradients}
+        namespace.update({f"f{index}": layer for index, layer in enumerate(layers, 1)})
+        source = _chain_source(layers, needs_input_grad)
+        return compile_program(source, namespace, "fused.LinearChain.program")
 
     @staticmethod
     def through_layers(ctx, grad_output):
@@ -163,3 +172,39 @@ class LinearChain(torch.autograd.Function):
             grads = iter(torch.autograd.grad(a, wanted, grad_output, create_graph=True))
         grad_x, *grad_parameters = [next(grads) if need else None for need in needs]
         return grad_x, None, *grad_parameters
+
+
+def _chain_source(layers, needs_input_grad):
+    """``LinearChain.program``'s source, where ``f1``, ``f2``, … name each layer's ``manualbp.fast.program.Layer``.
+    The backward keeps what the per-layer nodes would: x, every aˡ (the next layer's input, f_l′'s operand; aᴸ only
+    where an f′ follows), and each Wˡ that a ∂C/∂aˡ⁻¹ needs (W¹ only where x needs a gradient)."""
+    count = len(layers)
+    needs_x_grad, needs = needs_input_grad[0], needs_input_grad[2:]
+    parameters = ", ".join(f"W{n}, b{n}" for n in range(1, count + 1))
+    kept = [f"a{n}" for n in range(count)] + [f"a{count}" if layers[-1].activate is not None else "None"]
+    kept += ["W1" if needs_x_grad else "None"] + [f"W{n}" for n in range(2, count + 1)]
+    saved = ", ".join([*(f"a{n}" for n in range(count + 1)), *(f"W{n}" for n in range(1, count + 1))])  # or None
+    forward = [
+        f"def forward(x, {parameters}):",
+        *forward_lines(layers, lambda n: f"b{n}"),
+        f"    return a{count}, ({', '.join(kept)})",
+    ]
+    # whether anything at layer n or below asks for a gradient: the chain rule stops at the lowest such layer
+    wanted = [needs_x_grad]
+    for n in range(count):
+        wanted.append(wanted[-1] or needs[2 * n] or needs[2 * n + 1])
+    layer_needs = [(wanted[n], needs[2 * n], needs[2 * n + 1]) if wanted[n + 1] else None for n in range(count)]
+    gradients = ", ".join(
+        f"grad_W{n}, grad_b{n}" if layer_needs[n - 1] is not None else "None, None" for n in range(1, count + 1)
+    )
+    returned = f"    return {'grad_a0' if needs_x_grad else 'None'}, None, {gradients}"
+    backward = []
+    for name, one_call in (("backward", False), ("backward_on_gpu", True)):
+        has_bias = lambda n: repr(needs[2 * n - 1])  # noqa: E731  (a layer without a bias needs no ∂C/∂b)
+        backward += [
+            "",
+            f"def {name}(grad_a{count}, {saved}):",
+            *backward_lines(layers, layer_needs, has_bias, one_call),
+            returned,
+        ]
+    return "\n".join([*forward, *backward, ""])

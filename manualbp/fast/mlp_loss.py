@@ -1,19 +1,15 @@
 """The whole network and its loss as one autograd node, whose gradients are computed in the forward pass."""
 
 import functools
-import itertools
-import linecache
-from typing import NamedTuple
 
 import torch
 
-from manualbp import autograd
 from manualbp.autograd import MLP, Linear, MSELoss, OneHotCrossEntropyLoss
 from manualbp.fast import kernels
-from manualbp.fast.activation import KERNELS, times_derivative
 from manualbp.fast.call import is_one, upstream_one
 from manualbp.fast.cross_entropy import one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
+from manualbp.fast.program import backward_lines, compile_program, forward_lines, layers_of
 
 
 class MLPLoss(torch.autograd.Function):
@@ -115,10 +111,7 @@ class MLPLoss(torch.autograd.Function):
         }
         namespace.update({f"f{index}": layer for index, layer in enumerate(layers, 1)})
         source = _source(layers, loss, layer_needs(needs_input_grad))
-        filename = f"<manualbp.fast.mlp_loss.program {next(_programs)}>"  # one name per program
-        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)  # for tracebacks
-        exec(compile(source, filename, "exec"), namespace)
-        return namespace["run"]
+        return compile_program(source, namespace, "mlp_loss.program")["run"]
 
     @staticmethod
     def through_reference(ctx, grad_loss):
@@ -139,62 +132,14 @@ class MLPLoss(torch.autograd.Function):
         return grad_x, None, None, None, *grad_parameters
 
 
-class Layer(NamedTuple):
-    """What the one node needs of a layer's activation, looked up once per network (``layers_of``)."""
-
-    activate: object  # z ↦ a = f(z), the reference activation's forward; None for no activation
-    times_derivative: object  # (t, kept) ↦ t · f′(z), by one kernel where there is one; None for no activation
-    keeps_z: bool  # whether f′ is computed from z rather than from a, as the reference's ``keep`` says
-
-
-def layers_of(activations):
-    """One ``Layer`` per name of ``activations`` (a tuple: ``"relu"``, …, or None), made once for each network, by
-    ``MLPLoss.program``: the names' lookups, which cost a few microseconds a layer in every call, are done there."""
-    return tuple(_layer(name) for name in activations)
-
-
-def _layer(name):
-    if name is None:
-        return Layer(None, None, False)
-    function, options = autograd.mlp.ACTIVATIONS[name]
-    kernel = KERNELS.get(name)  # ReLU's, sigmoid's and tanh's t · f′ in one pass (see manualbp.fast.activation)
-    return Layer(
-        activate=functools.partial(_activate, function, options) if options else function.forward,
-        times_derivative=kernel or functools.partial(_times_derivative, name, options),
-        keeps_z=autograd.mlp._keeps_z(name),  # the reference's own answer, from its keep
-    )
-
-
-def _activate(function, options, z):
-    return function.forward(z, *options)
-
-
-def _times_derivative(name, options, t, kept):
-    return times_derivative(name, t, kept, *options)
-
-
-_programs = itertools.count()
-
-
 def _source(layers, loss, needs):
-    """``MLPLoss.program``'s source, where ``f1``, ``f2``, … name each layer's ``Layer``; ``needs`` is
-    ``layer_needs``'s answer (None: no gradient). Each ``del`` frees a tensor once nothing below reads it, as
-    autograd frees a node's saved tensors during the backward pass: a call holds no more at once than the loop did."""
+    """``MLPLoss.program``'s source, where ``f1``, ``f2``, … name each layer's ``Layer`` (``manualbp.fast.program``);
+    ``needs`` is ``layer_needs``'s answer (None: no gradient). Each ``del`` frees a tensor once nothing below reads it,
+    as autograd frees a node's saved tensors during the backward pass: a call holds no more at once than the loop
+    did."""
     count = len(layers)
     parameters = ", ".join(f"W{n}, b{n}" for n in range(1, count + 1))
-    lines = [
-        f"def run(x, target, {parameters}):",
-        "    # forward, layer by layer: zˡ = aˡ⁻¹ Wˡᵀ + bˡ, aˡ = f_l(zˡ)",
-        "    a0 = x",
-    ]
-    for n, layer in enumerate(layers, 1):
-        if layer.activate is None:
-            lines.append(f"    a{n} = Linear.forward(a{n - 1}, W{n}, b{n})")
-            continue
-        lines.append(f"    z{n} = Linear.forward(a{n - 1}, W{n}, b{n})")
-        lines.append(f"    a{n} = f{n}.activate(z{n})")
-        if not layer.keeps_z:  # f′ reads a: z is done with
-            lines.append(f"    del z{n}")
+    lines = [f"def run(x, target, {parameters}):", *forward_lines(layers, lambda n: f"b{n}")]
     last = f"a{count}"
     if loss == "mse":
         lines.append(f"    C = mse_value({last}, target)")
@@ -214,21 +159,7 @@ def _source(layers, loss, needs):
             f"        grad_{last} = one_hot_gradient_at_one(target, log_probs)",
             "        del log_probs",
         ]
-    lines.append(
-        "    # back through every layer: δˡ = ∂C/∂aˡ ⊙ f_l′(zˡ); ∂C/∂aˡ⁻¹ = δˡ Wˡ, ∂C/∂Wˡ = δˡᵀ aˡ⁻¹, ∂C/∂bˡ = Σ δˡ"
-    )
-    for n in range(count, 0, -1):
-        layer = layers[n - 1]
-        error = f"grad_a{n}"  # δˡ: ∂C/∂aˡ itself where the layer has no activation
-        if layer.times_derivative is not None:
-            error = f"delta{n}"
-            lines.append(f"    delta{n} = f{n}.times_derivative(grad_a{n}, {f'z{n}' if layer.keeps_z else f'a{n}'})")
-            lines.append(f"    del grad_a{n}" + (f", z{n}" if layer.keeps_z else ""))
-        lines.append(
-            f"    grad_a{n - 1}, grad_W{n}, grad_b{n} = "
-            f"Linear.gradients({error}, a{n - 1}, W{n}, b{n} is not None, {needs[n - 1]})"
-        )
-        lines.append(f"    del {error}" + (f", a{n}" if n < count else ""))  # aˡ: layer l + 1's input, f_l′'s operand
+    lines += backward_lines(layers, needs, lambda n: f"b{n} is not None")
     gradients = ", ".join(f"grad_W{n}, grad_b{n}" for n in range(1, count + 1))
     return "\n".join([*lines, f"    return C, {last}, (grad_a0, None, None, None, {gradients})", ""])
 

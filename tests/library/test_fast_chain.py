@@ -1,6 +1,8 @@
 """``fast.LinearChain``: a run of Linear layers and their activations in a ``manualbp.nn.Sequential`` as one node,
 held to the layers one by one to the bit, and to autograd by gradcheck."""
 
+import inspect
+
 import pytest
 import torch
 from conftest import is_manualbp_node
@@ -117,3 +119,63 @@ def test_an_operand_of_the_wrong_dtype_is_named_by_the_layers_checks():
     model[2].weight = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="linear: expected every tensor to have the same dtype"):
         model(torch.randn(5, 4))
+
+
+def _chain_operands(widths, biases, dtype, requires_grad):
+    """``(x, parameters)`` for ``fast.LinearChain``: x, then W¹, b¹, W², …, each requiring a gradient as
+    ``requires_grad`` (x's first) says; a bias None where ``biases`` says."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, widths[0], generator=generator, dtype=dtype).requires_grad_(requires_grad[0])
+    parameters = []
+    for n, bias in enumerate(biases):
+        parameters.append(torch.randn(widths[n + 1], widths[n], generator=generator, dtype=dtype))
+        parameters.append(torch.randn(widths[n + 1], generator=generator, dtype=dtype) if bias else None)
+    for tensor, needs in zip(parameters, requires_grad[1:], strict=True):
+        if tensor is not None:
+            tensor.requires_grad_(needs)
+    return x, parameters
+
+
+@pytest.mark.parametrize(
+    "activations, biases, requires_grad",
+    [
+        (("sigmoid", "sigmoid"), (True, True), (False, True, True, True, True)),
+        (("relu", None, "tanh"), (True, False, True), (True, True, True, True, False, False, True)),
+        ((None, "relu"), (False, True), (True, True, False, False, True)),
+    ],
+)
+def test_the_programs_gpu_backward_equals_its_cpu_backward_on_the_cpu(activations, biases, requires_grad):
+    # on a GPU each layer's backward is one call of fused.gradients (its one-kernel δ and Σ δ); on the CPU that call
+    # takes the same two steps as the CPU program, so the two programs must agree to the bit there
+    widths = [6, 5, 4, 3][: len(activations) + 1]
+    x, parameters = _chain_operands(widths, biases, torch.float64, requires_grad)
+    needs = (x.requires_grad, False, *[tensor is not None and tensor.requires_grad for tensor in parameters])
+    program = fast.LinearChain.program(activations, needs)
+    output, saved = program["forward"](x, *parameters)
+    upstream = torch.randn_like(output)
+    cpu, gpu = program["backward"](upstream, *saved), program["backward_on_gpu"](upstream, *saved)
+    assert len(cpu) == len(gpu) == 2 + 2 * len(activations)
+    for on_cpu, on_gpu in zip(cpu, gpu, strict=True):
+        assert (on_cpu is None and on_gpu is None) or torch.equal(on_cpu, on_gpu)
+    asked = [tensor for tensor in (x, *parameters) if tensor is not None and tensor.requires_grad]
+    assert sum(grad is not None for grad in cpu) == len(asked)  # a gradient for each input that asks, no more
+
+
+def test_the_programs_backward_stops_at_the_lowest_layer_asked_for_a_gradient():
+    # a frozen first layer and an x that needs no gradient: nothing is computed below the second layer
+    frozen_below = (False, False, False) + (True,) * 4  # x, W¹, b¹, then W², b², W³, b³
+    x, parameters = _chain_operands([6, 5, 4, 3], (True, True, True), torch.float64, frozen_below)
+    activations = ("tanh", "sigmoid", None)
+    needs = (False, False, False, False, *[True] * 4)
+    backward = inspect.getsource(fast.LinearChain.program(activations, needs)["backward"])
+    assert "grad_W2" in backward and "grad_W1, grad_b1 =" not in backward and "delta1" not in backward
+    output = fast.LinearChain.apply(x, activations, *parameters)
+    upstream = torch.randn_like(output)
+    got = torch.autograd.grad(output, parameters[2:], upstream)
+    a = x
+    for n, activation in enumerate(activations):  # the reference's layers, one node each
+        a = torch.nn.functional.linear(a, parameters[2 * n], parameters[2 * n + 1])
+        a = a if activation is None else getattr(torch, activation)(a)
+    expected = torch.autograd.grad(a, parameters[2:], upstream)
+    for chained, reference in zip(got, expected, strict=True):
+        torch.testing.assert_close(chained, reference, rtol=1e-12, atol=1e-12)

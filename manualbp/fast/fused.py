@@ -130,8 +130,8 @@ class LinearChain(torch.autograd.Function):
         t · f′ and ``Linear.gradients``, last layer first, down to the lowest layer that anything asks a gradient of
         (``needs_input_grad``: the node's). ``backward_on_gpu`` is the same with each layer's backward as one call of
         ``gradients`` (its one-kernel δ and Σ δ on a GPU). The same operations as the per-layer nodes, in their
-        order: the same bits; written out, a call pays no loop (about 3 % of a training step at 784-30-10, batch 10
-        and 100: BENCHMARKS.md). Made once for each network and pattern of needs (the last 256 are kept);
+        order: the same bits; written out, a call pays no loop (2–3 % of a training step at 784-30-10, batches 10 and
+        100: BENCHMARKS.md). Made once for each network and pattern of needs (the last 256 are kept);
         ``inspect.getsource`` shows it::
 
             program = LinearChain.program(("sigmoid", "sigmoid"), (False, False) + (True,) * 4)
@@ -194,13 +194,16 @@ def _chain_source(layers, needs_input_grad):
     for n in range(count):
         wanted.append(wanted[-1] or needs[2 * n] or needs[2 * n + 1])
     layer_needs = [(wanted[n], needs[2 * n], needs[2 * n + 1]) if wanted[n + 1] else None for n in range(count)]
-    gradients = ", ".join(
+    parameter_grads = ", ".join(
         f"grad_W{n}, grad_b{n}" if layer_needs[n - 1] is not None else "None, None" for n in range(1, count + 1)
     )
-    returned = f"    return {'grad_a0' if needs_x_grad else 'None'}, None, {gradients}"
+    returned = f"    return {'grad_a0' if needs_x_grad else 'None'}, None, {parameter_grads}"
+
+    def has_bias(n):  # as Linear.gradients reads it: whether ∂C/∂bˡ is taken (a bias that is None needs none)
+        return repr(needs[2 * n - 1])
+
     backward = []
     for name, one_call in (("backward", False), ("backward_on_gpu", True)):
-        has_bias = lambda n: repr(needs[2 * n - 1])  # noqa: E731  (a layer without a bias needs no ∂C/∂b)
         backward += [
             "",
             f"def {name}(grad_a{count}, {saved}):",

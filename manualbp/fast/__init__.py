@@ -16,10 +16,12 @@ is plumbing:
   activation kernel of ``kernels/``.
 - ``fused.py``: ``LinearActivation``, a Linear layer and its ReLU/Sigmoid/Tanh as one autograd node, calling the
   two reference backward passes (and jvps); ``LinearChain``, a run of such layers as one node, each layer's
-  backward the pair's, last layer first.
+  backward the pair's, last layer first, written out for the network at hand.
 - ``mlp_loss.py``: ``MLPLoss``, a whole network and its loss as one node, its gradients computed in the forward pass
   by the reference's derivations (the loss's derivative at g = 1, then ``MLP.gradients``'s loop over each layer's
-  ``Linear.gradients`` and one-kernel t · f′).
+  ``Linear.gradients`` and one-kernel t · f′, written out for the network at hand).
+- ``program.py``: the lines that write those two nodes' loops over their layers out once per network, as
+  straight-line Python (``inspect.getsource`` prints a program), so that a call pays no loop bookkeeping.
 - ``mse.py``: ``MSELoss``, the mean squared error's unweighted mean and its ∂C/∂a by PyTorch's one kernel each
   (the reference's arithmetic in the same order: its bits).
 - ``sequential.py``: running a ``Sequential`` with each such pair fused, and a run of them as one ``LinearChain``

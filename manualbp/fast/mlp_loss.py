@@ -7,7 +7,7 @@ import torch
 from manualbp.autograd import MLP, Linear, MSELoss, OneHotCrossEntropyLoss
 from manualbp.fast import kernels
 from manualbp.fast.call import is_one, upstream_one
-from manualbp.fast.cross_entropy import one_hot_gradient_at_one
+from manualbp.fast.cross_entropy import cross_entropy_value, one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
 from manualbp.fast.program import backward_lines, compile_program, forward_lines, layers_of
 
@@ -17,9 +17,10 @@ class MLPLoss(torch.autograd.Function):
     ``backprop(x, y)`` ("Neural Networks and Deep Learning", chapter 2) as one autograd node.
 
     Forward runs the layers, zˡ = aˡ⁻¹ Wˡᵀ + bˡ (``Linear.forward``) and aˡ = f_l(zˡ) (each activation's forward),
-    then the loss: the mean cross-entropy of the logits aᴸ against class indices (``OneHotCrossEntropyLoss``), or the
-    mean squared error against targets shaped like aᴸ (``MSELoss``). When a gradient is wanted it goes on, in the
-    same call, to the four equations of backpropagation:
+    then the loss: the mean cross-entropy of the logits aᴸ against class indices (``OneHotCrossEntropyLoss``'s value,
+    by its two kernels: ``fast.cross_entropy.cross_entropy_value``), or the mean squared error against targets shaped
+    like aᴸ (``MSELoss``'s, ``fast.mse.mse_value``). When a gradient is wanted it goes on, in the same call, to the
+    four equations of backpropagation:
 
         ∂C/∂aᴸ = (softmax(aᴸ) − onehot(y)) / N    or    2(aᴸ − y) / n     the loss's own derivative at g = 1
         δᴸ = ∂C/∂aᴸ ⊙ f_L′(zᴸ)                                            the output layer's error
@@ -102,7 +103,7 @@ class MLPLoss(torch.autograd.Function):
             raise ValueError(f"MLPLoss: loss must be 'cross-entropy' or 'mse', got {loss!r}")
         namespace = {
             "Linear": Linear,
-            "OneHotCrossEntropyLoss": OneHotCrossEntropyLoss,
+            "cross_entropy_value": cross_entropy_value,
             "kernels": kernels,
             "mse_value": mse_value,
             "mse_gradient": mse_gradient,
@@ -145,7 +146,7 @@ def _source(layers, loss, needs):
         lines.append(f"    C = mse_value({last}, target)")
     if needs is None:  # nothing will ask for a gradient: evaluation pays for none
         if loss == "cross-entropy":
-            lines.append(f"    C, _ = OneHotCrossEntropyLoss.forward({last}, target)")
+            lines.append(f"    C, _ = cross_entropy_value({last}, target)")
         return "\n".join([*lines, f"    return C, {last}, None", ""])
     lines.append("    # the loss's derivative ∂C/∂aᴸ at the upstream gradient of loss.backward(), g = 1")
     if loss == "mse":
@@ -155,7 +156,7 @@ def _source(layers, loss, needs):
             f"    if kernels.chosen_for({last}):  # on a GPU: C and ∂C/∂aᴸ in one kernel",
             f"        C, grad_{last} = kernels.cross_entropy.cross_entropy({last}, target, None, -100, 0.0, 'mean')",
             "    else:",
-            f"        C, log_probs = OneHotCrossEntropyLoss.forward({last}, target)",
+            f"        C, log_probs = cross_entropy_value({last}, target)",
             f"        grad_{last} = one_hot_gradient_at_one(target, log_probs)",
             "        del log_probs",
         ]

@@ -31,6 +31,10 @@ any_autocast_enabled = torch._C._is_any_autocast_enabled
 # numbering: 0 none, 1 mean, 2 sum); Dynamo traces it as it traces that function
 mse_loss = torch._C._nn.mse_loss
 
+# ``nll_loss(log_probs, target, weight, reduction, ignore_index)``: ATen's negative log-likelihood through the Python
+# binding that ``torch.nn.functional.nll_loss`` calls once it has turned ``reduction`` into ATen's number
+nll_loss = torch._C._nn.nll_loss_nd
+
 
 def forward_ad_level_open():
     """Whether a forward-mode AD dual level is open, so that a ``jvp`` could run: no public read exists."""

@@ -18,7 +18,7 @@ import manualbp
 import manualbp.functional as F
 from manualbp import autograd as A
 from manualbp import nn as mnn
-from manualbp.fast.cross_entropy import one_hot_gradient_at_one
+from manualbp.fast.cross_entropy import cross_entropy_value, one_hot_gradient_at_one
 from manualbp.fast.mse import mse_gradient, mse_value
 
 GUIDE = os.path.join(
@@ -420,6 +420,11 @@ def test_mlp_losss_cross_entropy_gradient_at_one_is_the_references_to_the_bit(dt
     bits = torch.int64 if dtype == torch.float64 else torch.int32
     for _ in range(2):  # the second call reads the g/N it made once for this batch size
         assert torch.equal(one_hot_gradient_at_one(target, log_probs).view(bits), expected.view(bits))
+    # and the loss and log-probabilities themselves, by the two kernels the reference's forward calls
+    value, fast_log_probs = cross_entropy_value(z, target)
+    reference_value, _ = A.OneHotCrossEntropyLoss.forward(z, target)
+    assert torch.equal(value.view(bits), reference_value.view(bits))
+    assert torch.equal(fast_log_probs.view(bits), log_probs.view(bits))
 
 
 def test_the_nodes_program_is_the_unrolled_loop_that_the_guide_prints():

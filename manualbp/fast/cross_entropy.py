@@ -48,10 +48,10 @@ def one_hot_gradient_at_one(target, log_probs):
 def cross_entropy_value(z, target):
     """``(C, ℓ)``: ``OneHotCrossEntropyLoss.forward``'s log-softmax ℓ and its mean negative log-likelihood C, by the
     same two kernels called directly, so the same bits, without ``torch.nn.functional.nll_loss``'s Python around the
-    second (its reduction looked up by name): about 1 % of a training step of a 784-256-10 network at batch 100,
+    second (its reduction looked up by name): 1–1.5 % of a training step of a 784-256-10 network at batches 64 and 100,
     where the step runs with the caches its matrix products emptied (BENCHMARKS.md; Intel Xeon, 2 threads)."""
     log_probs = torch.log_softmax(z, dim=1)
-    return nll_loss(log_probs, target, None, 1, -100), log_probs  # 1: the mean, in ATen's numbering; −100: none ignored
+    return nll_loss(log_probs, target, None, 1, -100), log_probs  # the mean (1), and F.nll_loss's ignore_index, −100
 
 
 # the reference Function with its value by ``cross_entropy_value``: its setup_context, backward and jvp are its own

@@ -106,7 +106,8 @@ class LinearChain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, activations, *parameters):
         # the layers, written out for this network (``LinearChain.program``), and what their backward passes keep
-        output, saved = LinearChain.program(activations, ctx.needs_input_grad)["forward"](x, *parameters)
+        ctx.program = LinearChain.program(activations, ctx.needs_input_grad)  # looked up once, for both passes
+        output, saved = ctx.program["forward"](x, *parameters)
         ctx.save_for_backward(*saved)
         ctx.activations = activations
         ctx.parameters = parameters  # for a double backward only, which runs the layers again
@@ -116,9 +117,8 @@ class LinearChain(torch.autograd.Function):
     def backward(ctx, grad_output):
         if torch.is_grad_enabled():  # create_graph=True: the hidden aˡ have no history here, the per-layer nodes do
             return LinearChain.through_layers(ctx, grad_output)
-        program = LinearChain.program(ctx.activations, ctx.needs_input_grad)
         # on a GPU each layer's δ and Σ δ come out of one kernel (``gradients``): the program's other backward
-        backward = program["backward_on_gpu" if kernels.chosen_for_backward(grad_output) else "backward"]
+        backward = ctx.program["backward_on_gpu" if kernels.chosen_for_backward(grad_output) else "backward"]
         return backward(grad_output, *ctx.saved_tensors)
 
     @staticmethod
@@ -186,7 +186,7 @@ def _chain_source(layers, needs_input_grad):
     saved = ", ".join([*(f"a{n}" for n in range(count + 1)), *(f"W{n}" for n in range(1, count + 1))])  # or None
     forward = [
         f"def forward(x, {parameters}):",
-        *forward_lines(layers, lambda n: f"b{n}"),
+        *forward_lines(layers),
         f"    return a{count}, ({', '.join(kept)})",
     ]
     # whether anything at layer n or below asks for a gradient: the chain rule stops at the lowest such layer

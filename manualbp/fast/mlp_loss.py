@@ -140,7 +140,7 @@ def _source(layers, loss, needs):
     did."""
     count = len(layers)
     parameters = ", ".join(f"W{n}, b{n}" for n in range(1, count + 1))
-    lines = [f"def run(x, target, {parameters}):", *forward_lines(layers, lambda n: f"b{n}")]
+    lines = [f"def run(x, target, {parameters}):", *forward_lines(layers)]
     last = f"a{count}"
     if loss == "mse":
         lines.append(f"    C = mse_value({last}, target)")

@@ -54,16 +54,16 @@ def _times_derivative(name, options, t, kept):
     return times_derivative(name, t, kept, *options)
 
 
-def forward_lines(layers, bias):
+def forward_lines(layers):
     """The lines of the forward pass, zˡ = aˡ⁻¹ Wˡᵀ + bˡ (``Linear.forward``) and aˡ = f_l(zˡ), from ``a0`` = ``x``
-    to ``a{L}``; ``f1``, ``f2``, … name each layer's ``Layer`` and ``bias(n)`` the expression of layer n's bias. zˡ is
+    to ``a{L}``, where ``W1``, ``b1``, … are the parameters and ``f1``, ``f2``, … name each layer's ``Layer``. zˡ is
     deleted where f′ reads a."""
     lines = ["    # forward, layer by layer: zˡ = aˡ⁻¹ Wˡᵀ + bˡ, aˡ = f_l(zˡ)", "    a0 = x"]
     for n, layer in enumerate(layers, 1):
         if layer.activate is None:
-            lines.append(f"    a{n} = Linear.forward(a{n - 1}, W{n}, {bias(n)})")
+            lines.append(f"    a{n} = Linear.forward(a{n - 1}, W{n}, b{n})")
             continue
-        lines.append(f"    z{n} = Linear.forward(a{n - 1}, W{n}, {bias(n)})")
+        lines.append(f"    z{n} = Linear.forward(a{n - 1}, W{n}, b{n})")
         lines.append(f"    a{n} = f{n}.activate(z{n})")
         if not layer.keeps_z:  # f′ reads a: z is done with
             lines.append(f"    del z{n}")
